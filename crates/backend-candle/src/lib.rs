@@ -1,0 +1,1 @@
+//! The Candle CPU engine.

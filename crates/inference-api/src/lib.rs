@@ -1,0 +1,27 @@
+//! The inference API: the traits every engine implements and the plain data they exchange.
+//!
+//! Callers load a model once with [`Engine::prepare`] and run it through [`PreparedModel::run`].
+//! Engines (the Candle CPU engine, the Core ML engine, test engines) implement [`Engine`]; the
+//! runtime routes calls between them. This crate holds no backend types and no unsafe code.
+//!
+//! Input validation lives here once: [`IoSchema::validate_inputs`] checks names, dtypes and shapes
+//! and returns [`Error::InvalidInput`] naming the tensor, what was expected and what came.
+#![forbid(unsafe_code)]
+
+mod dtype;
+mod engine;
+mod error;
+mod schema;
+mod tensor;
+
+pub use dtype::{ComputeUnits, DType};
+pub use engine::{
+    ArtifactFormat, CapabilityReport, DeviceClass, Engine, ModelArtifact, PlacementReport,
+    PrepareOptions, PreparedModel, RunReport, RunTimings,
+};
+pub use error::{Error, Result};
+pub use schema::{Dim, FeatureKind, ImageFormat, IoSchema, TensorSpec};
+pub use tensor::{NamedTensors, Tensor, TensorData, TensorView, TensorViewData};
+
+/// Re-exported so callers can build fp16 tensors without naming the `half` crate.
+pub use half::f16;
