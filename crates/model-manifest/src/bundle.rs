@@ -1,0 +1,109 @@
+//! Loading a model folder: manifest, sha256 verification of every file, labels, artifact.
+
+use std::path::{Path, PathBuf};
+
+use inference_api::{Error, IoSchema, ModelArtifact, Result};
+
+use crate::hash::sha256_path;
+use crate::manifest::Manifest;
+
+/// A verified model folder, ready to hand to an engine.
+#[derive(Debug, Clone)]
+pub struct ModelBundle {
+    /// The folder holding `manifest.toml`.
+    pub dir: PathBuf,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// Declared inputs and outputs.
+    pub io_schema: IoSchema,
+    /// The weights as an engine artifact (path absolute, sha256 verified).
+    pub artifact: ModelArtifact,
+    /// Class labels, when the manifest lists a labels file.
+    pub labels: Option<Vec<String>>,
+}
+
+impl ModelBundle {
+    /// Loads `dir/manifest.toml`, verifies every listed file's size and sha256 and reads the
+    /// labels. A missing file is [`Error::Io`] (with how to obtain it when the manifest says),
+    /// a hash mismatch [`Error::Integrity`] naming the file and both hashes, a malformed
+    /// manifest [`Error::Load`].
+    pub fn load(dir: impl AsRef<Path>) -> Result<ModelBundle> {
+        let dir = dir.as_ref().to_path_buf();
+        let manifest_path = dir.join("manifest.toml");
+        let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Io {
+                    path: manifest_path.display().to_string(),
+                    message: "no manifest.toml here: pass a model folder that has one, or a \
+                              .safetensors/.mlpackage/.mlmodel file"
+                        .into(),
+                }
+            } else {
+                Error::io(&manifest_path, &e)
+            }
+        })?;
+        let origin = manifest_path.display().to_string();
+        let manifest = Manifest::parse(&text, &origin)?;
+        for f in &manifest.files {
+            verify_file(&dir, f, &manifest)?;
+        }
+        let io_schema = manifest.io_schema(&origin)?;
+        let weights =
+            manifest.weights().ok_or_else(|| Error::Load(format!("{origin}: no weights")))?;
+        let format = manifest.weights_format().ok_or_else(|| {
+            Error::Load(format!("{origin}: cannot tell the format of `{}`", weights.path))
+        })?;
+        let artifact = ModelArtifact {
+            name: manifest.name.clone(),
+            format,
+            path: dir.join(&weights.path),
+            sha256: Some(weights.sha256.clone()),
+            architecture: manifest.architecture.clone(),
+            io_schema: Some(io_schema.clone()),
+        };
+        let labels = match manifest.labels() {
+            Some(l) => {
+                let p = dir.join(&l.path);
+                let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, &e))?;
+                Some(text.lines().map(|s| s.trim().to_string()).collect())
+            }
+            None => None,
+        };
+        Ok(ModelBundle { dir, manifest, io_schema, artifact, labels })
+    }
+
+    /// The label of class `index`, or `class <index>` when there are no labels.
+    pub fn label(&self, index: usize) -> String {
+        self.labels
+            .as_ref()
+            .and_then(|l| l.get(index).cloned())
+            .unwrap_or_else(|| format!("class {index}"))
+    }
+}
+
+fn verify_file(dir: &Path, f: &crate::FileEntry, m: &Manifest) -> Result<()> {
+    let path = dir.join(&f.path);
+    if !path.exists() {
+        let how = m.origin.how.as_deref().map(|h| format!("; {h}")).unwrap_or_default();
+        return Err(Error::Io {
+            path: path.display().to_string(),
+            message: format!("file listed in the manifest is missing{how}"),
+        });
+    }
+    let (actual, size) = sha256_path(&path)?;
+    if actual != f.sha256.to_ascii_lowercase() {
+        return Err(Error::Integrity {
+            path: path.display().to_string(),
+            expected: f.sha256.clone(),
+            actual,
+        });
+    }
+    if size != f.size {
+        return Err(Error::Integrity {
+            path: path.display().to_string(),
+            expected: format!("{} ({} bytes)", f.sha256, f.size),
+            actual: format!("{actual} ({size} bytes)"),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! Loading model folders: verification of hashes, missing files and malformed manifests.
+
+use inference_api::{ArtifactFormat, Error};
+use model_manifest::{ModelBundle, sha256_hex};
+
+fn manifest(weights_sha: &str, size: usize, extra: &str) -> String {
+    format!(
+        r#"
+name = "tiny"
+version = "1"
+task = "image-classification"
+license = "MIT"
+architecture = "tiny-net"
+{extra}
+[origin]
+source = "made in a test"
+how = "run the test again"
+
+[[files]]
+path = "w.safetensors"
+role = "weights"
+sha256 = "{weights_sha}"
+size = {size}
+
+[[inputs]]
+name = "input"
+dtype = "f32"
+shape = [1, 3, 4, 4]
+
+[[outputs]]
+name = "logits"
+dtype = "f32"
+shape = [1, 10]
+"#
+    )
+}
+
+fn folder(weights: &[u8], manifest_text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.safetensors"), weights).unwrap();
+    std::fs::write(dir.path().join("manifest.toml"), manifest_text).unwrap();
+    dir
+}
+
+#[test]
+fn good_folder_loads_with_verified_artifact() {
+    let w = b"weights";
+    let dir = folder(w, &manifest(&sha256_hex(w), w.len(), ""));
+    let b = ModelBundle::load(dir.path()).unwrap();
+    assert_eq!(b.artifact.format, ArtifactFormat::Safetensors);
+    assert_eq!(b.artifact.architecture.as_deref(), Some("tiny-net"));
+    assert_eq!(b.io_schema.inputs[0].shape_string(), "[1, 3, 4, 4]");
+    assert_eq!(b.manifest.serving.timeout_ms, 2000);
+}
+
+#[test]
+fn hash_mismatch_is_integrity_naming_file_and_both_hashes() {
+    let w = b"weights";
+    let recorded = sha256_hex(b"other weights");
+    let dir = folder(w, &manifest(&recorded, w.len(), ""));
+    let err = ModelBundle::load(dir.path()).unwrap_err();
+    match &err {
+        Error::Integrity { path, expected, actual } => {
+            assert!(path.ends_with("w.safetensors"));
+            assert_eq!(expected, &recorded);
+            assert_eq!(actual, &sha256_hex(w));
+        }
+        other => panic!("expected Integrity, got {other:?}"),
+    }
+    assert!(err.to_string().contains(&recorded));
+}
+
+#[test]
+fn missing_file_is_io_with_how_to_get_it() {
+    let dir = folder(b"x", &manifest(&sha256_hex(b"x"), 1, ""));
+    std::fs::remove_file(dir.path().join("w.safetensors")).unwrap();
+    let err = ModelBundle::load(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path, message } if path.ends_with("w.safetensors") && message.contains("run the test again")),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_manifests_are_load_errors_naming_the_file() {
+    for text in [
+        "name = ".to_string(),
+        manifest(&sha256_hex(b"x"), 1, "unknown_key = 3"),
+        manifest("xyz", 1, ""),
+        manifest(&sha256_hex(b"x"), 1, "")
+            .replace("dtype = \"f32\"\nshape = [1, 3, 4, 4]", "dtype = \"f64\"\nshape = [1]"),
+    ] {
+        let dir = folder(b"x", &text);
+        let err = ModelBundle::load(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::Load(_)), "{err:?}");
+        assert!(err.to_string().contains("manifest.toml"), "{err}");
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let err = ModelBundle::load(empty.path()).unwrap_err();
+    assert!(err.to_string().contains("no manifest.toml"), "{err}");
+}
