@@ -27,6 +27,7 @@
 pub mod blob;
 mod description;
 mod error;
+pub mod fuzz;
 mod model;
 mod program;
 mod summary;
