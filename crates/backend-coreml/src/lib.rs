@@ -1,0 +1,30 @@
+//! The Core ML engine: runs Core ML models on the Neural Engine, GPU or CPU through the Swift
+//! bridge library (`coreml-bridge/`), loaded at run time by `coreml-sys`.
+//!
+//! [`CoreMlEngine`] compiles on every OS. When the bridge library is not found (always, off
+//! Apple platforms, unless `COREML_BRIDGE_PATH` or an explicit path names one) or reports
+//! another ABI version, [`inference_api::Engine::probe`] says unavailable and why, and
+//! `prepare` returns [`inference_api::Error::Unavailable`]. The same code runs on Linux against
+//! the test-support fake bridge (`tests/fake_bridge/`).
+//!
+//! What a prepared model does: compiles through a [`CompileCache`], loads a small pool of
+//! instances (one prediction in flight per instance, each on its own worker thread), validates
+//! inputs against the schema the model describes before any FFI call, bounds every prediction
+//! by a deadline (a timeout answers at once; the instance is quarantined and rebuilt), and
+//! reports placement from Core ML's compute plan only.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod cache;
+mod engine;
+mod ffi;
+mod model;
+mod pool;
+mod schema;
+
+pub use cache::{CacheStats, CompileCache, content_hash};
+pub use engine::{BridgeInfo, CoreMlConfig, CoreMlEngine, DoctorReport};
+pub use model::CoreMlModel;
+pub use pool::PoolStats;
+
+/// The engine's name, as reported by [`inference_api::Engine::name`] and in timeouts.
+pub const ENGINE_NAME: &str = "coreml";
