@@ -1,0 +1,151 @@
+//! Latency histograms (HdrHistogram, bounded relative error) and their quantile summaries.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Significant decimal digits kept by every histogram: values are exact to 0.1 %.
+const SIGFIG: u8 = 3;
+
+/// One latency distribution in nanoseconds, plus the exact sum for Prometheus `_sum`.
+#[derive(Debug, Clone)]
+pub(crate) struct LatencyHist {
+    hist: Option<Histogram<u64>>,
+    sum_ns: u128,
+}
+
+impl LatencyHist {
+    pub(crate) fn new() -> LatencyHist {
+        // Auto-resizing: memory grows with the largest value seen, not with the count.
+        LatencyHist { hist: Histogram::new(SIGFIG).ok(), sum_ns: 0 }
+    }
+
+    pub(crate) fn record(&mut self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        if let Some(h) = self.hist.as_mut() {
+            // `record` grows the auto-resizing histogram; if growing fails, clamp instead.
+            if h.record(ns).is_err() {
+                h.saturating_record(ns);
+            }
+        }
+        self.sum_ns = self.sum_ns.saturating_add(u128::from(ns));
+    }
+
+    pub(crate) fn quantiles(&self) -> Quantiles {
+        let Some(h) = self.hist.as_ref() else { return Quantiles::default() };
+        if h.is_empty() {
+            return Quantiles::default();
+        }
+        let us = |ns: u64| ns as f64 / 1_000.0;
+        Quantiles {
+            count: h.len(),
+            sum_us: self.sum_ns as f64 / 1_000.0,
+            min_us: us(h.min()),
+            mean_us: h.mean() / 1_000.0,
+            p50_us: us(h.value_at_quantile(0.5)),
+            p90_us: us(h.value_at_quantile(0.9)),
+            p95_us: us(h.value_at_quantile(0.95)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p999_us: us(h.value_at_quantile(0.999)),
+            max_us: us(h.max()),
+        }
+    }
+}
+
+/// Quantiles of one latency distribution, in microseconds.
+///
+/// Quantiles come from an HdrHistogram with 3 significant digits: each is within 0.1 % of the
+/// true order statistic. Empty distributions report zeros and `count = 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Quantiles {
+    /// Number of recorded values.
+    pub count: u64,
+    /// Exact sum of recorded values.
+    pub sum_us: f64,
+    /// Smallest value.
+    pub min_us: f64,
+    /// Mean value.
+    pub mean_us: f64,
+    /// Median.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 95th percentile.
+    pub p95_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Largest value.
+    pub max_us: f64,
+}
+
+impl Quantiles {
+    /// `(quantile, value in µs)` pairs for exposition: 0.5, 0.9, 0.95, 0.99, 0.999.
+    pub fn pairs(&self) -> [(f64, f64); 5] {
+        [
+            (0.5, self.p50_us),
+            (0.9, self.p90_us),
+            (0.95, self.p95_us),
+            (0.99, self.p99_us),
+            (0.999, self.p999_us),
+        ]
+    }
+}
+
+/// The phases a call's latency is split into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Wall time of the whole attempt as the router saw it.
+    Total,
+    /// Waiting in the model's queue before a worker picked the call up.
+    Queue,
+    /// Converting caller tensors into the engine's form.
+    MarshalIn,
+    /// The model's computation.
+    Compute,
+    /// Converting results back.
+    MarshalOut,
+}
+
+impl Phase {
+    /// Every phase, in export order.
+    pub const ALL: [Phase; 5] =
+        [Phase::Total, Phase::Queue, Phase::MarshalIn, Phase::Compute, Phase::MarshalOut];
+
+    /// Label used in exports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Total => "total",
+            Phase::Queue => "queue",
+            Phase::MarshalIn => "marshal_in",
+            Phase::Compute => "compute",
+            Phase::MarshalOut => "marshal_out",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_have_bounded_relative_error() {
+        let mut h = LatencyHist::new();
+        for i in 1..=10_000u64 {
+            h.record(Duration::from_micros(i));
+        }
+        let q = h.quantiles();
+        assert_eq!(q.count, 10_000);
+        for (want, got) in [(5_000.0, q.p50_us), (9_900.0, q.p99_us), (9_990.0, q.p999_us)] {
+            assert!((got - want).abs() / want < 0.002, "want {want} got {got}");
+        }
+        assert!((q.sum_us - 50_005_000.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn empty_is_zero() {
+        assert_eq!(LatencyHist::new().quantiles(), Quantiles::default());
+    }
+}

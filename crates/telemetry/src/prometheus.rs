@@ -1,0 +1,280 @@
+//! Prometheus text exposition (format 0.0.4) of a [`Snapshot`].
+
+use std::fmt::Write;
+
+use crate::snapshot::{SeriesSnapshot, Snapshot};
+use crate::{BreakerGauge, Quantiles};
+
+/// Renders a snapshot as Prometheus text. Latencies are summaries in seconds with quantiles
+/// 0.5, 0.9, 0.95, 0.99 and 0.999; every family has `# HELP` and `# TYPE` lines.
+pub(crate) fn render(s: &Snapshot) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let mut fam = |name: &str, kind: &str, help: &str, lines: Vec<String>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for l in lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    };
+
+    // Process.
+    fam(
+        "infer_process_resident_memory_bytes",
+        "gauge",
+        "Resident memory of the process at the last sample.",
+        s.process
+            .rss_bytes
+            .map(|b| format!("infer_process_resident_memory_bytes {b}"))
+            .into_iter()
+            .collect(),
+    );
+
+    // Model level.
+    let ml = |m: &str| format!("model=\"{}\"", esc(m));
+    fam(
+        "infer_model_calls_total",
+        "counter",
+        "Calls to run, each counted once.",
+        s.models
+            .iter()
+            .map(|m| format!("infer_model_calls_total{{{}}} {}", ml(&m.model), m.calls))
+            .collect(),
+    );
+    fam(
+        "infer_model_successes_total",
+        "counter",
+        "Calls answered with outputs.",
+        s.models
+            .iter()
+            .map(|m| format!("infer_model_successes_total{{{}}} {}", ml(&m.model), m.successes))
+            .collect(),
+    );
+    fam(
+        "infer_model_failures_total",
+        "counter",
+        "Calls answered with an error, by error kind.",
+        s.models
+            .iter()
+            .flat_map(|m| {
+                m.failures.iter().map(move |(k, v)| {
+                    format!(
+                        "infer_model_failures_total{{{},kind=\"{}\"}} {v}",
+                        ml(&m.model),
+                        esc(k)
+                    )
+                })
+            })
+            .collect(),
+    );
+    fam(
+        "infer_fallbacks_total",
+        "counter",
+        "The router moved past one engine to the next, by route and reason.",
+        s.models
+            .iter()
+            .flat_map(|m| {
+                m.fallbacks.iter().map(move |f| {
+                    format!(
+                        "infer_fallbacks_total{{{},from=\"{}\",to=\"{}\",reason=\"{}\"}} {}",
+                        ml(&m.model),
+                        esc(&f.from),
+                        esc(&f.to),
+                        esc(&f.reason),
+                        f.count
+                    )
+                })
+            })
+            .collect(),
+    );
+    let mut lines = Vec::new();
+    for m in &s.models {
+        for (phase, q) in &m.latency_us {
+            summary(
+                &mut lines,
+                "infer_model_latency_seconds",
+                &format!("{},phase=\"{phase}\"", ml(&m.model)),
+                q,
+            );
+        }
+    }
+    fam("infer_model_latency_seconds", "summary", "Caller-seen latency of run calls.", lines);
+
+    // Series level.
+    let counter = |f: &dyn Fn(&SeriesSnapshot) -> u64, name: &str| -> Vec<String> {
+        s.series.iter().map(|x| format!("{name}{{{}}} {}", sl(x), f(x))).collect()
+    };
+    fam(
+        "infer_requests_total",
+        "counter",
+        "Attempts on an engine.",
+        counter(&|x| x.requests, "infer_requests_total"),
+    );
+    fam(
+        "infer_successes_total",
+        "counter",
+        "Attempts that returned outputs.",
+        counter(&|x| x.successes, "infer_successes_total"),
+    );
+    fam(
+        "infer_failures_total",
+        "counter",
+        "Failed attempts by error kind.",
+        s.series
+            .iter()
+            .flat_map(|x| {
+                x.failures.iter().map(move |(k, v)| {
+                    format!("infer_failures_total{{{},kind=\"{}\"}} {v}", sl(x), esc(k))
+                })
+            })
+            .collect(),
+    );
+    fam(
+        "infer_timeouts_total",
+        "counter",
+        "Attempts that missed their deadline.",
+        counter(&|x| x.timeouts, "infer_timeouts_total"),
+    );
+    fam(
+        "infer_slow_calls_total",
+        "counter",
+        "Successful attempts slower than the SLA.",
+        counter(&|x| x.slow, "infer_slow_calls_total"),
+    );
+    fam(
+        "infer_rejections_total",
+        "counter",
+        "Calls not attempted on an engine, by reason.",
+        s.series
+            .iter()
+            .flat_map(|x| {
+                x.rejections.iter().map(move |(k, v)| {
+                    format!("infer_rejections_total{{{},reason=\"{}\"}} {v}", sl(x), esc(k))
+                })
+            })
+            .collect(),
+    );
+    fam(
+        "infer_served_as_fallback_total",
+        "counter",
+        "Calls an engine served after a preferred engine did not.",
+        counter(&|x| x.served_as_fallback, "infer_served_as_fallback_total"),
+    );
+    fam(
+        "infer_quarantines_total",
+        "counter",
+        "Engine instances quarantined after a timeout.",
+        counter(&|x| x.quarantines, "infer_quarantines_total"),
+    );
+    fam(
+        "infer_abandoned_workers",
+        "gauge",
+        "Workers currently stuck inside an engine.",
+        counter(&|x| x.abandoned_workers, "infer_abandoned_workers"),
+    );
+    fam(
+        "infer_breaker_state",
+        "gauge",
+        "Circuit breaker state (1 for the current state).",
+        s.series
+            .iter()
+            .flat_map(|x| {
+                BreakerGauge::ALL.iter().map(move |g| {
+                    format!(
+                        "infer_breaker_state{{{},state=\"{}\"}} {}",
+                        sl(x),
+                        g.as_str(),
+                        u8::from(x.breaker.state == g.as_str())
+                    )
+                })
+            })
+            .collect(),
+    );
+    fam(
+        "infer_breaker_transitions_total",
+        "counter",
+        "Circuit breaker transitions.",
+        s.series
+            .iter()
+            .flat_map(|x| {
+                x.breaker.transitions.iter().map(move |t| {
+                    format!(
+                        "infer_breaker_transitions_total{{{},from=\"{}\",to=\"{}\"}} {}",
+                        sl(x),
+                        t.from,
+                        t.to,
+                        t.count
+                    )
+                })
+            })
+            .collect(),
+    );
+    fam(
+        "infer_load_seconds",
+        "gauge",
+        "Duration of the last model load on an engine.",
+        s.series
+            .iter()
+            .filter_map(|x| {
+                x.load.last_ms.map(|ms| format!("infer_load_seconds{{{}}} {}", sl(x), ms / 1e3))
+            })
+            .collect(),
+    );
+    fam(
+        "infer_parity_checks_total",
+        "counter",
+        "Shadow parity comparisons.",
+        counter(&|x| x.parity.checks, "infer_parity_checks_total"),
+    );
+    fam(
+        "infer_parity_exceeded_total",
+        "counter",
+        "Shadow comparisons beyond tolerance.",
+        counter(&|x| x.parity.exceeded, "infer_parity_exceeded_total"),
+    );
+    fam(
+        "infer_parity_max_abs",
+        "gauge",
+        "Largest absolute output difference against the reference engine.",
+        s.series
+            .iter()
+            .filter(|x| x.parity.checks > 0)
+            .map(|x| format!("infer_parity_max_abs{{{}}} {}", sl(x), x.parity.max_abs))
+            .collect(),
+    );
+    let mut lines = Vec::new();
+    for x in &s.series {
+        for (phase, q) in &x.latency_us {
+            summary(
+                &mut lines,
+                "infer_latency_seconds",
+                &format!("{},phase=\"{phase}\"", sl(x)),
+                q,
+            );
+        }
+    }
+    fam("infer_latency_seconds", "summary", "Attempt latency per phase.", lines);
+    out
+}
+
+fn sl(x: &SeriesSnapshot) -> String {
+    format!(
+        "model=\"{}\",engine=\"{}\",compute_units=\"{}\"",
+        esc(&x.model),
+        esc(&x.engine),
+        esc(&x.compute_units)
+    )
+}
+
+fn summary(lines: &mut Vec<String>, name: &str, labels: &str, q: &Quantiles) {
+    for (quantile, us) in q.pairs() {
+        lines.push(format!("{name}{{{labels},quantile=\"{quantile}\"}} {}", us / 1e6));
+    }
+    lines.push(format!("{name}_sum{{{labels}}} {}", q.sum_us / 1e6));
+    lines.push(format!("{name}_count{{{labels}}} {}", q.count));
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
