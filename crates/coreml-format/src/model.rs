@@ -126,6 +126,13 @@ impl MlModel {
     /// Opens a `.mlpackage` directory or a `.mlmodel` file.
     pub fn open(path: impl AsRef<Path>) -> Result<MlModel> {
         let path = path.as_ref();
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("mlmodelc")) {
+            return Err(FormatError::unsupported(
+                path,
+                "a compiled model (.mlmodelc) has no readable spec; open the .mlpackage or \
+                 .mlmodel it was compiled from",
+            ));
+        }
         let is_package =
             path.is_dir() || path.extension().is_some_and(|e| e.eq_ignore_ascii_case("mlpackage"));
         let (format, spec_path) = if is_package {

@@ -1,7 +1,7 @@
 //! The typed ML Program: functions, blocks, operations and their arguments, converted and
 //! checked from the protobuf once, when the model is opened.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use coreml_proto::proto::mil_spec;
 
@@ -133,6 +133,14 @@ impl Block {
     pub fn const_value(&self, name: &str) -> Option<&ConstValue> {
         self.producer(name)?.const_value()
     }
+
+    /// Every `const` op of this block by output name, for lookups in a loop.
+    pub fn consts(&self) -> BTreeMap<&str, &ConstValue> {
+        self.operations
+            .iter()
+            .filter_map(|op| Some((op.output_name()?, op.const_value()?)))
+            .collect()
+    }
 }
 
 impl Function {
@@ -140,6 +148,16 @@ impl Function {
     /// Blob-backed values still need [`crate::MlModel::resolve`].
     pub fn const_value(&self, name: &str) -> Option<&ConstValue> {
         self.block.const_value(name)
+    }
+
+    /// The constant bound to input `input` of `op`: an inline value, or the value of the
+    /// `const` op that defines the named variable. `None` when the input is absent, variadic,
+    /// or computed at run time. Blob-backed values still need [`crate::MlModel::resolve`].
+    pub fn const_input<'a>(&'a self, op: &'a Operation, input: &str) -> Option<&'a ConstValue> {
+        match op.input(input)? {
+            Argument::Value(v) => Some(v),
+            Argument::Name(n) => self.const_value(n),
+        }
     }
 }
 
@@ -209,10 +227,12 @@ fn convert_function(f: &mil_spec::Function) -> Result<Function, String> {
             other_blocks.insert(opset.clone(), convert_block(b)?);
         }
     }
+    let block = convert_block(block)?;
+    check_scope(&block, &inputs.iter().map(|i| i.name.as_str()).collect())?;
     Ok(Function {
         inputs,
         opset: f.opset.clone(),
-        block: convert_block(block)?,
+        block,
         other_blocks,
         attributes: convert_attrs(&f.attributes)?,
     })
@@ -261,4 +281,35 @@ fn convert_op(op: &mil_spec::Operation) -> Result<Operation, String> {
         attributes,
         blocks: op.blocks.iter().map(convert_block).collect::<Result<_, _>>()?,
     })
+}
+
+/// Checks SSA scoping: every named argument refers to a function input, a block input or an
+/// earlier output (outer scopes included), and every block output is defined.
+fn check_scope<'a>(block: &'a Block, outer: &HashSet<&'a str>) -> Result<(), String> {
+    let mut scope = outer.clone();
+    scope.extend(block.inputs.iter().map(|i| i.name.as_str()));
+    for (i, op) in block.operations.iter().enumerate() {
+        for (input, args) in &op.inputs {
+            for a in args {
+                if let Argument::Name(n) = a
+                    && !scope.contains(n.as_str())
+                {
+                    return Err(format!(
+                        "operation #{i} `{}`: input `{input}` refers to `{n}`, which is not \
+                         defined before it",
+                        op.op_type
+                    ));
+                }
+            }
+        }
+        for b in &op.blocks {
+            check_scope(b, &scope)
+                .map_err(|e| format!("operation #{i} `{}` nested block: {e}", op.op_type))?;
+        }
+        scope.extend(op.outputs.iter().map(|o| o.name.as_str()));
+    }
+    if let Some(missing) = block.outputs.iter().find(|o| !scope.contains(o.as_str())) {
+        return Err(format!("block output `{missing}` is not defined in the block"));
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::description::{Feature, Metadata};
 use crate::model::MlModel;
 use crate::program::Argument;
+use crate::types::ScalarType;
 use crate::value::{ConstData, ConstValue};
 
 /// Bytes and element counts of constants of one element type.
@@ -44,7 +45,8 @@ pub struct Summary {
     /// Total number of operations.
     pub op_count: usize,
     /// Constant weights per element type (`fp16`, `fp32`, `int32`, ...): consts and inline
-    /// values, as declared in the spec (blob files are not read).
+    /// values, as declared in the spec (blob files are not read); strings and composite values
+    /// are left out.
     pub weights_by_dtype: BTreeMap<String, WeightStats>,
     /// Bytes of constant data held in weight files.
     pub blob_bytes: u64,
@@ -59,6 +61,9 @@ impl Summary {
         let (mut blob_bytes, mut inline_bytes) = (0u64, 0u64);
         let mut seen_blobs = BTreeSet::new();
         let mut add = |v: &ConstValue| {
+            if v.dtype == ScalarType::String || matches!(v.data, ConstData::Items(_)) {
+                return;
+            }
             if let ConstData::Blob(b) = &v.data
                 && !seen_blobs.insert((b.file.clone(), b.offset))
             {

@@ -140,14 +140,16 @@ fn conv_arguments_are_named_consts() {
     let wv = m.const_value(w).expect("resolve").expect("weight is a const");
     assert_eq!(wv.dtype, ScalarType::F16);
     assert_eq!(wv.shape.len(), 4);
-    for a in ["strides", "dilations", "groups", "pad_type"] {
-        let arg = conv.input(a).unwrap_or_else(|| panic!("conv has no `{a}`"));
-        let v = match arg {
-            Argument::Name(n) => main.const_value(n).expect("const").clone(),
-            Argument::Value(v) => v.clone(),
-        };
+    for a in ["strides", "dilations", "groups", "pad_type", "pad"] {
+        assert!(matches!(conv.input(a), Some(Argument::Name(_))), "{a} is bound to a const");
+        let v = main.const_input(conv, a).unwrap_or_else(|| panic!("conv has no const `{a}`"));
         assert!(!matches!(v.data, ConstData::Blob(_)), "{a} is small");
     }
+    assert_eq!(main.const_input(conv, "groups").and_then(|v| v.scalar_i64()), Some(1));
+    assert!(main.const_input(conv, "x").is_none(), "x is computed");
+    let consts = main.block.consts();
+    assert_eq!(consts.len(), 431);
+    assert!(consts[w].is_blob());
     let pad_type = m.const_value(conv.input_name("pad_type").expect("name")).expect("ok");
     assert_eq!(pad_type.as_ref().and_then(|v| v.as_str()), Some("valid"));
     let strides = m.const_value(conv.input_name("strides").expect("name")).expect("ok");

@@ -244,3 +244,41 @@ fn legacy_single_file_opens_with_weights_beside_it() {
     let e = MlModel::open(fixture("no/such.mlmodel")).expect_err("missing");
     assert!(matches!(e, FormatError::Io { .. }) && e.to_string().contains("such.mlmodel"));
 }
+
+#[test]
+fn undefined_variables_are_refused() {
+    use mil_spec::argument::binding::Binding;
+    let (_d, pkg) = copy_package();
+    edit_spec(&pkg, |p| {
+        let main = p.functions.get_mut("main").expect("main");
+        let block = main.block_specializations.values_mut().next().expect("block");
+        let op = block.operations.iter_mut().find(|o| o.r#type == "conv").expect("conv");
+        let x = op.inputs.get_mut("x").expect("x");
+        x.arguments[0].binding = Some(Binding::Name("nowhere".into()));
+    });
+    let e = MlModel::open(&pkg).expect_err("undefined");
+    assert_names(&e, "model.mlmodel", &["`conv`", "input `x` refers to `nowhere`"]);
+
+    let (_d2, pkg) = copy_package();
+    edit_spec(&pkg, |p| {
+        let main = p.functions.get_mut("main").expect("main");
+        let block = main.block_specializations.values_mut().next().expect("block");
+        block.outputs = vec!["ghost".into()];
+    });
+    let e = MlModel::open(&pkg).expect_err("undefined output");
+    assert_names(&e, "model.mlmodel", &["block output `ghost`"]);
+}
+
+#[test]
+fn compiled_models_are_refused_clearly() {
+    let e = MlModel::open("some/model.mlmodelc").expect_err("compiled");
+    assert!(matches!(e, FormatError::Unsupported { .. }), "{e}");
+    assert!(e.to_string().contains("model.mlmodelc") && e.to_string().contains(".mlpackage"));
+}
+
+#[test]
+fn models_are_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<MlModel>();
+    assert_send_sync::<coreml_format::Program>();
+}
