@@ -1,0 +1,1 @@
+../../../include/coreml_bridge.h
