@@ -8,29 +8,50 @@ use inference_api::DType;
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
-#[allow(missing_docs)] // the variant names are the MIL type names
 pub enum ScalarType {
+    /// Boolean.
     Bool,
+    /// UTF-8 string.
     String,
+    /// 8-bit float, 4 exponent bits, 3 mantissa bits (fn: finite, NaN only).
     F8E4M3,
+    /// 8-bit float, 5 exponent bits, 2 mantissa bits.
     F8E5M2,
+    /// IEEE half (`fp16`).
     F16,
+    /// IEEE single (`fp32`).
     F32,
+    /// IEEE double (`fp64`).
     F64,
+    /// bfloat16.
     Bf16,
+    /// Signed 4-bit integer, packed.
     I4,
+    /// Signed 8-bit integer.
     I8,
+    /// Signed 16-bit integer.
     I16,
+    /// Signed 32-bit integer.
     I32,
+    /// Signed 64-bit integer.
     I64,
+    /// Unsigned 1-bit integer, packed.
     U1,
+    /// Unsigned 2-bit integer, packed.
     U2,
+    /// Unsigned 3-bit integer, packed.
     U3,
+    /// Unsigned 4-bit integer, packed.
     U4,
+    /// Unsigned 6-bit integer, packed.
     U6,
+    /// Unsigned 8-bit integer.
     U8,
+    /// Unsigned 16-bit integer.
     U16,
+    /// Unsigned 32-bit integer.
     U32,
+    /// Unsigned 64-bit integer.
     U64,
 }
 

@@ -21,20 +21,32 @@ pub struct BlobRef {
 /// type is [`ConstValue::dtype`] (e.g. fp16 data arrives as `F16`, int8 as `I8`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-#[allow(missing_docs)] // each variant holds elements of the named type
 pub enum ConstData {
+    /// 32-bit floats.
     F32(Vec<f32>),
+    /// 64-bit floats.
     F64(Vec<f64>),
+    /// IEEE half floats.
     F16(Vec<f16>),
+    /// bfloat16 values.
     Bf16(Vec<bf16>),
+    /// Signed bytes.
     I8(Vec<i8>),
+    /// Unsigned bytes.
     U8(Vec<u8>),
+    /// Signed 16-bit integers.
     I16(Vec<i16>),
+    /// Unsigned 16-bit integers.
     U16(Vec<u16>),
+    /// Signed 32-bit integers (also how immediate int8/int16/uint values often arrive).
     I32(Vec<i32>),
+    /// Unsigned 32-bit integers.
     U32(Vec<u32>),
+    /// Signed 64-bit integers.
     I64(Vec<i64>),
+    /// Booleans.
     Bool(Vec<bool>),
+    /// Strings.
     String(Vec<String>),
     /// Packed sub-byte integers or 8-bit floats, as stored; [`ConstValue::dtype`] says how.
     Raw(Vec<u8>),
