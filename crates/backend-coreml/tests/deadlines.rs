@@ -1,5 +1,6 @@
 //! Deadlines, quarantine and rebuild, and one prediction in flight per instance, against the
 //! test-support fake bridge.
+#![cfg(target_os = "linux")] // the fake bridge is built for Linux targets only (build.rs)
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod common;

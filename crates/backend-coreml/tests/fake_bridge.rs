@@ -1,5 +1,6 @@
 //! The Core ML engine driven through the real loader against the test-support fake bridge:
 //! results, error messages, handle and string ownership, validation, placement, image inputs.
+#![cfg(target_os = "linux")] // the fake bridge is built for Linux targets only (build.rs)
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod common;

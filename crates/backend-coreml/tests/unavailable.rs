@@ -1,5 +1,6 @@
 //! When the bridge is missing, incomplete or of another ABI version, the engine says
 //! unavailable and why, and `prepare` returns `Error::Unavailable`.
+#![cfg(target_os = "linux")] // the fake bridge is built for Linux targets only (build.rs)
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod common;
