@@ -395,3 +395,95 @@ fn from_immediate(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mil_spec::tensor_value::{RepeatedBytes, RepeatedFloats, RepeatedInts, Value as TV};
+
+    fn tensor_value(dtype: mil_spec::DataType, shape: &[u64], data: TV) -> mil_spec::Value {
+        use mil_spec::dimension::{ConstantDimension, Dimension as D};
+        let dims = shape
+            .iter()
+            .map(|&size| mil_spec::Dimension {
+                dimension: Some(D::Constant(ConstantDimension { size })),
+            })
+            .collect();
+        let tt = mil_spec::TensorType {
+            data_type: dtype as i32,
+            rank: shape.len() as i64,
+            dimensions: dims,
+            attributes: Default::default(),
+        };
+        mil_spec::Value {
+            doc_string: String::new(),
+            r#type: Some(mil_spec::ValueType {
+                r#type: Some(mil_spec::value_type::Type::TensorType(tt)),
+            }),
+            value: Some(mil_spec::value::Value::ImmediateValue(mil_spec::value::ImmediateValue {
+                value: Some(mil_spec::value::immediate_value::Value::Tensor(
+                    mil_spec::TensorValue { value: Some(data) },
+                )),
+            })),
+        }
+    }
+
+    #[test]
+    fn immediate_values_decode_by_declared_type() {
+        use mil_spec::DataType as D;
+        let halves: Vec<u8> =
+            [1.5f32, -2.0].iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect();
+        let v = tensor_value(D::Float16, &[2], TV::Bytes(RepeatedBytes { values: halves }));
+        let c = ConstValue::from_proto(&v).expect("fp16 bytes");
+        assert_eq!(c.dtype, ScalarType::F16);
+        assert_eq!(c.to_f32_vec(), Some(vec![1.5, -2.0]));
+        assert!(c.to_tensor().is_some_and(|t| t.dtype() == inference_api::DType::F16));
+
+        let v = tensor_value(D::Int8, &[3], TV::Bytes(RepeatedBytes { values: vec![255, 1, 128] }));
+        let c = ConstValue::from_proto(&v).expect("int8 bytes");
+        assert_eq!(c.to_i64_vec(), Some(vec![-1, 1, -128]));
+
+        let v = tensor_value(D::Int32, &[], TV::Ints(RepeatedInts { values: vec![7] }));
+        let c = ConstValue::from_proto(&v).expect("scalar");
+        assert_eq!((c.scalar_i64(), c.shape.len()), (Some(7), 0));
+
+        let v = tensor_value(D::Uint4, &[3], TV::Bytes(RepeatedBytes { values: vec![0x21, 0x03] }));
+        let c = ConstValue::from_proto(&v).expect("packed uint4");
+        assert_eq!((c.data.clone(), c.byte_len()), (ConstData::Raw(vec![0x21, 0x03]), 2));
+    }
+
+    #[test]
+    fn element_counts_are_checked() {
+        use mil_spec::DataType as D;
+        let v = tensor_value(D::Float32, &[2, 2], TV::Floats(RepeatedFloats { values: vec![1.0] }));
+        let e = ConstValue::from_proto(&v).expect_err("short");
+        assert!(e.contains("needs 4 elements, has 1"), "{e}");
+        let v = tensor_value(D::Float16, &[3], TV::Bytes(RepeatedBytes { values: vec![0; 5] }));
+        let e = ConstValue::from_proto(&v).expect_err("odd bytes");
+        assert!(e.contains("needs 6 bytes, has 5"), "{e}");
+        let huge = tensor_value(
+            D::Float32,
+            &[u64::MAX / 2, 4],
+            TV::Floats(RepeatedFloats { values: vec![] }),
+        );
+        assert!(ConstValue::from_proto(&huge).is_err());
+    }
+
+    #[test]
+    fn blob_data_must_match_the_declared_type() {
+        let (bytes, offs) = crate::blob::build_blob_file(&[(1, &[0, 60, 0, 188])]);
+        let f = crate::BlobFile::parse("w.bin", bytes.into()).expect("file");
+        let blob = f.blob(offs[0]).expect("blob");
+        let mk = |dtype, shape: Vec<usize>| ConstValue {
+            dtype,
+            shape,
+            data: ConstData::Blob(BlobRef { file: "w.bin".into(), offset: offs[0] }),
+        };
+        let ok = mk(ScalarType::F16, vec![2]).with_blob_data(&blob).expect("fp16");
+        assert_eq!(ok.to_f32_vec(), Some(vec![1.0, -1.0]));
+        let e = mk(ScalarType::F16, vec![3]).with_blob_data(&blob).expect_err("size");
+        assert!(e.contains("has 4 bytes") && e.contains("needs 6"), "{e}");
+        let e = mk(ScalarType::F32, vec![1]).with_blob_data(&blob).expect_err("dtype");
+        assert!(e.contains("holds fp16 but the spec declares fp32"), "{e}");
+    }
+}
