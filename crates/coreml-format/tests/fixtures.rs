@@ -39,6 +39,17 @@ fn check_schema(m: &MlModel, side: usize) {
 fn check_consts(m: &MlModel) -> BTreeMap<ScalarType, usize> {
     let main = m.main_function().expect("main");
     let mut blob_dtypes = BTreeMap::new();
+    // coremltools binds every op input to a named variable (consts included): no inline values,
+    // and ops carry no attributes but `name` (consts: `name` and `val`).
+    for op in &main.block.operations {
+        for args in op.inputs.values() {
+            assert!(args.iter().all(|a| matches!(a, Argument::Name(_))), "{}", op.op_type);
+        }
+        let mut keys: Vec<&str> = op.attributes.keys().map(String::as_str).collect();
+        keys.retain(|k| *k != "name" && *k != "val");
+        assert!(keys.is_empty(), "{} has attributes {keys:?}", op.op_type);
+        assert!(op.blocks.is_empty());
+    }
     let mut n = 0;
     for op in main.block.operations.iter().filter(|o| o.op_type == "const") {
         let name = op.output_name().expect("const output");
