@@ -1,0 +1,318 @@
+//! The runtime builder and model loading (one lane per engine that can take the model).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use inference_api::{ComputeUnits, DeviceClass, Engine, Error, PrepareOptions, Result};
+use model_manifest::ModelBundle;
+use parking_lot::RwLock;
+use telemetry::Telemetry;
+
+use crate::breaker::{BreakerConfig, CircuitBreaker};
+use crate::clock::{Clock, SystemClock};
+use crate::deadline::{Lane, LaneConfig};
+use crate::model::{LoadedModel, ModelInner, Served};
+use crate::queue::Admission;
+use crate::router::Routing;
+use crate::shadow::{Shadow, ShadowConfig};
+
+/// Builds a [`Runtime`]. Engines are given in preference order; a model's manifest
+/// (`serving.preferred_backends`) moves the engines it names to the front, in its order.
+///
+/// Each call passes through, in this order: the model's bounded queue ([`Self::queue_capacity`]),
+/// input validation, routing ([`Self::routing`]), then per engine its circuit breaker
+/// ([`Self::breaker`], timed by [`Self::clock`]), its deadline-bounded workers
+/// ([`Self::workers_per_engine`], [`Self::max_abandoned_workers`]), telemetry, and the sampled
+/// shadow comparison ([`Self::shadow`]).
+pub struct RuntimeBuilder {
+    engines: Vec<Arc<dyn Engine>>,
+    telemetry: Telemetry,
+    clock: Arc<dyn Clock>,
+    breaker: BreakerConfig,
+    queue_capacity: usize,
+    workers: usize,
+    max_abandoned: usize,
+    shadow: Option<ShadowConfig>,
+    routing: Routing,
+    threads: Option<usize>,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder {
+            engines: Vec::new(),
+            telemetry: Telemetry::new(),
+            clock: Arc::new(SystemClock::new()),
+            breaker: BreakerConfig::default(),
+            queue_capacity: 64,
+            workers: 1,
+            max_abandoned: 4,
+            shadow: None,
+            routing: Routing::Auto,
+            threads: None,
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// Adds an engine; earlier engines are preferred.
+    pub fn engine(mut self, e: Arc<dyn Engine>) -> Self {
+        self.engines.push(e);
+        self
+    }
+
+    /// Telemetry sink (default: a fresh registry, readable with [`Runtime::telemetry`]).
+    pub fn telemetry(mut self, t: Telemetry) -> Self {
+        self.telemetry = t;
+        self
+    }
+
+    /// Clock of the circuit breakers (default: the system clock).
+    pub fn clock(mut self, c: Arc<dyn Clock>) -> Self {
+        self.clock = c;
+        self
+    }
+
+    /// Circuit breaker settings (the slow-call threshold defaults to the manifest SLA).
+    pub fn breaker(mut self, cfg: BreakerConfig) -> Self {
+        self.breaker = cfg;
+        self
+    }
+
+    /// Calls in flight per model (waiting or running) before `Overloaded` (default 64).
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+
+    /// Worker threads per (model, engine) instance (default 1).
+    pub fn workers_per_engine(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Workers allowed to stay stuck in an engine before it is no longer rebuilt (default 4).
+    pub fn max_abandoned_workers(mut self, n: usize) -> Self {
+        self.max_abandoned = n;
+        self
+    }
+
+    /// Enables sampled shadow parity against a reference engine.
+    pub fn shadow(mut self, cfg: ShadowConfig) -> Self {
+        self.shadow = Some(cfg);
+        self
+    }
+
+    /// Default routing of loaded models.
+    pub fn routing(mut self, r: Routing) -> Self {
+        self.routing = r;
+        self
+    }
+
+    /// CPU threads passed to engines in [`PrepareOptions::threads`].
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n);
+        self
+    }
+
+    /// The runtime.
+    pub fn build(self) -> Runtime {
+        Runtime { b: Arc::new(self) }
+    }
+}
+
+/// Routes calls over engines; load models with [`Runtime::load`].
+#[derive(Clone)]
+pub struct Runtime {
+    b: Arc<RuntimeBuilder>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.b.engines.iter().map(|e| e.name()).collect();
+        f.debug_struct("Runtime").field("engines", &names).finish()
+    }
+}
+
+/// What happened on one engine when a model was loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineLoad {
+    /// Engine name.
+    pub engine: String,
+    /// True when the engine serves the model.
+    pub loaded: bool,
+    /// Why it does not (unavailable here, cannot read the format, prepare failed).
+    pub reason: Option<String>,
+    /// Time spent preparing.
+    pub load_time: Duration,
+    /// Compute units asked for.
+    pub compute_units: ComputeUnits,
+}
+
+/// Per-engine outcome of loading one model.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadReport {
+    /// Model name.
+    pub model: String,
+    /// One entry per engine given to the builder, in routing order.
+    pub engines: Vec<EngineLoad>,
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "model {}:", self.model)?;
+        for e in &self.engines {
+            if e.loaded {
+                writeln!(f, "  {}: loaded in {:.1} ms", e.engine, e.load_time.as_secs_f64() * 1e3)?;
+            } else {
+                writeln!(f, "  {}: not loaded: {}", e.engine, e.reason.as_deref().unwrap_or("?"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Runtime {
+    /// A builder.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// The telemetry registry everything is recorded into.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.b.telemetry
+    }
+
+    /// Loads a model folder (`manifest.toml`, sha256-verified) on every engine that can take it.
+    pub fn load(&self, dir: impl AsRef<Path>) -> Result<LoadedModel> {
+        self.load_bundle(&ModelBundle::load(dir)?)
+    }
+
+    /// Loads an already verified bundle on every engine that can take it. Fails with
+    /// [`Error::Unavailable`] listing each engine's reason when none can.
+    pub fn load_bundle(&self, bundle: &ModelBundle) -> Result<LoadedModel> {
+        let b = &*self.b;
+        let serving = &bundle.manifest.serving;
+        let name = bundle.manifest.name.clone();
+        let mut engines = b.engines.clone();
+        let rank = |e: &Arc<dyn Engine>| {
+            serving.preferred_backends.iter().position(|p| p == e.name()).unwrap_or(usize::MAX)
+        };
+        engines.sort_by_key(rank); // stable: unnamed engines keep builder order
+        let options = PrepareOptions { compute_units: serving.compute_units, threads: b.threads };
+        let cu = serving.compute_units.as_str();
+        let mut report = LoadReport { model: name.clone(), engines: Vec::new() };
+        let mut served = Vec::new();
+        let sla = (serving.sla_ms > 0).then(|| Duration::from_millis(serving.sla_ms));
+        for engine in engines {
+            let ename = engine.name().to_string();
+            let series = b.telemetry.series(&name, &ename, cu);
+            let probe = engine.probe();
+            let fail = |reason: String, t: Duration| EngineLoad {
+                engine: ename.clone(),
+                loaded: false,
+                reason: Some(reason),
+                load_time: t,
+                compute_units: serving.compute_units,
+            };
+            if !probe.available {
+                let r = probe.reason.unwrap_or_else(|| "unavailable on this machine".into());
+                series.record_load(Err(&r));
+                report.engines.push(fail(r, Duration::ZERO));
+                continue;
+            }
+            if !probe.formats.contains(&bundle.artifact.format) {
+                let r = format!(
+                    "cannot read {} artifacts (reads: {})",
+                    bundle.artifact.format,
+                    probe.formats.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+                );
+                series.record_load(Err(&r));
+                report.engines.push(fail(r, Duration::ZERO));
+                continue;
+            }
+            let t0 = Instant::now();
+            match engine.prepare(&bundle.artifact, &options) {
+                Ok(prepared) => {
+                    let t = t0.elapsed();
+                    series.record_load(Ok(t));
+                    let tolerance = match probe.device_class {
+                        DeviceClass::Cpu => bundle.manifest.parity.fp32_max_abs,
+                        _ if serving.compute_units == ComputeUnits::CpuOnly => {
+                            bundle.manifest.parity.fp32_max_abs
+                        }
+                        _ => bundle.manifest.parity.fp16_max_abs,
+                    };
+                    let series2 = Arc::clone(&series);
+                    let breaker = CircuitBreaker::new(b.breaker.clone(), Arc::clone(&b.clock))
+                        .with_observer(move |from, to| {
+                            series2.record_breaker_transition(from.gauge(), to.gauge())
+                        });
+                    let lane = Lane::new(
+                        engine,
+                        bundle.artifact.clone(),
+                        options.clone(),
+                        prepared,
+                        LaneConfig {
+                            workers: b.workers,
+                            channel_capacity: b.queue_capacity,
+                            max_abandoned: b.max_abandoned,
+                        },
+                        Arc::clone(&series),
+                    );
+                    served.push(Served {
+                        lane,
+                        breaker: Arc::new(breaker),
+                        series,
+                        compute_units: serving.compute_units,
+                        tolerance,
+                    });
+                    report.engines.push(EngineLoad {
+                        engine: ename,
+                        loaded: true,
+                        reason: None,
+                        load_time: t,
+                        compute_units: serving.compute_units,
+                    });
+                }
+                Err(e) => {
+                    let r = e.to_string();
+                    series.record_load(Err(&r));
+                    report.engines.push(fail(r, t0.elapsed()));
+                }
+            }
+        }
+        if served.is_empty() {
+            let why: Vec<String> = report
+                .engines
+                .iter()
+                .map(|e| format!("{}: {}", e.engine, e.reason.as_deref().unwrap_or("?")))
+                .collect();
+            return Err(Error::Unavailable(format!(
+                "no engine can serve model `{name}` ({}); add an engine that reads {} artifacts",
+                if why.is_empty() { "no engines configured".into() } else { why.join("; ") },
+                bundle.artifact.format
+            )));
+        }
+        let shadow = b.shadow.as_ref().and_then(|cfg| {
+            let idx = served.iter().position(|s| s.lane.engine_name == cfg.reference)?;
+            let reference = served[idx].lane.prepared()?;
+            Shadow::start(cfg.clone(), reference).map(|s| (s, idx))
+        });
+        Ok(LoadedModel {
+            inner: Arc::new(ModelInner {
+                model_series: b.telemetry.model(&name),
+                admission: Admission::new(&name, b.queue_capacity),
+                name,
+                schema: bundle.io_schema.clone(),
+                served,
+                routing: RwLock::new(b.routing.clone()),
+                default_deadline: Duration::from_millis(serving.timeout_ms.max(1)),
+                sla,
+                shadow,
+                report,
+            }),
+        })
+    }
+}

@@ -1,0 +1,212 @@
+//! Shadow parity: a sampled fraction of calls also runs on a reference engine, off the hot
+//! path, and the output drift goes to telemetry (and to the primary's breaker when it exceeds
+//! the manifest tolerance).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+use inference_api::{NamedTensors, PreparedModel};
+use telemetry::{DriftSample, Series};
+
+use crate::breaker::CircuitBreaker;
+
+/// Shadow parity settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowConfig {
+    /// Engine whose outputs are the reference (usually the CPU engine).
+    pub reference: String,
+    /// Fraction of calls compared, 0..=1 (sampled evenly: every `1/rate`-th call).
+    pub sample_rate: f64,
+    /// `k` of the top-k agreement.
+    pub top_k: usize,
+    /// Comparisons waiting at most; more are dropped (and counted).
+    pub queue: usize,
+    /// Max-abs tolerance; `None` takes the manifest's (fp32 for CPU engines, else fp16).
+    pub tolerance: Option<f32>,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        ShadowConfig {
+            reference: "candle-cpu".into(),
+            sample_rate: 0.01,
+            top_k: 5,
+            queue: 16,
+            tolerance: None,
+        }
+    }
+}
+
+/// Compares two output sets: every output present in both, flattened to f32 in name order.
+/// Mismatched names or sizes give the largest drift.
+pub fn drift(primary: &NamedTensors, reference: &NamedTensors, top_k: usize) -> DriftSample {
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    let mut mismatch = primary.len() != reference.len();
+    for (name, r) in reference.iter() {
+        match primary.get(name) {
+            Some(p) if p.shape() == r.shape() => {
+                a.extend(p.to_f32_vec());
+                b.extend(r.to_f32_vec());
+            }
+            _ => mismatch = true,
+        }
+    }
+    if mismatch || a.is_empty() {
+        return DriftSample {
+            max_abs: f64::MAX,
+            max_rel: f64::MAX,
+            cosine: 0.0,
+            topk_agreement: 0.0,
+            exceeded: true,
+        };
+    }
+    let (mut max_abs, mut max_rel, mut dot, mut na, mut nb) = (0f64, 0f64, 0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(&b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        let d = (x - y).abs();
+        max_abs = max_abs.max(d);
+        max_rel = max_rel.max(d / y.abs().max(1e-6));
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    let cosine = if na == 0.0 || nb == 0.0 {
+        if na == nb { 1.0 } else { 0.0 }
+    } else {
+        dot / (na.sqrt() * nb.sqrt())
+    };
+    let k = top_k.clamp(1, a.len());
+    let ta = top_indices(&a, k);
+    let tb = top_indices(&b, k);
+    let agree = tb.iter().filter(|i| ta.contains(i)).count();
+    DriftSample {
+        max_abs,
+        max_rel,
+        cosine,
+        topk_agreement: agree as f64 / k as f64,
+        exceeded: false,
+    }
+}
+
+fn top_indices(v: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&i, &j| v[j].total_cmp(&v[i]));
+    idx.truncate(k);
+    idx
+}
+
+/// One comparison to run.
+pub(crate) struct ShadowJob {
+    pub(crate) inputs: Arc<NamedTensors>,
+    pub(crate) outputs: NamedTensors,
+    pub(crate) series: Arc<Series>,
+    pub(crate) breaker: Arc<CircuitBreaker>,
+    pub(crate) tolerance: f32,
+}
+
+/// The shadow worker of one model: a thread comparing sampled calls against the reference.
+pub(crate) struct Shadow {
+    pub(crate) cfg: ShadowConfig,
+    tx: Sender<ShadowJob>,
+    counter: AtomicU64,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Shadow {
+    /// Starts the worker; it exits when the `Shadow` is dropped.
+    pub(crate) fn start(cfg: ShadowConfig, reference: Arc<dyn PreparedModel>) -> Option<Shadow> {
+        let (tx, rx) = crossbeam_channel::bounded::<ShadowJob>(cfg.queue.max(1));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let p2 = Arc::clone(&pending);
+        let top_k = cfg.top_k;
+        std::thread::Builder::new()
+            .name("rt-shadow".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let r = catch_unwind(AssertUnwindSafe(|| reference.run(&job.inputs)));
+                    if let Ok(Ok(reference_out)) = r {
+                        let mut d = drift(&job.outputs, &reference_out, top_k);
+                        d.exceeded = d.exceeded || d.max_abs > f64::from(job.tolerance);
+                        job.series.record_parity(&d);
+                        if d.exceeded {
+                            job.breaker.record_external_failure();
+                        }
+                    } else {
+                        job.series.record_parity_dropped();
+                    }
+                    p2.fetch_sub(1, Ordering::AcqRel);
+                }
+            })
+            .ok()?;
+        Some(Shadow { cfg, tx, counter: AtomicU64::new(0), pending })
+    }
+
+    /// True when this call is sampled (evenly spaced: exact rate over any long run).
+    pub(crate) fn sample(&self) -> bool {
+        let rate = self.cfg.sample_rate.clamp(0.0, 1.0);
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) as f64;
+        ((n + 1.0) * rate).floor() > (n * rate).floor()
+    }
+
+    /// Queues a comparison, dropping it (and counting the drop) when the queue is full.
+    pub(crate) fn submit(&self, job: ShadowJob) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                j.series.record_parity_dropped();
+            }
+        }
+    }
+
+    /// Waits until queued comparisons are done, up to `timeout`.
+    pub(crate) fn wait_idle(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while self.pending.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inference_api::Tensor;
+
+    fn nt(v: Vec<f32>) -> NamedTensors {
+        let n = v.len();
+        NamedTensors::new().with("y", Tensor::from_f32([1, n], v).unwrap())
+    }
+
+    #[test]
+    fn identical_outputs_have_no_drift() {
+        let d = drift(&nt(vec![1.0, 2.0, 3.0]), &nt(vec![1.0, 2.0, 3.0]), 2);
+        assert_eq!(d.max_abs, 0.0);
+        assert!((d.cosine - 1.0).abs() < 1e-12);
+        assert_eq!(d.topk_agreement, 1.0);
+    }
+
+    #[test]
+    fn drift_measures_abs_rel_cosine_topk() {
+        let d = drift(&nt(vec![3.0, 2.0, 1.0]), &nt(vec![1.0, 2.0, 3.0]), 1);
+        assert_eq!(d.max_abs, 2.0);
+        assert_eq!(d.max_rel, 2.0);
+        assert!(d.cosine < 0.8);
+        assert_eq!(d.topk_agreement, 0.0);
+    }
+
+    #[test]
+    fn shape_mismatch_is_max_drift() {
+        let d = drift(&nt(vec![1.0, 2.0]), &nt(vec![1.0, 2.0, 3.0]), 1);
+        assert!(d.exceeded);
+    }
+}
