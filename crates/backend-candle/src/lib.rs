@@ -1,1 +1,18 @@
-//! The Candle CPU engine.
+//! The Candle CPU engine: runs native models (EfficientNet-Lite0, FastViT-T8) from safetensors
+//! on every machine, with fused CPU kernels where stock candle is slow.
+//!
+//! ```no_run
+//! use inference_api::{Engine, ModelArtifact, PrepareOptions};
+//! let engine = backend_candle::CandleEngine::new();
+//! let mut artifact = ModelArtifact::from_path("models/efficientnet-lite0/efficientnet-lite0.safetensors")?;
+//! artifact.architecture = Some("efficientnet-lite0".into());
+//! let model = engine.prepare(&artifact, &PrepareOptions::default())?;
+//! # Ok::<(), inference_api::Error>(())
+//! ```
+#![deny(unsafe_code)]
+
+mod engine;
+pub mod kernels;
+mod models;
+
+pub use engine::{CandleEngine, ENGINE_NAME, cpu_features};

@@ -11,6 +11,7 @@
 mod dtype;
 mod engine;
 mod error;
+mod parity;
 mod schema;
 mod tensor;
 
@@ -20,6 +21,7 @@ pub use engine::{
     PrepareOptions, PreparedModel, RunReport, RunTimings,
 };
 pub use error::{Error, Result};
+pub use parity::{Drift, Tolerance, softmax, tolerance, top_k};
 pub use schema::{Dim, FeatureKind, ImageFormat, IoSchema, TensorSpec};
 pub use tensor::{NamedTensors, Tensor, TensorData, TensorView, TensorViewData};
 

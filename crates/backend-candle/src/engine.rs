@@ -1,0 +1,210 @@
+//! `CandleEngine`: probing the CPU, preparing artifacts, running them on a private thread pool.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor as CTensor};
+use inference_api::{
+    ArtifactFormat, CapabilityReport, ComputeUnits, DType, DeviceClass, Engine, Error, IoSchema,
+    ModelArtifact, NamedTensors, PlacementReport, PrepareOptions, PreparedModel, Result,
+    RunTimings, Tensor, TensorSpec,
+};
+
+use crate::models::{Network, Weights, efficientnet_lite::EfficientNetLite, fastvit::FastVit};
+
+/// Name this engine reports and the runtime routes by.
+pub const ENGINE_NAME: &str = "candle-cpu";
+
+/// The CPU engine. Cheap to construct; each prepared model owns a thread pool of the
+/// configured size.
+#[derive(Debug, Clone, Default)]
+pub struct CandleEngine {
+    threads: Option<usize>,
+}
+
+/// CPU features the kernels can use, as found at run time.
+pub fn cpu_features() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut found = Vec::new();
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            found.push("avx2");
+        }
+        if std::is_x86_feature_detected!("fma") {
+            found.push("fma");
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            found.push("avx512f");
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            found.push("neon");
+        }
+    }
+    found
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Architectures this engine builds from native weights, with their I/O schema.
+const ARCHITECTURES: &[(&str, usize)] = &[("efficientnet-lite0", 224), ("fastvit-t8", 256)];
+
+impl CandleEngine {
+    /// An engine using all available cores.
+    pub fn new() -> CandleEngine {
+        CandleEngine { threads: None }
+    }
+
+    /// An engine whose prepared models use `threads` worker threads (at least 1).
+    pub fn with_threads(threads: usize) -> CandleEngine {
+        CandleEngine { threads: Some(threads.max(1)) }
+    }
+
+    fn threads_for(&self, options: &PrepareOptions) -> usize {
+        options.threads.or(self.threads).unwrap_or_else(default_threads).max(1)
+    }
+}
+
+impl Engine for CandleEngine {
+    fn name(&self) -> &str {
+        ENGINE_NAME
+    }
+
+    fn probe(&self) -> CapabilityReport {
+        let features = cpu_features();
+        CapabilityReport {
+            engine: ENGINE_NAME.into(),
+            available: true,
+            reason: None,
+            device_class: DeviceClass::Cpu,
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            dtypes: vec![DType::F32],
+            formats: vec![ArtifactFormat::Safetensors],
+            compute_devices: vec!["cpu".into()],
+            details: vec![
+                (
+                    "cpu_features".into(),
+                    if features.is_empty() { "none".into() } else { features.join(",") },
+                ),
+                ("threads".into(), self.threads.unwrap_or_else(default_threads).to_string()),
+                (
+                    "architectures".into(),
+                    ARCHITECTURES.iter().map(|a| a.0).collect::<Vec<_>>().join(","),
+                ),
+            ],
+        }
+    }
+
+    fn prepare(
+        &self,
+        artifact: &ModelArtifact,
+        options: &PrepareOptions,
+    ) -> Result<Arc<dyn PreparedModel>> {
+        if artifact.format != ArtifactFormat::Safetensors {
+            return Err(Error::Unavailable(format!(
+                "{ENGINE_NAME} cannot prepare a {} artifact yet ({}): the ML Program executor is not built",
+                artifact.format,
+                artifact.path.display()
+            )));
+        }
+        let arch = artifact.architecture.as_deref().ok_or_else(|| {
+            Error::Load(format!(
+                "{}: a .safetensors file needs an architecture; load it through a model folder \
+                 whose manifest.toml names one ({})",
+                artifact.path.display(),
+                ARCHITECTURES.iter().map(|a| a.0).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let Some(&(_, size)) = ARCHITECTURES.iter().find(|a| a.0 == arch) else {
+            return Err(Error::Unavailable(format!(
+                "{ENGINE_NAME} has no architecture `{arch}`; known: {}",
+                ARCHITECTURES.iter().map(|a| a.0).collect::<Vec<_>>().join(", ")
+            )));
+        };
+        let weights = Weights::load(&artifact.path)?;
+        let net: Box<dyn Network> = match arch {
+            "efficientnet-lite0" => Box::new(EfficientNetLite::load(&weights)?),
+            _ => Box::new(FastVit::load_t8(weights, 1000)?),
+        };
+        let schema = artifact.io_schema.clone().unwrap_or_else(|| IoSchema {
+            inputs: vec![TensorSpec::fixed("input", DType::F32, &[1, 3, size, size])],
+            outputs: vec![TensorSpec::fixed("logits", DType::F32, &[1, 1000])],
+        });
+        if schema.inputs.len() != 1 || schema.outputs.len() != 1 {
+            return Err(Error::Load(format!(
+                "{arch} has one input and one output; the schema declares {} and {}",
+                schema.inputs.len(),
+                schema.outputs.len()
+            )));
+        }
+        let threads = self.threads_for(options);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("candle-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Load(format!("cannot start {threads} worker threads: {e}")))?;
+        let key = format!(
+            "{ENGINE_NAME}:{arch}:{}:threads={threads}",
+            artifact.sha256.as_deref().unwrap_or("unhashed")
+        );
+        Ok(Arc::new(CandleModel { schema, net, pool, key, requested: options.compute_units }))
+    }
+}
+
+struct CandleModel {
+    schema: IoSchema,
+    net: Box<dyn Network>,
+    pool: rayon::ThreadPool,
+    key: String,
+    requested: ComputeUnits,
+}
+
+fn rt(e: candle_core::Error) -> Error {
+    Error::Runtime(format!("{ENGINE_NAME}: {e}"))
+}
+
+impl PreparedModel for CandleModel {
+    fn io_schema(&self) -> &IoSchema {
+        &self.schema
+    }
+
+    fn run_timed(&self, inputs: &NamedTensors) -> Result<(NamedTensors, RunTimings)> {
+        self.schema.validate_inputs(inputs)?;
+        let t0 = Instant::now();
+        let spec = &self.schema.inputs[0];
+        let input = inputs
+            .get(&spec.name)
+            .ok_or_else(|| Error::invalid_input(&spec.name, "present", "missing"))?;
+        let x = CTensor::from_slice(input.as_f32()?, input.shape(), &Device::Cpu).map_err(rt)?;
+        let t1 = Instant::now();
+        let y = self.pool.install(|| self.net.forward(&x)).map_err(rt)?;
+        let t2 = Instant::now();
+        let out_spec = &self.schema.outputs[0];
+        let dims = y.dims().to_vec();
+        let values = y.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(rt)?;
+        let out = Tensor::from_f32(dims, values)?;
+        out_spec
+            .check(&out)
+            .map_err(|e| Error::Runtime(format!("{ENGINE_NAME} produced a bad output: {e}")))?;
+        let outputs = NamedTensors::new().with(out_spec.name.clone(), out);
+        let t3 = Instant::now();
+        Ok((outputs, RunTimings { marshal_in: t1 - t0, compute: t2 - t1, marshal_out: t3 - t2 }))
+    }
+
+    fn cache_key(&self) -> String {
+        self.key.clone()
+    }
+
+    fn placement(&self) -> PlacementReport {
+        PlacementReport {
+            requested: self.requested,
+            planned: vec![("cpu".into(), 1.0)],
+            served_by: "cpu".into(),
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! 2-D convolution prepared once (weights packed, BatchNorm folded, activation fused) and run
+//! by the fastest applicable kernel: depthwise direct, 1x1 as one GEMM, otherwise im2col + GEMM.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
+use rayon::prelude::*;
+
+use super::depthwise::{DwGeometry, depthwise};
+use super::{Activation, apply_activation, matmul};
+
+/// How the input is padded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// No padding.
+    Valid,
+    /// TensorFlow / Core ML "same": output = ceil(input / stride); the odd pixel of padding
+    /// goes to the bottom/right.
+    Same,
+    /// Explicit padding `[top, bottom, left, right]`.
+    Explicit([usize; 4]),
+}
+
+/// A convolution ready to run: `[out, in/groups, kh, kw]` weights, per-channel bias, fused
+/// activation.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    out_channels: usize,
+    in_channels: usize,
+    kh: usize,
+    kw: usize,
+    stride: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
+    padding: Padding,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    act: Activation,
+}
+
+/// Folds inference BatchNorm into conv weights and bias:
+/// `w' = w * g / sqrt(v + eps)`, `b' = (b - m) * g / sqrt(v + eps) + beta`.
+/// `weight` holds `out` filters of equal length.
+#[allow(clippy::too_many_arguments)]
+pub fn fold_batch_norm(
+    weight: &mut [f32],
+    bias: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+) {
+    let out = bias.len();
+    if out == 0 {
+        return;
+    }
+    let per = weight.len() / out;
+    for o in 0..out {
+        let s = gamma[o] / (var[o] + eps).sqrt();
+        weight[o * per..(o + 1) * per].iter_mut().for_each(|w| *w *= s);
+        bias[o] = (bias[o] - mean[o]) * s + beta[o];
+    }
+}
+
+impl Conv2d {
+    /// Builds a convolution; `shape` is `[out, in/groups, kh, kw]`. Fails with a message when
+    /// shapes, groups or strides are inconsistent.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        weight: Vec<f32>,
+        shape: [usize; 4],
+        bias: Option<Vec<f32>>,
+        stride: (usize, usize),
+        dilation: (usize, usize),
+        groups: usize,
+        padding: Padding,
+        act: Activation,
+    ) -> Result<Conv2d, String> {
+        let [out, cig, kh, kw] = shape;
+        if groups == 0 || out % groups != 0 {
+            return Err(format!("conv: {out} output channels not divisible by {groups} groups"));
+        }
+        if weight.len() != out * cig * kh * kw {
+            return Err(format!("conv: weight has {} values, shape {shape:?}", weight.len()));
+        }
+        if stride.0 == 0 || stride.1 == 0 || dilation.0 == 0 || dilation.1 == 0 {
+            return Err("conv: strides and dilations must be positive".into());
+        }
+        let bias = bias.unwrap_or_else(|| vec![0.0; out]);
+        if bias.len() != out {
+            return Err(format!("conv: bias has {} values, expected {out}", bias.len()));
+        }
+        Ok(Conv2d {
+            out_channels: out,
+            in_channels: cig * groups,
+            kh,
+            kw,
+            stride,
+            dilation,
+            groups,
+            padding,
+            weight,
+            bias,
+            act,
+        })
+    }
+
+    /// Weights, mutable (for folding a following BatchNorm).
+    pub fn weight_and_bias_mut(&mut self) -> (&mut [f32], &mut [f32]) {
+        (&mut self.weight, &mut self.bias)
+    }
+
+    /// Replaces the fused activation.
+    pub fn set_activation(&mut self, act: Activation) {
+        self.act = act;
+    }
+
+    /// Number of output channels.
+    pub fn out_channels(&self) -> usize {
+        self.out_channels
+    }
+
+    /// Number of input channels.
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    fn pads(&self, h: usize, w: usize) -> [usize; 4] {
+        let same = |i: usize, k: usize, s: usize, d: usize| {
+            let out = i.div_ceil(s);
+            let eff = (k - 1) * d + 1;
+            let total = ((out.saturating_sub(1)) * s + eff).saturating_sub(i);
+            (total / 2, total - total / 2)
+        };
+        match self.padding {
+            Padding::Valid => [0; 4],
+            Padding::Explicit(p) => p,
+            Padding::Same => {
+                let (t, b) = same(h, self.kh, self.stride.0, self.dilation.0);
+                let (l, r) = same(w, self.kw, self.stride.1, self.dilation.1);
+                [t, b, l, r]
+            }
+        }
+    }
+
+    /// Output height and width for an input of `h` x `w`, or an error when the kernel does
+    /// not fit.
+    pub fn output_hw(&self, h: usize, w: usize) -> Result<(usize, usize), String> {
+        let [t, b, l, r] = self.pads(h, w);
+        let eh = (self.kh - 1) * self.dilation.0 + 1;
+        let ew = (self.kw - 1) * self.dilation.1 + 1;
+        if h + t + b < eh || w + l + r < ew {
+            return Err(format!(
+                "conv: {}x{} kernel larger than padded {h}x{w} input",
+                self.kh, self.kw
+            ));
+        }
+        Ok(((h + t + b - eh) / self.stride.0 + 1, (w + l + r - ew) / self.stride.1 + 1))
+    }
+
+    /// Runs on a contiguous NCHW batch `x` of `n` images of `in_channels x h x w`.
+    pub fn forward(&self, x: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>, String> {
+        if x.len() != n * self.in_channels * h * w {
+            return Err(format!(
+                "conv: input has {} values, expected {n}x{}x{h}x{w}",
+                x.len(),
+                self.in_channels
+            ));
+        }
+        let (oh, ow) = self.output_hw(h, w)?;
+        let [pt, _, pl, _] = self.pads(h, w);
+        let mut out = vec![0f32; n * self.out_channels * oh * ow];
+        let cig = self.in_channels / self.groups;
+        if self.groups == self.in_channels && self.groups == self.out_channels && cig == 1 {
+            let g = DwGeometry {
+                h,
+                w,
+                oh,
+                ow,
+                kh: self.kh,
+                kw: self.kw,
+                stride: self.stride,
+                dilation: self.dilation,
+                pad_top: pt,
+                pad_left: pl,
+            };
+            depthwise(x, &mut out, &self.weight, &self.bias, self.out_channels, g, self.act);
+            return Ok(out);
+        }
+        let pointwise =
+            self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.pads(h, w) == [0; 4];
+        let cog = self.out_channels / self.groups;
+        let kk = cig * self.kh * self.kw;
+        let mut col = if pointwise { Vec::new() } else { vec![0f32; kk * oh * ow] };
+        for b in 0..n {
+            let xb = &x[b * self.in_channels * h * w..(b + 1) * self.in_channels * h * w];
+            let ob =
+                &mut out[b * self.out_channels * oh * ow..(b + 1) * self.out_channels * oh * ow];
+            for g in 0..self.groups {
+                let xg = &xb[g * cig * h * w..(g + 1) * cig * h * w];
+                let wg = &self.weight[g * cog * kk..(g + 1) * cog * kk];
+                let og = &mut ob[g * cog * oh * ow..(g + 1) * cog * oh * ow];
+                let rhs: &[f32] = if pointwise {
+                    xg
+                } else {
+                    self.im2col(xg, h, w, oh, ow, pt, pl, &mut col);
+                    &col
+                };
+                if !matmul(cog, oh * ow, kk, wg, rhs, og) {
+                    return Err("conv: internal GEMM size mismatch".into());
+                }
+            }
+        }
+        let plane = oh * ow;
+        let channels = self.out_channels;
+        out.par_chunks_mut(plane).enumerate().for_each(|(p, o)| {
+            let bias = self.bias[p % channels];
+            if bias != 0.0 {
+                o.iter_mut().for_each(|v| *v += bias);
+            }
+            apply_activation(o, self.act);
+        });
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn im2col(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+        pt: usize,
+        pl: usize,
+        col: &mut [f32],
+    ) {
+        let (sy, sx) = self.stride;
+        let (dy, dx) = self.dilation;
+        col.par_chunks_mut(oh * ow).enumerate().for_each(|(row, dst)| {
+            let ci = row / (self.kh * self.kw);
+            let ky = (row / self.kw) % self.kh;
+            let kx = row % self.kw;
+            let plane = &x[ci * h * w..(ci + 1) * h * w];
+            for oy in 0..oh {
+                let iy = (oy * sy + ky * dy) as isize - pt as isize;
+                let drow = &mut dst[oy * ow..(oy + 1) * ow];
+                if iy < 0 || iy >= h as isize {
+                    drow.fill(0.0);
+                    continue;
+                }
+                let srow = &plane[iy as usize * w..(iy as usize + 1) * w];
+                for (ox, d) in drow.iter_mut().enumerate() {
+                    let ix = (ox * sx + kx * dx) as isize - pl as isize;
+                    *d = if ix < 0 || ix >= w as isize { 0.0 } else { srow[ix as usize] };
+                }
+            }
+        });
+    }
+}
+
+/// A prepared convolution as a candle custom op on `[n, c, h, w]` f32 tensors.
+#[derive(Debug, Clone)]
+pub struct ConvOp(pub Arc<Conv2d>);
+
+impl CustomOp1 for ConvOp {
+    fn name(&self) -> &'static str {
+        "fused-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("fused-conv2d: expected an f32 input")
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("fused-conv2d: input not contiguous".into()))?;
+        let dims = layout.shape().dims();
+        let &[n, c, h, w] = dims else {
+            candle_core::bail!("fused-conv2d: expected a 4-d NCHW input, got {dims:?}")
+        };
+        if c != self.0.in_channels {
+            candle_core::bail!(
+                "fused-conv2d: input has {c} channels, conv expects {}",
+                self.0.in_channels
+            )
+        }
+        let out = self.0.forward(&data[start..end], n, h, w).map_err(candle_core::Error::Msg)?;
+        let (oh, ow) = self.0.output_hw(h, w).map_err(candle_core::Error::Msg)?;
+        Ok((CpuStorage::F32(out), Shape::from((n, self.0.out_channels, oh, ow))))
+    }
+}
