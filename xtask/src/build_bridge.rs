@@ -20,7 +20,7 @@ Builds coreml-bridge/ with `swift build` (release unless --debug) and copies
 libCoreMLBridge.dylib to DIR (default: target/coreml-bridge/ in the workspace).";
 
 /// Runs the command with its arguments (everything after `build-bridge`).
-pub fn run(args: &[String]) -> anyhow::Result<()> {
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let mut config = "release";
     let mut out_dir = workspace_root().join("target").join("coreml-bridge");
     let mut it = args.iter();
@@ -44,7 +44,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             std::env::consts::ARCH
         );
     }
-    let swift_ok = Command::new("swift").arg("--version").output().is_ok_and(|o| o.status.success());
+    let swift_ok =
+        Command::new("swift").arg("--version").output().is_ok_and(|o| o.status.success());
     if !swift_ok {
         bail!("`swift` was not found or does not run; install Xcode or `xcode-select --install`");
     }
@@ -77,6 +78,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     std::fs::rename(&partial, &target)
         .with_context(|| format!("installing {}", target.display()))?;
     println!("installed {}", target.display());
-    println!("the Core ML engine finds it there; elsewhere, set COREML_BRIDGE_PATH={}", target.display());
+    println!(
+        "the Core ML engine finds it there; elsewhere, set COREML_BRIDGE_PATH={}",
+        target.display()
+    );
     Ok(())
 }
