@@ -1,4 +1,5 @@
 //! Exports: JSON snapshot and Prometheus text pinned by insta, and checked by a real parser.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::time::Duration;
 
