@@ -228,7 +228,7 @@ impl Manifest {
             if p.crop[0] == 0 || p.crop[1] == 0 || p.resize_shorter == 0 {
                 return bad("preprocessing sizes must be positive".into());
             }
-            if p.std.iter().any(|s| *s == 0.0) {
+            if p.std.contains(&0.0) {
                 return bad("preprocessing std must be non-zero".into());
             }
             if !matches!(p.channel_order.as_str(), "rgb" | "bgr") {

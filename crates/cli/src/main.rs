@@ -1,0 +1,52 @@
+//! `infer`: classify photos, run models on tensors, inspect and diagnose, from the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod classify;
+mod common;
+mod run;
+mod tensors_io;
+
+/// On-device inference: Core ML on a Mac, a fast CPU engine everywhere.
+#[derive(Debug, Parser)]
+#[command(name = "infer", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Classify photos (with no arguments: the bundled sample photos with the bundled model).
+    Classify(classify::Args),
+    /// Run a model on named tensors from a safetensors file and write the outputs.
+    Run(run::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Classify(a) => classify::main(a),
+        Command::Run(a) => run::main(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", common::one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where the bundled models live: `./models` when run from the repository, else the copy
+/// beside the sources this binary was built from.
+pub(crate) fn models_dir() -> PathBuf {
+    let here = PathBuf::from("models");
+    if here.join("efficientnet-lite0/manifest.toml").exists() {
+        return here;
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models"))
+}
