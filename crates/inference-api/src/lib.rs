@@ -21,7 +21,7 @@ pub use engine::{
     PrepareOptions, PreparedModel, RunReport, RunTimings,
 };
 pub use error::{Error, Result};
-pub use parity::{Drift, Tolerance, softmax, tolerance, top_k};
+pub use parity::{Drift, Tolerance, softmax, tolerance, top_k, top_k_agreement};
 pub use schema::{Dim, FeatureKind, ImageFormat, IoSchema, TensorSpec};
 pub use tensor::{NamedTensors, Tensor, TensorData, TensorView, TensorViewData};
 

@@ -33,6 +33,8 @@ pub struct Drift {
     pub max_abs: f32,
     /// Largest absolute difference divided by the reference's largest magnitude.
     pub max_rel_to_peak: f32,
+    /// Largest element-wise relative difference, `|a - b| / max(|b|, 1e-6)`.
+    pub max_rel: f32,
     /// Root mean square difference.
     pub rmse: f32,
     /// Cosine similarity of the two vectors (1 = same direction).
@@ -52,10 +54,12 @@ impl Drift {
         }
         let (mut max_abs, mut peak, mut sq, mut dot, mut na, mut nb) =
             (0f64, 0f64, 0f64, 0f64, 0f64, 0f64);
+        let mut max_rel = 0f64;
         for (&a, &b) in out[..n].iter().zip(&reference[..n]) {
             let (a, b) = (a as f64, b as f64);
             let d = (a - b).abs();
             max_abs = max_abs.max(d);
+            max_rel = max_rel.max(d / b.abs().max(1e-6));
             peak = peak.max(b.abs());
             sq += d * d;
             dot += a * b;
@@ -69,14 +73,14 @@ impl Drift {
         };
         let ta = top_k(&out[..n], 5);
         let tb = top_k(&reference[..n], 5);
-        let overlap = tb.iter().filter(|i| ta.contains(i)).count() as f32 / tb.len() as f32;
         Drift {
             max_abs: max_abs as f32,
             max_rel_to_peak: if peak > 0.0 { (max_abs / peak) as f32 } else { max_abs as f32 },
+            max_rel: max_rel as f32,
             rmse: (sq / n as f64).sqrt() as f32,
             cosine: cosine as f32,
             top1_agree: ta.first() == tb.first(),
-            top5_overlap: overlap,
+            top5_overlap: top_k_agreement(&out[..n], &reference[..n], 5),
         }
     }
 
@@ -93,6 +97,18 @@ pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
     idx.truncate(k);
     idx
+}
+
+/// Fraction of the reference's top-`k` indices found among the output's top-`k`
+/// (`k` clamped to the vector length; 1 for empty vectors).
+pub fn top_k_agreement(out: &[f32], reference: &[f32], k: usize) -> f32 {
+    let k = k.min(out.len()).min(reference.len());
+    if k == 0 {
+        return 1.0;
+    }
+    let ta = top_k(out, k);
+    let tb = top_k(reference, k);
+    tb.iter().filter(|i| ta.contains(i)).count() as f32 / k as f32
 }
 
 /// Softmax of `values` (numerically stable), for printing probabilities.

@@ -64,39 +64,14 @@ pub fn drift(primary: &NamedTensors, reference: &NamedTensors, top_k: usize) -> 
             exceeded: true,
         };
     }
-    let (mut max_abs, mut max_rel, mut dot, mut na, mut nb) = (0f64, 0f64, 0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(&b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        let d = (x - y).abs();
-        max_abs = max_abs.max(d);
-        max_rel = max_rel.max(d / y.abs().max(1e-6));
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    let cosine = if na == 0.0 || nb == 0.0 {
-        if na == nb { 1.0 } else { 0.0 }
-    } else {
-        dot / (na.sqrt() * nb.sqrt())
-    };
-    let k = top_k.clamp(1, a.len());
-    let ta = top_indices(&a, k);
-    let tb = top_indices(&b, k);
-    let agree = tb.iter().filter(|i| ta.contains(i)).count();
+    let d = inference_api::Drift::between(&a, &b);
     DriftSample {
-        max_abs,
-        max_rel,
-        cosine,
-        topk_agreement: agree as f64 / k as f64,
+        max_abs: f64::from(d.max_abs),
+        max_rel: f64::from(d.max_rel),
+        cosine: f64::from(d.cosine),
+        topk_agreement: f64::from(inference_api::top_k_agreement(&a, &b, top_k.max(1))),
         exceeded: false,
     }
-}
-
-fn top_indices(v: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&i, &j| v[j].total_cmp(&v[i]));
-    idx.truncate(k);
-    idx
 }
 
 /// One comparison to run.
