@@ -84,7 +84,11 @@ impl Engine for CandleEngine {
             device_class: DeviceClass::Cpu,
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             dtypes: vec![DType::F32],
-            formats: vec![ArtifactFormat::Safetensors],
+            formats: vec![
+                ArtifactFormat::Safetensors,
+                ArtifactFormat::MlPackage,
+                ArtifactFormat::MlModel,
+            ],
             compute_devices: vec!["cpu".into()],
             details: vec![
                 (
@@ -96,6 +100,7 @@ impl Engine for CandleEngine {
                     "architectures".into(),
                     ARCHITECTURES.iter().map(|a| a.0).collect::<Vec<_>>().join(","),
                 ),
+                ("mlprogram_ops".into(), crate::mlprogram::SUPPORTED_OPS.join(",")),
             ],
         }
     }
@@ -105,12 +110,20 @@ impl Engine for CandleEngine {
         artifact: &ModelArtifact,
         options: &PrepareOptions,
     ) -> Result<Arc<dyn PreparedModel>> {
-        if artifact.format != ArtifactFormat::Safetensors {
-            return Err(Error::Unavailable(format!(
-                "{ENGINE_NAME} cannot prepare a {} artifact yet ({}): the ML Program executor is not built",
-                artifact.format,
-                artifact.path.display()
-            )));
+        match artifact.format {
+            ArtifactFormat::Safetensors => {}
+            ArtifactFormat::MlPackage | ArtifactFormat::MlModel => {
+                let threads = self.threads_for(options);
+                let pool = worker_pool(threads)?;
+                return crate::mlprogram::prepare(artifact, pool, threads, options.compute_units);
+            }
+            other => {
+                return Err(Error::Unavailable(format!(
+                    "{ENGINE_NAME} cannot prepare a {other} artifact ({}): a compiled .mlmodelc has \
+                     no readable program; give the .mlpackage or .mlmodel it came from",
+                    artifact.path.display()
+                )));
+            }
         }
         let arch = artifact.architecture.as_deref().ok_or_else(|| {
             Error::Load(format!(
@@ -143,17 +156,22 @@ impl Engine for CandleEngine {
             )));
         }
         let threads = self.threads_for(options);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("candle-cpu-{i}"))
-            .build()
-            .map_err(|e| Error::Load(format!("cannot start {threads} worker threads: {e}")))?;
+        let pool = worker_pool(threads)?;
         let key = format!(
             "{ENGINE_NAME}:{arch}:{}:threads={threads}",
             artifact.sha256.as_deref().unwrap_or("unhashed")
         );
         Ok(Arc::new(CandleModel { schema, net, pool, key, requested: options.compute_units }))
     }
+}
+
+/// The private thread pool a prepared model runs its kernels on.
+fn worker_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("candle-cpu-{i}"))
+        .build()
+        .map_err(|e| Error::Load(format!("cannot start {threads} worker threads: {e}")))
 }
 
 struct CandleModel {

@@ -1,5 +1,6 @@
 //! The Candle CPU engine: runs native models (EfficientNet-Lite0, FastViT-T8) from safetensors
-//! on every machine, with fused CPU kernels where stock candle is slow.
+//! on every machine, with fused CPU kernels where stock candle is slow, and Core ML ML Programs
+//! (`.mlpackage` / `.mlmodel`) through an interpreter over the same kernels.
 //!
 //! ```no_run
 //! use inference_api::{Engine, ModelArtifact, PrepareOptions};
@@ -13,6 +14,7 @@
 
 mod engine;
 pub mod kernels;
+mod mlprogram;
 mod models;
 
 pub use engine::{CandleEngine, ENGINE_NAME, cpu_features};

@@ -1,0 +1,144 @@
+//! The ML Program executor: runs a Core ML `.mlpackage` / `.mlmodel` (ML Program) on the CPU by
+//! interpreting its `main` function over candle tensors, with convolutions on the same fused
+//! kernels the native models use.
+//!
+//! Everything slow happens in [`prepare`]: the spec is read, every op is checked (an op the
+//! executor does not run fails here, naming the op type and its place), consts become f32
+//! tensors (fp16 weights widened), convs are packed with pad and activation fused.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor as CTensor};
+use coreml_format::MlModel;
+use inference_api::{
+    ComputeUnits, DType, Error, IoSchema, ModelArtifact, NamedTensors, PlacementReport,
+    PreparedModel, Result, RunTimings, Tensor, TensorData,
+};
+
+use crate::ENGINE_NAME;
+
+mod compile;
+mod ops;
+mod plan;
+
+pub(crate) use compile::SUPPORTED_OPS;
+
+/// A prepared ML Program.
+struct MlProgramModel {
+    schema: IoSchema,
+    plan: plan::Plan,
+    pool: rayon::ThreadPool,
+    key: String,
+    requested: ComputeUnits,
+}
+
+/// Opens and compiles an ML Program artifact.
+pub(crate) fn prepare(
+    artifact: &ModelArtifact,
+    pool: rayon::ThreadPool,
+    threads: usize,
+    requested: ComputeUnits,
+) -> Result<Arc<dyn PreparedModel>> {
+    let model = MlModel::open(&artifact.path)?;
+    let func = model.main_function().map_err(|e| Error::Unavailable(e.to_string()))?;
+    let resolve = |v: &coreml_format::ConstValue| model.resolve(v).map_err(Error::from);
+    let plan = compile::compile("main", func, &resolve)?;
+    let schema = match &artifact.io_schema {
+        Some(s) => s.clone(),
+        None => model.io_schema()?,
+    };
+    for spec in &schema.inputs {
+        if !plan.inputs.iter().any(|(n, _)| *n == spec.name) {
+            return Err(Error::Compile(format!(
+                "{}: the description declares input `{}` but `main` takes {:?}",
+                artifact.path.display(),
+                spec.name,
+                plan.inputs.iter().map(|i| &i.0).collect::<Vec<_>>()
+            )));
+        }
+    }
+    for spec in &schema.outputs {
+        if !plan.outputs.iter().any(|(n, _)| *n == spec.name) {
+            return Err(Error::Compile(format!(
+                "{}: the description declares output `{}` but `main` returns {:?}",
+                artifact.path.display(),
+                spec.name,
+                plan.outputs.iter().map(|o| &o.0).collect::<Vec<_>>()
+            )));
+        }
+    }
+    let key = format!(
+        "{ENGINE_NAME}:mlprogram:{}:threads={threads}",
+        artifact.sha256.as_deref().unwrap_or("unhashed")
+    );
+    Ok(Arc::new(MlProgramModel { schema, plan, pool, key, requested }))
+}
+
+fn to_candle(t: &Tensor) -> Result<CTensor> {
+    let v = t.to_f32_vec();
+    CTensor::from_vec(v, t.shape(), &Device::Cpu)
+        .map_err(|e| Error::Runtime(format!("{ENGINE_NAME}: {e}")))
+}
+
+impl PreparedModel for MlProgramModel {
+    fn io_schema(&self) -> &IoSchema {
+        &self.schema
+    }
+
+    fn run_timed(&self, inputs: &NamedTensors) -> Result<(NamedTensors, RunTimings)> {
+        self.schema.validate_inputs(inputs)?;
+        let t0 = Instant::now();
+        let mut args = Vec::with_capacity(self.plan.inputs.len());
+        for (name, _) in &self.plan.inputs {
+            let t = inputs.get(name).ok_or_else(|| {
+                Error::invalid_input(name, "an input `main` takes", "nothing (input missing)")
+            })?;
+            args.push(to_candle(t)?);
+        }
+        let t1 = Instant::now();
+        let outs = self
+            .pool
+            .install(|| self.plan.run(args))
+            .map_err(|e| Error::Runtime(format!("{ENGINE_NAME}: ML Program {e}")))?;
+        let t2 = Instant::now();
+        let mut named = NamedTensors::new();
+        for ((name, _), y) in self.plan.outputs.iter().zip(outs) {
+            let Some(spec) = self.schema.output(name) else { continue };
+            let dims = y.dims().to_vec();
+            let values = y
+                .to_dtype(candle_core::DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(|e| Error::Runtime(format!("{ENGINE_NAME}: output `{name}`: {e}")))?;
+            let data = match spec.dtype {
+                DType::F16 => {
+                    TensorData::F16(values.into_iter().map(half::f16::from_f32).collect())
+                }
+                _ => TensorData::F32(values),
+            };
+            let out = Tensor::new(dims, data)?;
+            spec.check(&out)
+                .map_err(|e| Error::Runtime(format!("{ENGINE_NAME} produced a bad output: {e}")))?;
+            named.insert(name.clone(), out);
+        }
+        let t3 = Instant::now();
+        Ok((named, RunTimings { marshal_in: t1 - t0, compute: t2 - t1, marshal_out: t3 - t2 }))
+    }
+
+    fn cache_key(&self) -> String {
+        self.key.clone()
+    }
+
+    fn placement(&self) -> PlacementReport {
+        PlacementReport {
+            requested: self.requested,
+            planned: vec![("cpu".into(), 1.0)],
+            served_by: "cpu".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "compile_tests.rs"]
+mod compile_tests;
