@@ -1,6 +1,5 @@
 //! Prometheus text of a short run over a flaky primary and a CPU fallback.
-//! Run: `cargo run -p runtime --example telemetry`.
-#![allow(missing_docs)]
+//! Run: `cargo run --release -p cli --example telemetry`.
 
 use std::sync::Arc;
 use std::time::Duration;

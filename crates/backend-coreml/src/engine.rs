@@ -131,9 +131,18 @@ fn platform() -> String {
 fn unavailable_reason(policy: &SearchPolicy, err: &LoadError) -> String {
     let apple = cfg!(any(target_os = "macos", target_os = "ios"));
     match err {
-        LoadError::NotFound { .. } if !apple && *policy == SearchPolicy::EnvOnly => format!(
-            "Core ML runs only on Apple platforms and this is {}; no bridge library was given \
+        LoadError::NotFound { searched }
+            if !apple && *policy == SearchPolicy::EnvOnly && searched.is_empty() =>
+        {
+            format!(
+                "Core ML runs only on Apple platforms and this is {}; no bridge library was given \
              ({BRIDGE_PATH_ENV} is unset). On a Mac, build it with `cargo xtask build-bridge`",
+                platform()
+            )
+        }
+        LoadError::NotFound { .. } if !apple => format!(
+            "{err}; Core ML runs only on Apple platforms and this is {}, so only a test bridge \
+             can load here",
             platform()
         ),
         other => other.to_string(),

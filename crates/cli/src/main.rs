@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod classify;
 mod common;
+mod doctor;
 mod run;
 mod tensors_io;
 
@@ -24,6 +25,8 @@ enum Command {
     Classify(classify::Args),
     /// Run a model on named tensors from a safetensors file and write the outputs.
     Run(run::Args),
+    /// What each engine can do here and why not: Core ML bridge, CPU features, compile cache.
+    Doctor(doctor::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Classify(a) => classify::main(a),
         Command::Run(a) => run::main(a),
+        Command::Doctor(a) => doctor::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
