@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod classify;
 mod common;
 mod doctor;
@@ -25,6 +26,8 @@ enum Command {
     Classify(classify::Args),
     /// Run a model on named tensors from a safetensors file and write the outputs.
     Run(run::Args),
+    /// Time single-image runs: latency percentiles, throughput, memory, parity.
+    Bench(bench::Args),
     /// What each engine can do here and why not: Core ML bridge, CPU features, compile cache.
     Doctor(doctor::Args),
 }
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Classify(a) => classify::main(a),
         Command::Run(a) => run::main(a),
+        Command::Bench(a) => bench::main(a),
         Command::Doctor(a) => doctor::main(a),
     };
     match result {

@@ -7,7 +7,8 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
 use super::depthwise::{DwGeometry, depthwise};
-use super::{Activation, apply_activation, matmul};
+use super::pointwise::pointwise;
+use super::{Activation, apply_activation, matmul, profile};
 
 /// How the input is padded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +162,63 @@ impl Conv2d {
 
     /// Runs on a contiguous NCHW batch `x` of `n` images of `in_channels x h x w`.
     pub fn forward(&self, x: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>, String> {
+        let (oh, ow) = self.output_hw(h, w)?;
+        let mut out = vec![0f32; n * self.out_channels * oh * ow];
+        self.run(x, n, h, w, &mut out, false)?;
+        Ok(out)
+    }
+
+    /// `residual + conv(x)`, the residual updated in place: for a 1x1 stride-1 convolution the
+    /// GEMM accumulates straight into it. `residual` must have the output's shape. The fused
+    /// activation (if any) applies to the sum.
+    pub fn forward_add(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        residual: &mut [f32],
+    ) -> Result<(), String> {
+        let (oh, ow) = self.output_hw(h, w)?;
+        if residual.len() != n * self.out_channels * oh * ow {
+            return Err(format!(
+                "conv: residual has {} values, expected {n}x{}x{oh}x{ow}",
+                residual.len(),
+                self.out_channels
+            ));
+        }
+        if self.is_pointwise(h, w) && self.groups == 1 {
+            return self.run(x, n, h, w, residual, true);
+        }
+        let y = self.forward(x, n, h, w)?;
+        if self.act == Activation::None {
+            residual.iter_mut().zip(&y).for_each(|(r, v)| *r += v);
+        } else {
+            // The activation applies to the sum: recompute without it.
+            let mut plain = self.clone();
+            plain.act = Activation::None;
+            let y = plain.forward(x, n, h, w)?;
+            residual.iter_mut().zip(&y).for_each(|(r, v)| *r += v);
+            apply_activation(residual, self.act);
+        }
+        Ok(())
+    }
+
+    fn is_pointwise(&self, h: usize, w: usize) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.pads(h, w) == [0; 4]
+    }
+
+    /// The kernel dispatch; `out` is the output (holding a residual when `accumulate`, which
+    /// only the pointwise path takes).
+    fn run(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        accumulate: bool,
+    ) -> Result<(), String> {
         if x.len() != n * self.in_channels * h * w {
             return Err(format!(
                 "conv: input has {} values, expected {n}x{}x{h}x{w}",
@@ -170,9 +228,9 @@ impl Conv2d {
         }
         let (oh, ow) = self.output_hw(h, w)?;
         let [pt, _, pl, _] = self.pads(h, w);
-        let mut out = vec![0f32; n * self.out_channels * oh * ow];
         let cig = self.in_channels / self.groups;
-        if self.groups == self.in_channels && self.groups == self.out_channels && cig == 1 {
+        if self.groups == self.in_channels && cig == 1 && !accumulate {
+            let t = profile::start();
             let g = DwGeometry {
                 h,
                 w,
@@ -185,11 +243,38 @@ impl Conv2d {
                 pad_top: pt,
                 pad_left: pl,
             };
-            depthwise(x, &mut out, &self.weight, &self.bias, self.out_channels, g, self.act);
-            return Ok(out);
+            let mult = self.out_channels / self.in_channels;
+            depthwise(x, out, &self.weight, &self.bias, self.out_channels, mult, g, self.act);
+            profile::record(if self.kh * self.kw > 9 { "depthwise-large" } else { "depthwise" }, t);
+            return Ok(());
         }
-        let pointwise =
-            self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.pads(h, w) == [0; 4];
+        if self.is_pointwise(h, w) && self.groups == 1 {
+            let t = profile::start();
+            let (co, ci, hw) = (self.out_channels, self.in_channels, h * w);
+            for b in 0..n {
+                let ok = pointwise(
+                    co,
+                    ci,
+                    hw,
+                    &self.weight,
+                    &x[b * ci * hw..(b + 1) * ci * hw],
+                    &self.bias,
+                    if accumulate { Activation::None } else { self.act },
+                    accumulate,
+                    &mut out[b * co * hw..(b + 1) * co * hw],
+                );
+                if !ok {
+                    return Err("conv: internal pointwise size mismatch".into());
+                }
+            }
+            if accumulate && self.act != Activation::None {
+                apply_activation(out, self.act);
+            }
+            profile::record("pointwise-gemm", t);
+            return Ok(());
+        }
+        let t = profile::start();
+        let pointwise = self.is_pointwise(h, w);
         let cog = self.out_channels / self.groups;
         let kk = cig * self.kh * self.kw;
         let mut col = if pointwise { Vec::new() } else { vec![0f32; kk * oh * ow] };
@@ -221,7 +306,8 @@ impl Conv2d {
             }
             apply_activation(o, self.act);
         });
-        Ok(out)
+        profile::record("im2col-gemm", t);
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -33,10 +33,6 @@ impl Weights {
         Ok(Weights { map, origin: path.display().to_string() })
     }
 
-    pub(crate) fn into_map(self) -> HashMap<String, Tensor> {
-        self.map
-    }
-
     /// The tensor `name` as f32 values with its shape, checked against `shape` when given.
     pub(crate) fn get(
         &self,
@@ -50,13 +46,13 @@ impl Weights {
             ))
         })?;
         let dims = t.dims().to_vec();
-        if let Some(s) = shape {
-            if s != dims.as_slice() {
-                return Err(Error::Load(format!(
-                    "{}: weight `{name}` has shape {dims:?}, expected {s:?}",
-                    self.origin
-                )));
-            }
+        if let Some(s) = shape
+            && s != dims.as_slice()
+        {
+            return Err(Error::Load(format!(
+                "{}: weight `{name}` has shape {dims:?}, expected {s:?}",
+                self.origin
+            )));
         }
         let v = t
             .to_dtype(candle_core::DType::F32)

@@ -1,0 +1,264 @@
+//! Property tests: every conv kernel path (depthwise with channel multiplier, pointwise GEMM
+//! with fused epilogue and residual accumulation, grouped im2col + GEMM) and the activations,
+//! against naive references over random shapes, strides, paddings, groups and thread counts.
+
+use backend_candle::kernels::{Activation, Conv2d, Padding, apply_activation, erf, matmul};
+use inference_api::{Drift, tolerance};
+use proptest::prelude::*;
+
+/// Naive NCHW convolution in f64 with explicit padding `[t, b, l, r]`.
+#[allow(clippy::too_many_arguments)]
+fn naive_conv(
+    x: &[f32],
+    (n, ci, h, w): (usize, usize, usize, usize),
+    wt: &[f32],
+    [co, cig, kh, kw]: [usize; 4],
+    bias: &[f32],
+    stride: (usize, usize),
+    dil: (usize, usize),
+    groups: usize,
+    [pt, pb, pl, pr]: [usize; 4],
+) -> (Vec<f32>, usize, usize) {
+    let oh = (h + pt + pb - ((kh - 1) * dil.0 + 1)) / stride.0 + 1;
+    let ow = (w + pl + pr - ((kw - 1) * dil.1 + 1)) / stride.1 + 1;
+    let cog = co / groups;
+    let mut out = vec![0f32; n * co * oh * ow];
+    for b in 0..n {
+        for o in 0..co {
+            let g = o / cog;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = bias[o] as f64;
+                    for c in 0..cig {
+                        let ic = g * cig + c;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * stride.0 + ky * dil.0) as isize - pt as isize;
+                                let ix = (ox * stride.1 + kx * dil.1) as isize - pl as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let xv = x[((b * ci + ic) * h + iy as usize) * w + ix as usize];
+                                let wv = wt[((o * cig + c) * kh + ky) * kw + kx];
+                                s += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    out[((b * co + o) * oh + oy) * ow + ox] = s as f32;
+                }
+            }
+        }
+    }
+    let _ = ci;
+    (out, oh, ow)
+}
+
+fn naive_act(v: f32, act: Activation) -> f32 {
+    let v = v as f64;
+    let r = match act {
+        Activation::None => v,
+        Activation::Relu => v.max(0.0),
+        Activation::Relu6 => v.clamp(0.0, 6.0),
+        Activation::Gelu => 0.5 * v * (1.0 + erf_f64(v / std::f64::consts::SQRT_2)),
+        Activation::Silu => v / (1.0 + (-v).exp()),
+        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+        Activation::Clip { lo_milli, hi_milli } => {
+            v.max(lo_milli as f64 / 1000.0).min(hi_milli as f64 / 1000.0)
+        }
+    };
+    r as f32
+}
+
+/// erf by its Maclaurin series (|x| < 3) or the continued fraction of erfc, in f64.
+fn erf_f64(x: f64) -> f64 {
+    if x.abs() < 3.0 {
+        let (mut sum, mut term, mut n) = (0.0, x, 0.0);
+        while term.abs() > 1e-17 {
+            sum += term / (2.0 * n + 1.0);
+            n += 1.0;
+            term *= -x * x / n;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        let a = x.abs();
+        let mut f = 0.0;
+        for k in (1..60).rev() {
+            f = (k as f64 / 2.0) / (a + f);
+        }
+        x.signum() * (1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + f))
+    }
+}
+
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn acts() -> impl Strategy<Value = Activation> {
+    prop_oneof![
+        Just(Activation::None),
+        Just(Activation::Relu),
+        Just(Activation::Relu6),
+        Just(Activation::Gelu),
+        Just(Activation::Silu),
+        Just(Activation::Sigmoid),
+    ]
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool")
+}
+
+fn check(got: &[f32], want: &[f32], what: &str) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.len(), want.len(), "{}: length", what);
+    let d = Drift::between(got, want);
+    prop_assert!(
+        d.max_rel_to_peak <= tolerance::FP32.max_rel_to_peak
+            && d.max_abs <= tolerance::FP32.max_abs,
+        "{}: max_abs {} rel {}",
+        what,
+        d.max_abs,
+        d.max_rel_to_peak
+    );
+    Ok(())
+}
+
+/// Kind of convolution to generate.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Depthwise { mult: usize },
+    Pointwise,
+    General { groups: usize },
+}
+
+fn kinds() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        (1usize..=3).prop_map(|mult| Kind::Depthwise { mult }),
+        Just(Kind::Pointwise),
+        (1usize..=3).prop_map(|groups| Kind::General { groups }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn conv_matches_naive(
+        kind in kinds(),
+        n in 1usize..=2,
+        c in 1usize..=9,
+        h in 1usize..=19,
+        w in 1usize..=23,
+        k in prop_oneof![Just(1usize), Just(3), Just(5), Just(7)],
+        stride in 1usize..=3,
+        dil in 1usize..=2,
+        pads in proptest::array::uniform4(0usize..=3),
+        same in any::<bool>(),
+        act in acts(),
+        threads in 1usize..=3,
+        seed in any::<u64>(),
+    ) {
+        let (ci, co, groups, kh, kw, stride, dil) = match kind {
+            Kind::Depthwise { mult } => (c, c * mult, c, k, k, (stride, stride), (dil, dil)),
+            Kind::Pointwise => (c, c + 2 * (seed as usize % 5), 1, 1, 1, (1, 1), (1, 1)),
+            Kind::General { groups } => {
+                (c * groups, (1 + seed as usize % 4) * groups, groups, k, k.min(5), (stride, 1), (1, dil))
+            }
+        };
+        let cig = ci / groups;
+        let padding = match kind {
+            Kind::Pointwise => Padding::Valid,
+            _ if same => Padding::Same,
+            _ => Padding::Explicit(pads),
+        };
+        let wt = values(co * cig * kh * kw, seed);
+        let bias = values(co, seed ^ 1);
+        let x = values(n * ci * h * w, seed ^ 2);
+        let conv = Conv2d::new(wt.clone(), [co, cig, kh, kw], Some(bias.clone()), stride, dil, groups, padding, act)
+            .expect("valid conv");
+        let Ok((oh, ow)) = conv.output_hw(h, w) else { return Ok(()) };
+        let [pt, _, pl, _] = match padding {
+            Padding::Explicit(p) => p,
+            Padding::Valid => [0; 4],
+            Padding::Same => {
+                let same = |i: usize, k: usize, s: usize, d: usize| {
+                    let o = i.div_ceil(s);
+                    let t = ((o - 1) * s + (k - 1) * d + 1).saturating_sub(i);
+                    (t / 2, t - t / 2)
+                };
+                let (t, b) = same(h, kh, stride.0, dil.0);
+                let (l, r) = same(w, kw, stride.1, dil.1);
+                [t, b, l, r]
+            }
+        };
+        // Bottom/right padding as far as the output needs it.
+        let pb = ((oh - 1) * stride.0 + (kh - 1) * dil.0 + 1).saturating_sub(h + pt);
+        let pr = ((ow - 1) * stride.1 + (kw - 1) * dil.1 + 1).saturating_sub(w + pl);
+        let (mut want, wh, ww) = naive_conv(&x, (n, ci, h, w), &wt, [co, cig, kh, kw], &bias, stride, dil, groups, [pt, pb, pl, pr]);
+        prop_assert_eq!((wh, ww), (oh, ow));
+        let residual = values(want.len(), seed ^ 3);
+        let mut want_res: Vec<f32> = want.iter().zip(&residual).map(|(a, r)| naive_act(a + r, act)).collect();
+        want.iter_mut().for_each(|v| *v = naive_act(*v, act));
+        let p = pool(threads);
+        let got = p.install(|| conv.forward(&x, n, h, w)).expect("forward");
+        check(&got, &want, &format!("{kind:?} forward"))?;
+        let mut acc = residual.clone();
+        p.install(|| conv.forward_add(&x, n, h, w, &mut acc)).expect("forward_add");
+        check(&acc, &want_res, &format!("{kind:?} forward_add"))?;
+        want_res.clear();
+    }
+
+    #[test]
+    fn pointwise_large_matches_naive(
+        ci in 1usize..=64,
+        co in 1usize..=80,
+        hw in 1usize..=700,
+        act in acts(),
+        threads in 1usize..=3,
+        seed in any::<u64>(),
+    ) {
+        let wt = values(co * ci, seed);
+        let bias = values(co, seed ^ 1);
+        let x = values(ci * hw, seed ^ 2);
+        let conv = Conv2d::new(wt.clone(), [co, ci, 1, 1], Some(bias.clone()), (1, 1), (1, 1), 1, Padding::Valid, act)
+            .expect("valid conv");
+        let (want, _, _) = naive_conv(&x, (1, ci, 1, hw), &wt, [co, ci, 1, 1], &bias, (1, 1), (1, 1), 1, [0; 4]);
+        let want: Vec<f32> = want.iter().map(|v| naive_act(*v, act)).collect();
+        let got = pool(threads).install(|| conv.forward(&x, 1, 1, hw)).expect("forward");
+        check(&got, &want, "pointwise")?;
+    }
+
+    #[test]
+    fn matmul_matches_naive(m in 1usize..=40, n in 1usize..=40, k in 0usize..=40, threads in 1usize..=3, seed in any::<u64>()) {
+        let a = values(m * k, seed);
+        let b = values(k * n, seed ^ 5);
+        let mut c = vec![f32::NAN; m * n];
+        prop_assert!(pool(threads).install(|| matmul(m, n, k, &a, &b, &mut c)));
+        let want: Vec<f32> = (0..m * n)
+            .map(|i| (0..k).map(|p| a[i / n * k + p] as f64 * b[p * n + i % n] as f64).sum::<f64>() as f32)
+            .collect();
+        check(&c, &want, "matmul")?;
+    }
+
+    #[test]
+    fn activations_match_naive(v in proptest::collection::vec(-12f32..12f32, 0..300), act in acts()) {
+        let mut got = v.clone();
+        apply_activation(&mut got, act);
+        for (g, x) in got.iter().zip(&v) {
+            let want = naive_act(*x, act);
+            prop_assert!((g - want).abs() <= 1e-6 * want.abs().max(1.0), "{:?}({}) = {} want {}", act, x, g, want);
+        }
+    }
+
+    #[test]
+    fn erf_is_close_everywhere(x in -10f32..10f32) {
+        prop_assert!((erf(x) as f64 - erf_f64(x as f64)).abs() < 5e-7);
+    }
+}

@@ -1,0 +1,160 @@
+//! `cargo xtask bench-peers`: our CPU engine (`infer bench --json`) and ONNX Runtime
+//! (`benches/peers/ort_bench.py`) timed alternately on the same models, inputs and thread
+//! counts, with the ratio table printed as Markdown.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::workspace_root;
+
+struct Case {
+    label: &'static str,
+    /// `infer bench` model arguments.
+    ours: Vec<String>,
+    onnx: PathBuf,
+    input: PathBuf,
+}
+
+fn cases(root: &Path) -> Vec<Case> {
+    let fx = root.join("../shared/fixtures");
+    vec![
+        Case {
+            label: "EfficientNet-Lite0 224",
+            ours: vec![
+                "--model".into(),
+                root.join("models/efficientnet-lite0").display().to_string(),
+            ],
+            onnx: fx.join("efficientnet_lite0/efficientnet_lite0.onnx"),
+            input: fx.join("efficientnet_lite0/reference/noise.safetensors"),
+        },
+        Case {
+            label: "FastViT-T8 256",
+            ours: vec![
+                "--model".into(),
+                fx.join("fastvit_t8/fastvit_t8.train_form.safetensors").display().to_string(),
+                "--arch".into(),
+                "fastvit-t8".into(),
+            ],
+            onnx: fx.join("fastvit_t8/fastvit_t8.onnx"),
+            input: fx.join("fastvit_t8/reference/noise1.safetensors"),
+        },
+    ]
+}
+
+fn num(v: &Value, key: &str) -> Result<f64> {
+    v.get(key).and_then(Value::as_f64).with_context(|| format!("`{key}` missing in {v}"))
+}
+
+fn run_json(cmd: &mut Command) -> Result<Value> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+    serde_json::from_str(line).with_context(|| format!("parsing JSON from {cmd:?}: {text}"))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+/// `cargo xtask bench-peers [--iters N] [--rounds N] [--threads 1,2]`.
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let mut iters = 100usize;
+    let mut rounds = 3usize;
+    let mut threads = vec![1usize, 2];
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--iters" => iters = val()?.parse()?,
+            "--rounds" => rounds = val()?.parse()?,
+            "--threads" => {
+                threads = val()?.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            }
+            other => bail!("unknown argument `{other}` (--iters N, --rounds N, --threads 1,2)"),
+        }
+    }
+    let root = workspace_root();
+    let status = Command::new("cargo")
+        .args(["build", "--release", "-q", "-p", "cli", "--bin", "infer"])
+        .current_dir(&root)
+        .status()?;
+    if !status.success() {
+        bail!("building infer failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let infer = target.join("release/infer");
+    let ort = root.join("benches/peers/ort_bench.py");
+    let tmp = target.join("bench-peers.json");
+    let mut rows = Vec::new();
+    for case in cases(&root) {
+        for &t in &threads {
+            let (mut o50, mut o99, mut r50, mut r99, mut orss, mut rrss) =
+                (vec![], vec![], vec![], vec![], vec![], vec![]);
+            for round in 0..rounds {
+                eprintln!("{} {t}t round {}/{rounds}", case.label, round + 1);
+                // Alternate which goes first so neither always gets the cooler machine.
+                let mut ours = || -> Result<()> {
+                    let mut c = Command::new(&infer);
+                    c.arg("bench").args(&case.ours).args(["--threads", &t.to_string()]);
+                    c.args(["--iters", &iters.to_string(), "--quiet", "--json"]).arg(&tmp);
+                    c.arg("--reference").arg(&case.input);
+                    let out = c.output()?;
+                    if !out.status.success() {
+                        bail!("infer bench failed: {}", String::from_utf8_lossy(&out.stderr));
+                    }
+                    let v: Value = serde_json::from_str(&std::fs::read_to_string(&tmp)?)?;
+                    o50.push(num(&v, "p50_ms")?);
+                    o99.push(num(&v, "p99_ms")?);
+                    orss.push(num(&v, "peak_rss_mb").unwrap_or(f64::NAN));
+                    Ok(())
+                };
+                let mut theirs = || -> Result<()> {
+                    let mut c = Command::new("python3");
+                    c.arg(&ort).arg(&case.onnx).args(["--threads", &t.to_string()]);
+                    c.args(["--iters", &iters.to_string()]).arg("--input").arg(&case.input);
+                    let v = run_json(&mut c)?;
+                    r50.push(num(&v, "p50_ms")?);
+                    r99.push(num(&v, "p99_ms")?);
+                    rrss.push(num(&v, "peak_rss_mb").unwrap_or(f64::NAN));
+                    Ok(())
+                };
+                if round % 2 == 0 {
+                    ours()?;
+                    theirs()?;
+                } else {
+                    theirs()?;
+                    ours()?;
+                }
+            }
+            let (a50, a99, b50, b99) =
+                (median(&mut o50), median(&mut o99), median(&mut r50), median(&mut r99));
+            rows.push(format!(
+                "| {} | {t} | {a50:.2} | {a99:.2} | {b50:.2} | {b99:.2} | {:.2} | {:.0} / {:.0} |",
+                case.label,
+                a50 / b50,
+                median(&mut orss),
+                median(&mut rrss)
+            ));
+        }
+    }
+    println!(
+        "| model | threads | ours p50 ms | ours p99 ms | ORT p50 ms | ORT p99 ms | ours/ORT p50 | peak RSS MB ours / ORT |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    println!(
+        "\n(medians of {rounds} alternating rounds of {iters} timed runs each after 10 warm-up)"
+    );
+    Ok(())
+}
