@@ -13,9 +13,14 @@ use crate::common;
 pub(crate) struct Args {
     /// PNG or JPEG files (default: the bundled sample photos).
     photos: Vec<PathBuf>,
-    /// Model folder with a manifest.toml (default: the bundled EfficientNet-Lite0).
+    /// Model folder with a manifest.toml, or a .mlpackage / .mlmodel (default: the bundled
+    /// EfficientNet-Lite0).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// For a bare .mlpackage / .mlmodel: the model folder whose preprocessing and labels to use
+    /// (default: the bundled EfficientNet-Lite0, when the package takes a [1, 3, H, W] input).
+    #[arg(long)]
+    preprocess_from: Option<PathBuf>,
     /// How many labels to print per photo.
     #[arg(long, default_value_t = 5)]
     top: usize,
@@ -71,7 +76,12 @@ pub(crate) fn main(args: Args) -> Result<()> {
     let model_dir =
         args.model.clone().unwrap_or_else(|| crate::models_dir().join("efficientnet-lite0"));
     let photos = if args.photos.is_empty() { default_photos()? } else { args.photos.clone() };
-    let (rt, model, bundle) = common::load(&model_dir, args.threads, args.engine.as_deref())?;
+    let (rt, model, bundle) = common::load_with(
+        &model_dir,
+        args.threads,
+        args.engine.as_deref(),
+        args.preprocess_from.as_deref(),
+    )?;
     let prep = bundle.manifest.preprocessing.clone().with_context(|| {
         format!(
             "{} has no [preprocessing] section, so it cannot classify images",

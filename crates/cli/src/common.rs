@@ -19,13 +19,29 @@ pub(crate) fn engines(threads: Option<usize>) -> Vec<Arc<dyn Engine>> {
 }
 
 /// A runtime over [`engines`], and the model loaded on every engine that can take it.
+/// `model_dir` may also be a `.mlpackage` / `.mlmodel` (see [`crate::package`]).
 pub(crate) fn load(
     model_dir: &Path,
     threads: Option<usize>,
     engine: Option<&str>,
 ) -> Result<(Runtime, LoadedModel, ModelBundle)> {
-    let bundle = ModelBundle::load(model_dir)
-        .with_context(|| format!("loading model folder {}", model_dir.display()))?;
+    load_with(model_dir, threads, engine, None)
+}
+
+/// [`load`], with preprocessing and labels for a bare Core ML package taken from
+/// `preprocess_from` (a model folder) instead of the bundled model.
+pub(crate) fn load_with(
+    model_dir: &Path,
+    threads: Option<usize>,
+    engine: Option<&str>,
+    preprocess_from: Option<&Path>,
+) -> Result<(Runtime, LoadedModel, ModelBundle)> {
+    let bundle = if crate::package::is_package(model_dir) {
+        crate::package::bundle(model_dir, preprocess_from)?
+    } else {
+        ModelBundle::load(model_dir)
+            .with_context(|| format!("loading model folder {}", model_dir.display()))?
+    };
     let mut builder = Runtime::builder();
     for e in engines(threads) {
         builder = builder.engine(e);

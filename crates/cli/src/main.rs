@@ -9,6 +9,9 @@ mod bench;
 mod classify;
 mod common;
 mod doctor;
+mod inspect;
+mod package;
+mod parity;
 mod run;
 mod tensors_io;
 
@@ -30,6 +33,10 @@ enum Command {
     Bench(bench::Args),
     /// What each engine can do here and why not: Core ML bridge, CPU features, compile cache.
     Doctor(doctor::Args),
+    /// Inputs, outputs, ops and weights of a model folder, .safetensors, .mlpackage or .mlmodel.
+    Inspect(inspect::Args),
+    /// Run two models on the same seeded random inputs and print the drift table.
+    Parity(parity::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +46,8 @@ fn main() -> ExitCode {
         Command::Run(a) => run::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Doctor(a) => doctor::main(a),
+        Command::Inspect(a) => inspect::main(a),
+        Command::Parity(a) => parity::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,7 @@ use crate::{common, tensors_io};
 /// Arguments of `infer run`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Model folder with a manifest.toml.
+    /// Model folder with a manifest.toml, or a .mlpackage / .mlmodel.
     model: PathBuf,
     /// safetensors file holding the model's inputs by name (other tensors are ignored).
     #[arg(long)]

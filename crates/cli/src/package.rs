@@ -1,0 +1,69 @@
+//! A bare `.mlpackage` / `.mlmodel` as a model bundle, so every subcommand that takes a model
+//! folder also takes a Core ML package.
+//!
+//! A package carries its I/O schema but no preprocessing or labels. They come from a donor
+//! model folder: `--preprocess-from DIR` where a subcommand offers it, else the bundled
+//! EfficientNet-Lite0 folder. Preprocessing is borrowed only when the package's input is an
+//! image-shaped `[1, 3, H, W]` tensor (the crop becomes `H x W`, the resize scales with it);
+//! labels only when the output's last dimension equals the donor's label count.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use inference_api::{ArtifactFormat, ModelArtifact, TensorSpec};
+use model_manifest::ModelBundle;
+
+/// True for a path the CPU engine runs as an ML Program.
+pub(crate) fn is_package(path: &Path) -> bool {
+    matches!(
+        ArtifactFormat::from_path(path),
+        Some(ArtifactFormat::MlPackage | ArtifactFormat::MlModel)
+    )
+}
+
+/// A bundle for the package at `path`, preprocessing and labels from `donor` (default: the
+/// bundled EfficientNet-Lite0 folder).
+pub(crate) fn bundle(path: &Path, donor: Option<&Path>) -> Result<ModelBundle> {
+    let model = coreml_format::MlModel::open(path)
+        .with_context(|| format!("opening Core ML model {}", path.display()))?;
+    let schema = model.io_schema()?;
+    let donor_dir: PathBuf = donor
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| crate::models_dir().join("efficientnet-lite0"));
+    let donor = ModelBundle::load(&donor_dir)
+        .with_context(|| format!("loading {} for preprocessing and labels", donor_dir.display()))?;
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
+    let mut manifest = donor.manifest.clone();
+    manifest.name = name.clone();
+    manifest.architecture = None;
+    manifest.files = Vec::new();
+    // The schema lives in the bundle (from the package); the donor's manifest specs do not apply.
+    manifest.inputs = Vec::new();
+    manifest.outputs = Vec::new();
+    manifest.origin.source = format!(
+        "Core ML package {}; preprocessing and labels from {}",
+        path.display(),
+        donor_dir.display()
+    );
+    let image_hw = match schema.inputs.first().and_then(TensorSpec::fixed_shape).as_deref() {
+        Some(&[1, 3, h, w]) => Some((h, w)),
+        _ => None,
+    };
+    manifest.preprocessing = match (manifest.preprocessing.take(), image_hw) {
+        (Some(mut p), Some((h, w))) => {
+            let ratio = p.resize_shorter as f64 / f64::from(p.crop[0].max(1));
+            p.resize_shorter = (h.min(w) as f64 * ratio).round() as u32;
+            p.crop = [h as u32, w as u32];
+            Some(p)
+        }
+        _ => None,
+    };
+    let classes =
+        schema.outputs.first().and_then(|o| o.fixed_shape()).and_then(|s| s.last().copied());
+    let labels = donor.labels.filter(|l| Some(l.len()) == classes);
+    let mut artifact = ModelArtifact::from_path(path)?;
+    artifact.name = name;
+    artifact.io_schema = Some(schema.clone());
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(ModelBundle { dir, manifest, io_schema: schema, artifact, labels })
+}

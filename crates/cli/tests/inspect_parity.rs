@@ -1,0 +1,89 @@
+//! `infer inspect` snapshots on the fixtures, and `infer run` / `classify` / `parity` on a bare
+//! Core ML package, through the built binary.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs `infer` from the workspace root (so paths in the output are the relative ones given).
+fn infer(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_infer"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run infer");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+const LITE0_PKG: &str = "../shared/fixtures/efficientnet_lite0/efficientnet_lite0.mlpackage";
+const FASTVIT_PKG: &str = "../shared/fixtures/fastvit_t8/fastvit_t8.mlpackage";
+
+fn inspect(args: &[&str]) -> String {
+    let mut all = vec!["inspect"];
+    all.extend_from_slice(args);
+    let (ok, out, err) = infer(&all);
+    assert!(ok, "infer {all:?} failed: {err}");
+    out
+}
+
+#[test]
+fn inspect_lite0_package() {
+    insta::assert_snapshot!(inspect(&[LITE0_PKG]));
+}
+
+#[test]
+fn inspect_fastvit_package() {
+    insta::assert_snapshot!(inspect(&[FASTVIT_PKG]));
+}
+
+#[test]
+fn inspect_lite0_package_json() {
+    let v: serde_json::Value =
+        serde_json::from_str(&inspect(&[LITE0_PKG, "--json"])).expect("json");
+    insta::assert_json_snapshot!(v);
+}
+
+#[test]
+fn inspect_manifest_folder() {
+    insta::assert_snapshot!(inspect(&["models/efficientnet-lite0"]));
+}
+
+#[test]
+fn inspect_safetensors_file() {
+    insta::assert_snapshot!(inspect(&["models/efficientnet-lite0/efficientnet-lite0.safetensors"]));
+}
+
+#[test]
+fn inspect_refuses_other_files() {
+    let (ok, _, err) = infer(&["inspect", "models/efficientnet-lite0/labels.txt"]);
+    assert!(!ok);
+    assert!(err.contains("cannot inspect") && err.contains(".mlpackage"), "{err}");
+}
+
+#[test]
+fn classify_and_run_take_a_package() {
+    let (ok, out, err) = infer(&["classify", "--model", LITE0_PKG, "--top", "1"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("tiger cat") && out.contains("espresso"), "{out}");
+    let input = "../shared/fixtures/efficientnet_lite0/reference/chelsea.safetensors";
+    let (ok, out, err) = infer(&["run", LITE0_PKG, "--input", input]);
+    assert!(ok, "{err}");
+    assert!(out.contains("logits [1, 1000] f32"), "{out}");
+}
+
+#[test]
+fn parity_native_vs_package_passes_and_mismatched_inputs_fail() {
+    let (ok, out, err) =
+        infer(&["parity", "models/efficientnet-lite0", LITE0_PKG, "--n", "2", "--seed", "11"]);
+    assert!(ok, "{out}\n{err}");
+    for col in ["max_abs", "max_rel", "rmse", "cosine", "top1", "top5", "tolerance fp16"] {
+        assert!(out.contains(col), "{col} missing: {out}");
+    }
+    let (ok, _, err) = infer(&["parity", LITE0_PKG, FASTVIT_PKG, "--n", "1"]);
+    assert!(!ok);
+    assert!(err.contains("take different inputs"), "{err}");
+}
