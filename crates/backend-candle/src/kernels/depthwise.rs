@@ -1,7 +1,7 @@
 //! Direct depthwise convolution on NCHW planes: one filter per output channel (channel
-//! multiplier >= 1), any kernel size, stride, dilation and padding. Inner loops are branch-free
-//! FMAs over contiguous output spans; strided convolutions first split each input row into its
-//! stride phases so their taps read contiguously too. Compiled for AVX2+FMA when present.
+//! multiplier >= 1), any kernel size, stride, dilation and padding. Each plane is copied once
+//! into zero-padded stride phases; output blocks of 8/16/32 columns accumulate in registers
+//! over all taps with branch-free loops. Compiled for AVX2+FMA when present.
 
 use rayon::prelude::*;
 
@@ -21,15 +21,6 @@ pub(crate) struct DwGeometry {
     pub dilation: (usize, usize),
     pub pad_top: usize,
     pub pad_left: usize,
-}
-
-/// Output x range `[lo, hi)` for which `ox*s + k*d - pad` is a valid input column.
-#[inline]
-fn valid_span(k_off: usize, pad: usize, s: usize, in_len: usize, out_len: usize) -> (usize, usize) {
-    // ix = ox*s + k_off - pad must satisfy 0 <= ix < in_len.
-    let lo = if pad > k_off { (pad - k_off).div_ceil(s) } else { 0 };
-    let hi = if in_len + pad > k_off { (in_len + pad - k_off - 1) / s + 1 } else { 0 };
-    (lo.min(out_len), hi.min(out_len).max(lo.min(out_len)))
 }
 
 /// Runs the depthwise convolution. `x` holds `n * in_channels` planes of `h * w`, `out`
@@ -58,7 +49,9 @@ pub(crate) fn depthwise(
     });
 }
 
-/// One output plane; `scratch` holds the stride-phase split of the input when `sx > 1`.
+/// One output plane. The input is first copied into `scratch` as zero-padded stride-phase
+/// planes (phase `q` holds padded columns `q, q+sx, ...`), so every tap of a block of output
+/// columns reads one contiguous run; blocks of `B` outputs stay in registers across all taps.
 #[inline(always)]
 fn plane(
     xin: &[f32],
@@ -69,52 +62,72 @@ fn plane(
     act: Activation,
     scratch: &mut Vec<f32>,
 ) {
+    if g.ow <= 8 {
+        plane_blocked::<8>(xin, o, wk, bias, g, act, scratch)
+    } else if g.ow <= 16 {
+        plane_blocked::<16>(xin, o, wk, bias, g, act, scratch)
+    } else {
+        plane_blocked::<32>(xin, o, wk, bias, g, act, scratch)
+    }
+}
+
+#[inline(always)]
+fn plane_blocked<const B: usize>(
+    xin: &[f32],
+    o: &mut [f32],
+    wk: &[f32],
+    bias: f32,
+    g: DwGeometry,
+    act: Activation,
+    scratch: &mut Vec<f32>,
+) {
     let (sy, sx) = g.stride;
     let (dy, dx) = g.dilation;
-    // Phase-split columns: phase q holds input columns q, q+sx, q+2sx, ... (width pw).
-    let pw = g.w.div_ceil(sx);
-    let src: &[f32] = if sx == 1 {
-        xin
-    } else {
-        scratch.clear();
-        scratch.resize(g.h * sx * pw, 0.0);
-        for y in 0..g.h {
-            let row = &xin[y * g.w..(y + 1) * g.w];
-            for q in 0..sx {
-                let dst = &mut scratch[(y * sx + q) * pw..(y * sx + q + 1) * pw];
-                for (d, s) in dst.iter_mut().zip(row.iter().skip(q).step_by(sx)) {
-                    *d = *s;
-                }
+    let owr = g.ow.div_ceil(B) * B;
+    // Padded rows needed: output rows 0..oh touch padded rows up to (oh-1)*sy + (kh-1)*dy.
+    let ph = (g.oh - 1) * sy + (g.kh - 1) * dy + 1;
+    // Phase plane width: column block j reaches j + ((kw-1)*dx)/sx.
+    let pw = owr + ((g.kw - 1) * dx) / sx + 1;
+    scratch.clear();
+    scratch.resize(ph * sx * pw, 0.0);
+    for py in 0..ph {
+        let iy = py as isize - g.pad_top as isize;
+        if iy < 0 || iy >= g.h as isize {
+            continue;
+        }
+        let row = &xin[iy as usize * g.w..(iy as usize + 1) * g.w];
+        for (ix, &v) in row.iter().enumerate() {
+            let pc = ix + g.pad_left; // padded column
+            let (q, j) = (pc % sx, pc / sx);
+            if j < pw {
+                scratch[(py * sx + q) * pw + j] = v;
             }
         }
-        scratch
-    };
-    let row_len = if sx == 1 { g.w } else { pw };
-    o.fill(bias);
+    }
+    let src: &[f32] = scratch;
+    let mut tmp = [0f32; B];
     for oy in 0..g.oh {
         let orow = &mut o[oy * g.ow..(oy + 1) * g.ow];
-        for ky in 0..g.kh {
-            let iy = (oy * sy + ky * dy) as isize - g.pad_top as isize;
-            if iy < 0 || iy >= g.h as isize {
-                continue;
+        for x0 in (0..owr).step_by(B) {
+            let mut acc = [bias; B];
+            for ky in 0..g.kh {
+                let py = oy * sy + ky * dy;
+                for kx in 0..g.kw {
+                    let wv = wk[ky * g.kw + kx];
+                    let off = kx * dx;
+                    let base = (py * sx + off % sx) * pw + x0 + off / sx;
+                    let s = &src[base..base + B];
+                    for i in 0..B {
+                        acc[i] += wv * s[i];
+                    }
+                }
             }
-            let iy = iy as usize;
-            for kx in 0..g.kw {
-                let wv = wk[ky * g.kw + kx];
-                let k_off = kx * dx;
-                let (lo, hi) = valid_span(k_off, g.pad_left, sx, g.w, g.ow);
-                if lo >= hi {
-                    continue;
-                }
-                let shift = k_off as isize - g.pad_left as isize;
-                let q = shift.rem_euclid(sx as isize) as usize;
-                let j0 = (lo as isize + shift.div_euclid(sx as isize)) as usize;
-                let base = if sx == 1 { iy * g.w } else { (iy * sx + q) * pw };
-                let srow = &src[base..base + row_len];
-                let s = &srow[j0..j0 + (hi - lo)];
-                for (d, v) in orow[lo..hi].iter_mut().zip(s) {
-                    *d += v * wv;
-                }
+            let n = B.min(g.ow - x0.min(g.ow));
+            if n == B {
+                orow[x0..x0 + B].copy_from_slice(&acc);
+            } else {
+                tmp.copy_from_slice(&acc);
+                orow[x0..x0 + n].copy_from_slice(&tmp[..n]);
             }
         }
     }
