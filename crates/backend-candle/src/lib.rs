@@ -10,6 +10,7 @@
 //! let model = engine.prepare(&artifact, &PrepareOptions::default())?;
 //! # Ok::<(), inference_api::Error>(())
 //! ```
+#![warn(clippy::unwrap_used)]
 #![deny(unsafe_code)]
 
 mod engine;

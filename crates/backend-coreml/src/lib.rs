@@ -12,6 +12,7 @@
 //! inputs against the schema the model describes before any FFI call, bounds every prediction
 //! by a deadline (a timeout answers at once; the instance is quarantined and rebuilt), and
 //! reports placement from Core ML's compute plan only.
+#![warn(clippy::unwrap_used)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod cache;

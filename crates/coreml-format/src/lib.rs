@@ -22,6 +22,7 @@
 //!   (`f16` for `GRAYSCALE_FLOAT16`) and shape `[1, C, H, W]` (flexible sizes as ranges).
 //! - Weight files are read whole into memory on first use (see [`WeightStore`]).
 
+#![warn(clippy::unwrap_used)]
 #![forbid(unsafe_code)]
 
 pub mod blob;

@@ -5,6 +5,7 @@
 //! The library is opened at run time (never linked), so builds and tests on any OS stay free of
 //! Swift. Search order: `COREML_BRIDGE_PATH`, next to the executable, then the folder
 //! `cargo xtask build-bridge` writes to (`target/coreml-bridge/` in the workspace).
+#![warn(clippy::unwrap_used)]
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

@@ -6,6 +6,7 @@
 //!
 //! Input validation lives here once: [`IoSchema::validate_inputs`] checks names, dtypes and shapes
 //! and returns [`Error::InvalidInput`] naming the tensor, what was expected and what came.
+#![warn(clippy::unwrap_used)]
 #![forbid(unsafe_code)]
 
 mod dtype;

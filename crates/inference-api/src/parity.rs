@@ -130,7 +130,9 @@ mod tests {
         assert!((d.max_rel_to_peak - 0.5 / 3.0).abs() < 1e-6);
         assert!(d.top1_agree && d.top5_overlap == 1.0);
         assert!(d.cosine > 0.99 && d.cosine < 1.0);
-        assert!(!d.within(&tolerance::FP32) && d.within(&tolerance::INT8.clone()) == false);
+        assert!(!d.within(&tolerance::FP32) && !d.within(&tolerance::INT8));
+        let loose = Tolerance { name: "loose", max_abs: 0.5, max_rel_to_peak: 0.0 };
+        assert!(d.within(&loose));
         assert_eq!(top_k(&[0.1, 0.9, 0.5], 2), vec![1, 2]);
         let p = softmax(&[0.0, 0.0]);
         assert!((p[0] - 0.5).abs() < 1e-7);

@@ -5,6 +5,7 @@
 //! returns the artifact an engine prepares, the labels and the serving settings.
 //! With the `image` feature, [`preprocess`] turns a PNG or JPEG into the model's input tensor
 //! following the manifest's preprocessing section.
+#![warn(clippy::unwrap_used)]
 #![forbid(unsafe_code)]
 
 mod bundle;

@@ -16,6 +16,7 @@
 //! (worker hand-off, timeout, quarantine), [`queue`] (bounded admission), [`shadow`] (parity
 //! drift), [`router`] (routing order). The builder documents the order they apply in.
 //! This crate depends on no backend: engines arrive as `Arc<dyn Engine>`.
+#![warn(clippy::unwrap_used)]
 #![forbid(unsafe_code)]
 
 pub mod breaker;

@@ -10,6 +10,7 @@
 //!
 //! Error kinds are plain strings (the `kind()` names of the inference API), so this crate
 //! depends on nothing of ours.
+#![warn(clippy::unwrap_used)]
 #![forbid(unsafe_code)]
 
 mod hist;
