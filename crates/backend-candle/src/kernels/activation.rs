@@ -1,5 +1,7 @@
 //! Element-wise activations fused into kernel epilogues, including a fast exact-GELU erf.
 
+#![allow(unsafe_code)]
+
 /// An activation applied in place after a kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Activation {
@@ -67,7 +69,20 @@ pub fn apply_activation(xs: &mut [f32], act: Activation) {
     if act == Activation::None {
         return;
     }
-    super::simd::dispatch(|| apply_inline(xs, act))
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx2_fma() {
+        // SAFETY: `apply_avx2` only requires AVX2 and FMA, just detected at run time.
+        unsafe { apply_avx2(xs, act) };
+        return;
+    }
+    apply_inline(xs, act)
+}
+
+/// [`apply_inline`] compiled with AVX2+FMA (it is inlined here, so its loops use them).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn apply_avx2(xs: &mut [f32], act: Activation) {
+    apply_inline(xs, act)
 }
 
 #[inline(always)]

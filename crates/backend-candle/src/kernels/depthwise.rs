@@ -3,9 +3,10 @@
 //! into zero-padded stride phases; output blocks of 8/16/32 columns accumulate in registers
 //! over all taps with branch-free loops. Compiled for AVX2+FMA when present.
 
+#![allow(unsafe_code)]
+
 use rayon::prelude::*;
 
-use super::simd::dispatch;
 use super::{Activation, apply_activation};
 
 /// Geometry of one depthwise convolution.
@@ -45,7 +46,7 @@ pub(crate) fn depthwise(
         let ip = b * in_channels + c / mult.max(1);
         let xin = &x[ip * in_plane..(ip + 1) * in_plane];
         let wk = &weight[c * g.kh * g.kw..(c + 1) * g.kh * g.kw];
-        dispatch(|| plane(xin, o, wk, bias[c], g, act, scratch));
+        plane(xin, o, wk, bias[c], g, act, scratch);
     });
 }
 
@@ -96,30 +97,64 @@ fn plane_blocked<const B: usize>(
             continue;
         }
         let row = &xin[iy as usize * g.w..(iy as usize + 1) * g.w];
-        for (ix, &v) in row.iter().enumerate() {
-            let pc = ix + g.pad_left; // padded column
-            let (q, j) = (pc % sx, pc / sx);
-            if j < pw {
-                scratch[(py * sx + q) * pw + j] = v;
+        if sx == 1 {
+            let n = g.w.min(pw.saturating_sub(g.pad_left));
+            let at = py * pw + g.pad_left;
+            scratch[at..at + n].copy_from_slice(&row[..n]);
+            continue;
+        }
+        for q in 0..sx {
+            let dst = &mut scratch[(py * sx + q) * pw..(py * sx + q + 1) * pw];
+            // Padded column j*sx + q holds input column j*sx + q - pad_left.
+            for (j, d) in dst.iter_mut().enumerate() {
+                let pc = j * sx + q;
+                if pc >= g.pad_left && pc - g.pad_left < g.w {
+                    *d = row[pc - g.pad_left];
+                }
             }
         }
     }
     let src: &[f32] = scratch;
+    // Offset of every tap relative to its output block's origin, computed once per plane.
+    let taps: Vec<usize> = (0..g.kh * g.kw)
+        .map(|t| {
+            let (ky, off) = (t / g.kw, (t % g.kw) * dx);
+            (ky * dy * sx + off % sx) * pw + off / sx
+        })
+        .collect();
+    let row_step = sy * sx * pw;
+    let max_tap = taps.iter().copied().max().unwrap_or(0);
+    // Every block reads src[origin + t .. origin + t + B] with origin <= (oh-1)*row_step + owr - B.
+    let in_bounds = (g.oh - 1) * row_step + owr + max_tap <= src.len()
+        && wk.len() >= taps.len()
+        && o.len() >= g.oh * g.ow;
+    #[cfg(target_arch = "x86_64")]
+    if in_bounds && super::simd::has_avx2_fma() {
+        // SAFETY: AVX2/FMA were detected at run time; `in_bounds` establishes that every load
+        // (src up to (oh-1)*row_step + owr + max_tap) and store (o up to oh*ow) is in range.
+        unsafe { rows_avx2::<B>(src, o, wk, &taps, bias, g.oh, g.ow, owr, row_step) };
+        apply_activation(o, act);
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if in_bounds {
+        // SAFETY: NEON is part of the aarch64 baseline; `in_bounds` establishes that every
+        // load and store is in range, as for the AVX2 path.
+        unsafe { rows_neon::<B>(src, o, wk, &taps, bias, g.oh, g.ow, owr, row_step) };
+        apply_activation(o, act);
+        return;
+    }
+    let _ = in_bounds;
     let mut tmp = [0f32; B];
     for oy in 0..g.oh {
         let orow = &mut o[oy * g.ow..(oy + 1) * g.ow];
         for x0 in (0..owr).step_by(B) {
+            let origin = oy * row_step + x0;
             let mut acc = [bias; B];
-            for ky in 0..g.kh {
-                let py = oy * sy + ky * dy;
-                for kx in 0..g.kw {
-                    let wv = wk[ky * g.kw + kx];
-                    let off = kx * dx;
-                    let base = (py * sx + off % sx) * pw + x0 + off / sx;
-                    let s = &src[base..base + B];
-                    for i in 0..B {
-                        acc[i] += wv * s[i];
-                    }
+            for (&wv, &t) in wk.iter().zip(&taps) {
+                let s = &src[origin + t..origin + t + B];
+                for i in 0..B {
+                    acc[i] += wv * s[i];
                 }
             }
             let n = B.min(g.ow - x0.min(g.ow));
@@ -132,4 +167,94 @@ fn plane_blocked<const B: usize>(
         }
     }
     apply_activation(o, act);
+}
+
+/// The blocked tap loop with AVX2 FMAs: `B / 8` accumulators of 8 lanes per output block.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `src` must hold `(oh-1)*row_step + owr + max(taps)`
+/// values, `wk` at least `taps.len()`, `o` at least `oh * ow`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_avx2<const B: usize>(
+    src: &[f32],
+    o: &mut [f32],
+    wk: &[f32],
+    taps: &[usize],
+    bias: f32,
+    oh: usize,
+    ow: usize,
+    owr: usize,
+    row_step: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut tmp = [0f32; B];
+    let sp = src.as_ptr();
+    for oy in 0..oh {
+        for x0 in (0..owr).step_by(B) {
+            let origin = oy * row_step + x0;
+            let mut acc = [_mm256_set1_ps(bias); 4];
+            for (&wv, &t) in wk.iter().zip(taps) {
+                let w8 = _mm256_set1_ps(wv);
+                // SAFETY: origin + t + B <= src.len() by the caller's contract.
+                let p = unsafe { sp.add(origin + t) };
+                for (v, a) in acc.iter_mut().enumerate().take(B / 8) {
+                    // SAFETY: 8 * v + 8 <= B, so the 8 lanes lie inside the block.
+                    *a = _mm256_fmadd_ps(unsafe { _mm256_loadu_ps(p.add(8 * v)) }, w8, *a);
+                }
+            }
+            let n = B.min(ow - x0.min(ow));
+            for (v, a) in acc.iter().enumerate().take(B / 8) {
+                // SAFETY: tmp holds B floats and 8 * v + 8 <= B.
+                unsafe { _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * v), *a) };
+            }
+            let at = oy * ow + x0;
+            o[at..at + n].copy_from_slice(&tmp[..n]);
+        }
+    }
+}
+
+/// The blocked tap loop with NEON FMAs (not run on this project's Linux machines).
+///
+/// # Safety
+/// As [`rows_avx2`], minus the CPU requirement (NEON is baseline on aarch64).
+#[cfg(target_arch = "aarch64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_neon<const B: usize>(
+    src: &[f32],
+    o: &mut [f32],
+    wk: &[f32],
+    taps: &[usize],
+    bias: f32,
+    oh: usize,
+    ow: usize,
+    owr: usize,
+    row_step: usize,
+) {
+    use std::arch::aarch64::*;
+    let mut tmp = [0f32; B];
+    let sp = src.as_ptr();
+    for oy in 0..oh {
+        for x0 in (0..owr).step_by(B) {
+            let origin = oy * row_step + x0;
+            // SAFETY: NEON is baseline on aarch64.
+            let mut acc = [unsafe { vdupq_n_f32(bias) }; 8];
+            for (&wv, &t) in wk.iter().zip(taps) {
+                // SAFETY: origin + t + B <= src.len() by the caller's contract.
+                let p = unsafe { sp.add(origin + t) };
+                for (v, a) in acc.iter_mut().enumerate().take(B / 4) {
+                    // SAFETY: 4 * v + 4 <= B, so the 4 lanes lie inside the block.
+                    *a = unsafe { vfmaq_n_f32(*a, vld1q_f32(p.add(4 * v)), wv) };
+                }
+            }
+            let n = B.min(ow - x0.min(ow));
+            for (v, a) in acc.iter().enumerate().take(B / 4) {
+                // SAFETY: tmp holds B floats and 4 * v + 4 <= B.
+                unsafe { vst1q_f32(tmp.as_mut_ptr().add(4 * v), *a) };
+            }
+            let at = oy * ow + x0;
+            o[at..at + n].copy_from_slice(&tmp[..n]);
+        }
+    }
 }

@@ -7,7 +7,6 @@
 
 use rayon::prelude::*;
 
-use super::simd::dispatch;
 use super::{Activation, apply_activation};
 
 /// A raw output pointer shared by tiles that write disjoint regions.
@@ -97,12 +96,10 @@ pub(crate) fn pointwise(
             // belongs to this tile only.
             let row = unsafe { std::slice::from_raw_parts_mut(d.0.add((r0 + i) * hw + c0), n) };
             let b = bias[r0 + i];
-            dispatch(|| {
-                if b != 0.0 {
-                    row.iter_mut().for_each(|v| *v += b);
-                }
-                apply_activation(row, act);
-            });
+            if b != 0.0 {
+                row.iter_mut().for_each(|v| *v += b);
+            }
+            apply_activation(row, act);
         }
     };
     let tiles = row_tiles * col_tiles;

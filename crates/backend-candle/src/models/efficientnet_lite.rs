@@ -135,20 +135,40 @@ impl EfficientNetLite {
     }
 }
 
+impl EfficientNetLite {
+    fn blocks_out(&self) -> usize {
+        self.blocks.last().map_or(self.stem.0.out_channels(), |b| b.project.0.out_channels())
+    }
+}
+
 impl Network for EfficientNetLite {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut x = x.apply_op1_no_bwd(&self.stem)?;
+        // Plain NCHW buffers between kernels; the residual is accumulated by the project GEMM.
+        let (n, _, h0, w0) = x.dims4()?;
+        let msg = candle_core::Error::Msg;
+        let input = x.flatten_all()?.to_vec1::<f32>()?;
+        let step = |c: &ConvOp, d: &[f32], h: usize, w: usize| {
+            let (oh, ow) = c.0.output_hw(h, w).map_err(msg)?;
+            Ok::<_, candle_core::Error>((c.0.forward(d, n, h, w).map_err(msg)?, oh, ow))
+        };
+        let (mut cur, mut h, mut w) = step(&self.stem, &input, h0, w0)?;
         for b in &self.blocks {
-            let inp = x.clone();
+            let (mut y, mut yh, mut yw) = (std::borrow::Cow::Borrowed(&cur[..]), h, w);
             if let Some(e) = &b.expand {
-                x = x.apply_op1_no_bwd(e)?;
+                let (v, a, c) = step(e, &y, yh, yw)?;
+                (y, yh, yw) = (std::borrow::Cow::Owned(v), a, c);
             }
-            x = x.apply_op1_no_bwd(&b.depthwise)?;
-            x = x.apply_op1_no_bwd(&b.project)?;
+            let (d, dh, dw) = step(&b.depthwise, &y, yh, yw)?;
+            drop(y);
             if b.residual {
-                x = (x + inp)?;
+                b.project.0.forward_add(&d, n, dh, dw, &mut cur).map_err(msg)?;
+            } else {
+                let (v, _, _) = step(&b.project, &d, dh, dw)?;
+                cur = v;
             }
+            (h, w) = (dh, dw);
         }
+        let x = Tensor::from_vec(cur, (n, self.blocks_out(), h, w), &candle_core::Device::Cpu)?;
         let x = x.apply_op1_no_bwd(&self.head)?;
         let n = x.dim(0)?;
         let pooled = x.mean((2, 3))?.to_vec2::<f32>()?.concat();
