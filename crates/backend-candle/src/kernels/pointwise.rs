@@ -62,6 +62,35 @@ pub(crate) fn pointwise(
         let (r0, c0) = (rt * mt, ct * nt);
         let (m, n) = ((co - r0).min(mt), (hw - c0).min(nt));
         let d = dst;
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            // SAFETY: AVX-512F was detected at run time. The tile's rows r0..r0+m of `w` (row
+            // stride ci), columns c0..c0+n of `x` (ci rows of stride hw) and of `out` (rows
+            // r0..r0+m, stride hw) are in bounds as argued below for the GEMM call, and belong
+            // to this tile alone.
+            unsafe {
+                tile_avx512(
+                    m,
+                    n,
+                    ci,
+                    w.as_ptr().add(r0 * ci),
+                    x.as_ptr().add(c0),
+                    hw,
+                    d.0.add(r0 * hw + c0),
+                    &bias[r0..r0 + m],
+                    accumulate,
+                )
+            };
+            if act != Activation::None {
+                for i in 0..m {
+                    // SAFETY: row segment out[(r0+i)*hw + c0 .. + n] is in bounds and this tile's.
+                    let row =
+                        unsafe { std::slice::from_raw_parts_mut(d.0.add((r0 + i) * hw + c0), n) };
+                    apply_activation(row, act);
+                }
+            }
+            return;
+        }
         // SAFETY: r0 + m <= co and c0 + n <= hw, so every element the GEMM touches,
         // out[(r0 + i) * hw + c0 + j] for i < m, j < n, lies inside `out` (len >= co * hw);
         // `w` holds co * ci and `x` ci * hw elements (checked above), so lhs rows r0..r0+m and
@@ -109,4 +138,169 @@ pub(crate) fn pointwise(
         (0..tiles).into_par_iter().for_each(tile);
     }
     true
+}
+
+/// AVX-512F present and not switched off with `INFER_NO_AVX512` (for A/B measurements).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::is_x86_feature_detected!("avx512f") && std::env::var_os("INFER_NO_AVX512").is_none()
+    })
+}
+
+/// `dst[m x n] (+)= w[m x k] * x[k x n] + bias`, AVX-512 register-blocked: 6 rows x 32 columns
+/// of accumulators, weights broadcast from `w` (row stride `k`), `x` and `dst` with row stride
+/// `ld`; column tails by masked loads and stores.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `w` must be valid for `m * k` reads, `x` for rows `0..k` of
+/// `n` columns at stride `ld`, `dst` for rows `0..m` of `n` columns at stride `ld`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx512(
+    m: usize,
+    n: usize,
+    k: usize,
+    w: *const f32,
+    x: *const f32,
+    ld: usize,
+    dst: *mut f32,
+    bias: &[f32],
+    accumulate: bool,
+) {
+    let mut r = 0;
+    while r < m {
+        let rr = (m - r).min(6);
+        let mut c = 0;
+        while c < n {
+            let nc = (n - c).min(32);
+            // SAFETY: forwarded from the caller; rows r..r+rr < m, columns c..c+nc <= n.
+            unsafe {
+                match rr {
+                    6 => micro::<6>(
+                        k,
+                        w.add(r * k),
+                        x.add(c),
+                        ld,
+                        dst.add(r * ld + c),
+                        &bias[r..],
+                        nc,
+                        accumulate,
+                    ),
+                    5 => micro::<5>(
+                        k,
+                        w.add(r * k),
+                        x.add(c),
+                        ld,
+                        dst.add(r * ld + c),
+                        &bias[r..],
+                        nc,
+                        accumulate,
+                    ),
+                    4 => micro::<4>(
+                        k,
+                        w.add(r * k),
+                        x.add(c),
+                        ld,
+                        dst.add(r * ld + c),
+                        &bias[r..],
+                        nc,
+                        accumulate,
+                    ),
+                    3 => micro::<3>(
+                        k,
+                        w.add(r * k),
+                        x.add(c),
+                        ld,
+                        dst.add(r * ld + c),
+                        &bias[r..],
+                        nc,
+                        accumulate,
+                    ),
+                    2 => micro::<2>(
+                        k,
+                        w.add(r * k),
+                        x.add(c),
+                        ld,
+                        dst.add(r * ld + c),
+                        &bias[r..],
+                        nc,
+                        accumulate,
+                    ),
+                    _ => micro::<1>(
+                        k,
+                        w.add(r * k),
+                        x.add(c),
+                        ld,
+                        dst.add(r * ld + c),
+                        &bias[r..],
+                        nc,
+                        accumulate,
+                    ),
+                }
+            }
+            c += nc;
+        }
+        r += rr;
+    }
+}
+
+/// One `R x 32` block (`nc <= 32` valid columns).
+///
+/// # Safety
+/// As [`tile_avx512`] for an `R x nc` block.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro<const R: usize>(
+    k: usize,
+    w: *const f32,
+    x: *const f32,
+    ld: usize,
+    dst: *mut f32,
+    bias: &[f32],
+    nc: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    let lo: __mmask16 = if nc >= 16 { 0xFFFF } else { ((1u32 << nc) - 1) as u16 };
+    let hi: __mmask16 = if nc >= 32 {
+        0xFFFF
+    } else if nc > 16 {
+        ((1u32 << (nc - 16)) - 1) as u16
+    } else {
+        0
+    };
+    let mut a0 = [_mm512_setzero_ps(); R];
+    let mut a1 = [_mm512_setzero_ps(); R];
+    for p in 0..k {
+        // SAFETY: row p < k of x, columns under the masks only.
+        let (x0, x1) = unsafe {
+            let xp = x.add(p * ld);
+            (_mm512_maskz_loadu_ps(lo, xp), _mm512_maskz_loadu_ps(hi, xp.add(16)))
+        };
+        for i in 0..R {
+            // SAFETY: i < R rows of w, p < k.
+            let wv = _mm512_set1_ps(unsafe { *w.add(i * k + p) });
+            a0[i] = _mm512_fmadd_ps(x0, wv, a0[i]);
+            a1[i] = _mm512_fmadd_ps(x1, wv, a1[i]);
+        }
+    }
+    for i in 0..R {
+        let b = _mm512_set1_ps(bias[i]);
+        // SAFETY: row i < R of dst, columns under the masks only.
+        unsafe {
+            let dp = dst.add(i * ld);
+            let (mut v0, mut v1) = (_mm512_add_ps(a0[i], b), _mm512_add_ps(a1[i], b));
+            if accumulate {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(lo, dp));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(hi, dp.add(16)));
+            }
+            _mm512_mask_storeu_ps(dp, lo, v0);
+            _mm512_mask_storeu_ps(dp.add(16), hi, v1);
+        }
+    }
 }
