@@ -163,3 +163,29 @@ fn packages_report_their_schema_and_run_deterministically() {
     let d = Drift::between(&a, &b);
     assert!(d.max_abs <= tolerance::EXACT.max_abs, "{d:?}");
 }
+
+/// Median latency of the executor and of the native model (run with `--release --ignored`).
+#[test]
+#[ignore = "timing; run with --release -- --ignored --nocapture"]
+fn executor_latency() {
+    let native = native_lite0();
+    let program = package("efficientnet_lite0/efficientnet_lite0.mlpackage");
+    let fastvit = package("fastvit_t8/fastvit_t8.mlpackage");
+    let x = seeded_input(1, [1, 3, 224, 224]);
+    let x256 = seeded_input(1, [1, 3, 256, 256]);
+    for (name, model, x) in [
+        ("lite0 native", &native, &x),
+        ("lite0 ML Program", &program, &x),
+        ("fastvit_t8 ML Program", &fastvit, &x256),
+    ] {
+        let mut times: Vec<f64> = (0..25)
+            .map(|_| {
+                let t0 = Instant::now();
+                logits(model.as_ref(), x.clone());
+                t0.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!("{name}: median {:.1} ms, min {:.1} ms", times[12], times[0]);
+    }
+}

@@ -1,0 +1,150 @@
+//! Conv translation for the plan builder: MIL conv on the shared `Conv2d` kernel with a
+//! preceding zero `pad` folded into its padding and a following activation fused into its
+//! epilogue; and the compile-time `constexpr_affine_dequantize`.
+
+use std::sync::Arc;
+
+use coreml_format::{Argument, ConstData, ConstValue, Operation, ScalarType};
+use inference_api::Result;
+
+use super::Builder;
+use crate::kernels::{Activation, Conv2d, ConvOp, Padding};
+use crate::mlprogram::plan::Kind;
+
+/// A fused activation for an op that follows a conv, when the kernels have one.
+pub(super) fn fusable_activation(
+    b: &mut Builder<'_>,
+    j: usize,
+    op: &Operation,
+) -> Result<Option<Activation>> {
+    Ok(match op.op_type.as_str() {
+        "relu" => Some(Activation::Relu),
+        "relu6" => Some(Activation::Relu6),
+        "sigmoid" => Some(Activation::Sigmoid),
+        "silu" => Some(Activation::Silu),
+        "gelu" => match b.string(j, op, "mode")?.as_deref() {
+            None | Some("EXACT") => Some(Activation::Gelu),
+            _ => None,
+        },
+        "clip" => match (b.scalar(j, op, "alpha")?, b.scalar(j, op, "beta")?) {
+            (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => Some(Activation::Relu6),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+pub(super) fn compile_conv(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
+    let w = b.param(i, op, "weight")?.ok_or_else(|| b.bad(i, op, "no weight"))?;
+    let &[out, cig, kh, kw] = w.shape.as_slice() else {
+        return Err(b.unsupported(i, op, format!("only 2-D conv; weight shape {:?}", w.shape)));
+    };
+    let weight = w.to_f32_vec().ok_or_else(|| b.bad(i, op, "weight is not numeric"))?;
+    let bias = b.param(i, op, "bias")?.and_then(|v| v.to_f32_vec());
+    let pair = |v: Option<Vec<usize>>, what: &str| -> std::result::Result<(usize, usize), String> {
+        match v.as_deref() {
+            None => Ok((1, 1)),
+            Some(&[a, b]) => Ok((a, b)),
+            Some(other) => Err(format!("`{what}` {other:?} is not two values")),
+        }
+    };
+    let strides = b.usizes(i, op, "strides")?;
+    let stride = pair(strides, "strides").map_err(|e| b.bad(i, op, e))?;
+    let dilations = b.usizes(i, op, "dilations")?;
+    let dilation = pair(dilations, "dilations").map_err(|e| b.bad(i, op, e))?;
+    let groups = b.ints(i, op, "groups")?.and_then(|g| g.first().copied()).unwrap_or(1);
+    let groups = usize::try_from(groups).map_err(|_| b.bad(i, op, "negative groups"))?;
+    let pad_type = b.string(i, op, "pad_type")?.unwrap_or_else(|| "valid".into());
+    let mut pads = match pad_type.as_str() {
+        "valid" => [0; 4],
+        "custom" => match b.usizes(i, op, "pad")?.as_deref() {
+            Some(&[t, bo, l, r]) => [t, bo, l, r],
+            other => return Err(b.bad(i, op, format!("custom pad {other:?} is not 4 values"))),
+        },
+        "same" => [0; 4],
+        other => return Err(b.unsupported(i, op, format!("pad_type `{other}`"))),
+    };
+    let mut x_name = op.input_name("x").map(str::to_string);
+    // Fold a preceding zero `pad` of H/W into the conv's explicit padding.
+    if pad_type != "same"
+        && let Some(xn) = x_name.clone()
+        && b.uses.get(xn.as_str()) == Some(&1)
+        && let Some(p) = b.func.block.producer(&xn)
+        && p.op_type == "pad"
+        && !b.func.block.outputs.contains(&xn)
+    {
+        let j = b.func.block.operations.iter().position(|o| std::ptr::eq(o, p)).unwrap_or(0);
+        let mode = b.string(j, p, "mode")?.unwrap_or_else(|| "constant".into());
+        let value = b.scalar(j, p, "constant_val")?.unwrap_or(0.0);
+        let pp = b.usizes(j, p, "pad")?.unwrap_or_default();
+        let hw = match pp.as_slice() {
+            [t, bo, l, r] => Some([*t, *bo, *l, *r]),
+            [rest @ .., t, bo, l, r] if rest.iter().all(|&v| v == 0) => Some([*t, *bo, *l, *r]),
+            _ => None,
+        };
+        if let (Some(hw), "constant", 0.0) = (hw, mode.as_str(), value)
+            && let Some(inner) = p.input_name("x")
+        {
+            for k in 0..4 {
+                pads[k] += hw[k];
+            }
+            x_name = Some(inner.to_string());
+        }
+    }
+    let padding = if pad_type == "same" { Padding::Same } else { Padding::Explicit(pads) };
+    // Fuse the single consumer when it is an activation the kernels have.
+    let mut act = Activation::None;
+    let mut out_op = op;
+    let out_name = op.output_name().unwrap_or_default().to_string();
+    if b.uses.get(out_name.as_str()) == Some(&1) && !b.func.block.outputs.contains(&out_name) {
+        let ops = &b.func.block.operations;
+        if let Some((j, next)) = ops.iter().enumerate().skip(i + 1).find(|(_, o)| {
+            o.inputs.values().flatten().any(|a| matches!(a, Argument::Name(n) if *n == out_name))
+        }) && next.input_name("x") == Some(out_name.as_str())
+            && let Some(a) = fusable_activation(b, j, next)?
+        {
+            act = a;
+            out_op = next;
+            b.skip[j] = true;
+        }
+    }
+    let conv =
+        Conv2d::new(weight, [out, cig, kh, kw], bias, stride, dilation, groups, padding, act)
+            .map_err(|e| b.bad(i, op, e))?;
+    let x = match x_name {
+        Some(n) => b.slot_for(i, op, &n)?,
+        None => b.var(i, op, "x")?,
+    };
+    b.push(i, out_op, Kind::Conv(ConvOp(Arc::new(conv))), vec![x]);
+    Ok(())
+}
+
+pub(super) fn dequantize(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
+    let q = b.param(i, op, "quantized_data")?.ok_or_else(|| b.bad(i, op, "no data"))?;
+    let zp = b.param(i, op, "zero_point")?.and_then(|v| v.to_f32_vec()).unwrap_or(vec![0.0]);
+    let scale = b.param(i, op, "scale")?.and_then(|v| v.to_f32_vec()).unwrap_or(vec![1.0]);
+    let ax = b.ints(i, op, "axis")?.and_then(|v| v.first().copied()).unwrap_or(0);
+    let data = q.to_f32_vec().ok_or_else(|| b.bad(i, op, "quantized data is not numeric"))?;
+    let rank = q.shape.len();
+    let a = crate::mlprogram::ops::axis(ax, rank).map_err(|e| b.bad(i, op, e))?;
+    let dim = q.shape.get(a).copied().unwrap_or(1);
+    let inner: usize = q.shape[a + 1..].iter().product();
+    let pick =
+        |v: &[f32], c: usize| if v.len() == 1 { v[0] } else { v.get(c).copied().unwrap_or(0.0) };
+    if (zp.len() != 1 && zp.len() != dim) || (scale.len() != 1 && scale.len() != dim) {
+        return Err(b.bad(i, op, "zero_point/scale do not match the axis"));
+    }
+    let out: Vec<f32> = data
+        .iter()
+        .enumerate()
+        .map(|(e, &x)| {
+            let c = (e / inner.max(1)) % dim.max(1);
+            (x - pick(&zp, c)) * pick(&scale, c)
+        })
+        .collect();
+    let name = op.output_name().unwrap_or_default().to_string();
+    let v =
+        ConstValue { dtype: ScalarType::F32, shape: q.shape.clone(), data: ConstData::F32(out) };
+    b.consts.insert(name, Arc::new(v));
+    Ok(())
+}
