@@ -5,6 +5,7 @@
 //! Tolerance: the precision is fp16 when either model is a Core ML package (its weights are
 //! fp16) and fp32 otherwise; the bound is the named entry of `inference_api::tolerance`, with
 //! the absolute bound taken from MODEL_A's manifest `[parity]` when it is a model folder.
+//! `--tolerance NAME` picks a table entry instead.
 
 use std::path::PathBuf;
 
@@ -30,6 +31,10 @@ pub(crate) struct Args {
     /// CPU engine worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Use this entry of the tolerance table (`exact`, `fp32`, `fp16`, `int8`) instead of the
+    /// one chosen from the models.
+    #[arg(long)]
+    tolerance: Option<String>,
 }
 
 /// Standard-normal-ish values (Irwin-Hall of 4 uniforms) from a xorshift seeded with `seed`.
@@ -78,7 +83,14 @@ pub(crate) fn main(args: Args) -> Result<()> {
             bail!("input `{}` is not a fixed-shape f32 tensor; parity needs one", spec.name);
         }
     }
-    let tol = tolerance_for(&bundle_a, &bundle_b, !common_is_package(&args.model_a));
+    let tol = match args.tolerance.as_deref() {
+        None => tolerance_for(&bundle_a, &bundle_b, !common_is_package(&args.model_a)),
+        Some("exact") => tolerance::EXACT,
+        Some("fp32") => tolerance::FP32,
+        Some("fp16") => tolerance::FP16,
+        Some("int8") => tolerance::INT8,
+        Some(other) => bail!("unknown tolerance `{other}`: exact, fp32, fp16 or int8"),
+    };
     println!(
         "parity {} ({}) vs {} ({}), {} inputs from seed {}, tolerance {} (max abs {:.1e} or {:.1e} \
          of the peak)",

@@ -83,6 +83,19 @@ fn parity_native_vs_package_passes_and_mismatched_inputs_fail() {
     for col in ["max_abs", "max_rel", "rmse", "cosine", "top1", "top5", "tolerance fp16"] {
         assert!(out.contains(col), "{col} missing: {out}");
     }
+    // fp16 weights cannot meet the `exact` budget: the table row is printed, the exit is non-zero.
+    let (ok, out, err) = infer(&[
+        "parity",
+        "models/efficientnet-lite0",
+        LITE0_PKG,
+        "--n",
+        "1",
+        "--tolerance",
+        "exact",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("EXCEEDED"), "{out}");
+    assert!(err.contains("exceeded the exact tolerance"), "{err}");
     let (ok, _, err) = infer(&["parity", LITE0_PKG, FASTVIT_PKG, "--n", "1"]);
     assert!(!ok);
     assert!(err.contains("take different inputs"), "{err}");
