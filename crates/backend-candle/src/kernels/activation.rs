@@ -70,11 +70,24 @@ pub fn apply_activation(xs: &mut [f32], act: Activation) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx512() {
+        // SAFETY: `apply_avx512` only requires AVX-512F, just detected at run time.
+        unsafe { apply_avx512(xs, act) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx2_fma() {
         // SAFETY: `apply_avx2` only requires AVX2 and FMA, just detected at run time.
         unsafe { apply_avx2(xs, act) };
         return;
     }
+    apply_inline(xs, act)
+}
+
+/// [`apply_inline`] compiled with AVX-512F (and FMA), 16 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn apply_avx512(xs: &mut [f32], act: Activation) {
     apply_inline(xs, act)
 }
 

@@ -129,6 +129,13 @@ fn plane_blocked<const B: usize>(
         && wk.len() >= taps.len()
         && o.len() >= g.oh * g.ow;
     #[cfg(target_arch = "x86_64")]
+    if in_bounds && B >= 16 && super::simd::has_avx512() {
+        // SAFETY: AVX-512F was detected at run time; bounds as for the AVX2 path below.
+        unsafe { rows_avx512::<B>(src, o, wk, &taps, bias, g.oh, g.ow, owr, row_step) };
+        apply_activation(o, act);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if in_bounds && super::simd::has_avx2_fma() {
         // SAFETY: AVX2/FMA were detected at run time; `in_bounds` establishes that every load
         // (src up to (oh-1)*row_step + owr + max_tap) and store (o up to oh*ow) is in range.
@@ -208,6 +215,51 @@ unsafe fn rows_avx2<const B: usize>(
             for (v, a) in acc.iter().enumerate().take(B / 8) {
                 // SAFETY: tmp holds B floats and 8 * v + 8 <= B.
                 unsafe { _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * v), *a) };
+            }
+            let at = oy * ow + x0;
+            o[at..at + n].copy_from_slice(&tmp[..n]);
+        }
+    }
+}
+
+/// The blocked tap loop with AVX-512 FMAs: `B / 16` accumulators of 16 lanes (B >= 16).
+///
+/// # Safety
+/// The CPU must support AVX-512F; otherwise as [`rows_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_avx512<const B: usize>(
+    src: &[f32],
+    o: &mut [f32],
+    wk: &[f32],
+    taps: &[usize],
+    bias: f32,
+    oh: usize,
+    ow: usize,
+    owr: usize,
+    row_step: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut tmp = [0f32; B];
+    let sp = src.as_ptr();
+    for oy in 0..oh {
+        for x0 in (0..owr).step_by(B) {
+            let origin = oy * row_step + x0;
+            let mut acc = [_mm512_set1_ps(bias); 2];
+            for (&wv, &t) in wk.iter().zip(taps) {
+                let w16 = _mm512_set1_ps(wv);
+                // SAFETY: origin + t + B <= src.len() by the caller's contract.
+                let p = unsafe { sp.add(origin + t) };
+                for (v, a) in acc.iter_mut().enumerate().take(B / 16) {
+                    // SAFETY: 16 * v + 16 <= B, so the 16 lanes lie inside the block.
+                    *a = _mm512_fmadd_ps(unsafe { _mm512_loadu_ps(p.add(16 * v)) }, w16, *a);
+                }
+            }
+            let n = B.min(ow - x0.min(ow));
+            for (v, a) in acc.iter().enumerate().take(B / 16) {
+                // SAFETY: tmp holds B floats and 16 * v + 16 <= B.
+                unsafe { _mm512_storeu_ps(tmp.as_mut_ptr().add(16 * v), *a) };
             }
             let at = oy * ow + x0;
             o[at..at + n].copy_from_slice(&tmp[..n]);

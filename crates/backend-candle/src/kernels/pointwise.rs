@@ -63,7 +63,7 @@ pub(crate) fn pointwise(
         let (m, n) = ((co - r0).min(mt), (hw - c0).min(nt));
         let d = dst;
         #[cfg(target_arch = "x86_64")]
-        if has_avx512() {
+        if super::simd::has_avx512() {
             // SAFETY: AVX-512F was detected at run time. The tile's rows r0..r0+m of `w` (row
             // stride ci), columns c0..c0+n of `x` (ci rows of stride hw) and of `out` (rows
             // r0..r0+m, stride hw) are in bounds as argued below for the GEMM call, and belong
@@ -138,15 +138,6 @@ pub(crate) fn pointwise(
         (0..tiles).into_par_iter().for_each(tile);
     }
     true
-}
-
-/// AVX-512F present and not switched off with `INFER_NO_AVX512` (for A/B measurements).
-#[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        std::is_x86_feature_detected!("avx512f") && std::env::var_os("INFER_NO_AVX512").is_none()
-    })
 }
 
 /// `dst[m x n] (+)= w[m x k] * x[k x n] + bias`, AVX-512 register-blocked: 6 rows x 32 columns

@@ -8,3 +8,13 @@
 pub(crate) fn has_avx2_fma() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
+
+/// True when the AVX-512F paths can run here and `INFER_NO_AVX512` is not set (for A/B
+/// measurements); read once.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::is_x86_feature_detected!("avx512f") && std::env::var_os("INFER_NO_AVX512").is_none()
+    })
+}
