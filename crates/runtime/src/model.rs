@@ -106,6 +106,11 @@ impl LoadedModel {
         self.inner.served.iter().find(|s| s.lane.engine_name == engine)
     }
 
+    /// Calls admitted and not yet finished (running or queued); at most the queue capacity.
+    pub fn in_flight(&self) -> usize {
+        self.inner.admission.in_flight()
+    }
+
     /// Runs the model with the model's routing and default deadline.
     pub fn run(&self, inputs: impl Into<Arc<NamedTensors>>) -> Result<(NamedTensors, RunReport)> {
         self.run_with(inputs, &RunOptions::default())

@@ -229,7 +229,7 @@ fn full_queue_is_overloaded_at_once() {
                 })
             })
             .collect();
-        wait_until("two calls in flight", || primary.calls() >= 1);
+        wait_until("two calls admitted", || model.in_flight() == 2 && primary.calls() >= 1);
         let t = Instant::now();
         // Both slots are taken (one running, one queued): rejected without waiting.
         let e = model.run(input([0.0; 4])).unwrap_err();
