@@ -18,8 +18,9 @@ use crate::common;
 /// Arguments of `infer bench`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Model folder with a manifest.toml (default: the bundled EfficientNet-Lite0), or a
-    /// .safetensors file together with `--arch` (e.g. the FastViT-T8 fixture weights).
+    /// Model folder with a manifest.toml (default: the bundled EfficientNet-Lite0), a Core ML
+    /// package (.mlpackage/.mlmodel, run by the CPU engine's ML Program executor or by Core ML),
+    /// or a .safetensors file together with `--arch` (e.g. the FastViT-T8 fixture weights).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Architecture of a bare .safetensors `--model` (`efficientnet-lite0`, `fastvit-t8`).
@@ -183,23 +184,25 @@ fn engines(threads: Option<usize>, wanted: &str) -> Vec<Arc<dyn Engine>> {
 pub(crate) fn main(args: Args) -> Result<()> {
     let model_path =
         args.model.clone().unwrap_or_else(|| crate::models_dir().join("efficientnet-lite0"));
-    let (artifact, name): (ModelArtifact, String) = if model_path.is_dir() {
-        let bundle = ModelBundle::load(&model_path)
-            .with_context(|| format!("loading model folder {}", model_path.display()))?;
-        let mut a = bundle.artifact.clone();
-        if let Some(arch) = &args.arch {
-            a.architecture = Some(arch.clone());
-        }
-        (a, bundle.manifest.name.clone())
-    } else {
-        let mut a = ModelArtifact::from_path(&model_path)?;
-        if args.arch.is_some() {
-            a.architecture = args.arch.clone();
-        }
-        let name = a.architecture.clone().unwrap_or_else(|| a.name.clone());
-        (a, name)
-    };
-    let arch = artifact.architecture.clone().unwrap_or_default();
+    let (artifact, name): (ModelArtifact, String) =
+        if model_path.is_dir() && !crate::package::is_package(&model_path) {
+            let bundle = ModelBundle::load(&model_path)
+                .with_context(|| format!("loading model folder {}", model_path.display()))?;
+            let mut a = bundle.artifact.clone();
+            if let Some(arch) = &args.arch {
+                a.architecture = Some(arch.clone());
+            }
+            (a, bundle.manifest.name.clone())
+        } else {
+            let mut a = ModelArtifact::from_path(&model_path)?;
+            if args.arch.is_some() {
+                a.architecture = args.arch.clone();
+            }
+            let name = a.architecture.clone().unwrap_or_else(|| a.name.clone());
+            (a, name)
+        };
+    // A package has no architecture: its file stem names the model (efficientnet_lite0).
+    let arch = artifact.architecture.clone().unwrap_or_else(|| name.replace('_', "-"));
     let reference = args.reference.clone().or_else(|| default_reference(&arch));
     let engines = engines(args.threads, &args.engine);
     if engines.is_empty() {
