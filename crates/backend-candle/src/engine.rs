@@ -203,12 +203,7 @@ impl PreparedModel for CandleModel {
         let y = self.pool.install(|| self.net.forward(&x)).map_err(rt)?;
         let t2 = Instant::now();
         let out_spec = &self.schema.outputs[0];
-        let dims = y.dims().to_vec();
-        let values = y.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(rt)?;
-        let out = Tensor::from_f32(dims, values)?;
-        out_spec
-            .check(&out)
-            .map_err(|e| Error::Runtime(format!("{ENGINE_NAME} produced a bad output: {e}")))?;
+        let out = output_tensor(out_spec, &y)?;
         let outputs = NamedTensors::new().with(out_spec.name.clone(), out);
         let t3 = Instant::now();
         Ok((outputs, RunTimings { marshal_in: t1 - t0, compute: t2 - t1, marshal_out: t3 - t2 }))
@@ -219,10 +214,32 @@ impl PreparedModel for CandleModel {
     }
 
     fn placement(&self) -> PlacementReport {
-        PlacementReport {
-            requested: self.requested,
-            planned: vec![("cpu".into(), 1.0)],
-            served_by: "cpu".into(),
-        }
+        cpu_placement(self.requested)
     }
+}
+
+/// Placement of every model this engine prepares: all work on the CPU, whatever was asked.
+pub(crate) fn cpu_placement(requested: ComputeUnits) -> PlacementReport {
+    PlacementReport { requested, planned: vec![("cpu".into(), 1.0)], served_by: "cpu".into() }
+}
+
+/// Copies a candle output into a caller tensor of the spec's dtype (f32, or f16 rounded to
+/// nearest even) and checks it against the spec.
+pub(crate) fn output_tensor(spec: &inference_api::TensorSpec, y: &CTensor) -> Result<Tensor> {
+    let dims = y.dims().to_vec();
+    let values = y
+        .to_dtype(candle_core::DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| Error::Runtime(format!("{ENGINE_NAME}: output `{}`: {e}", spec.name)))?;
+    let data = match spec.dtype {
+        DType::F16 => {
+            inference_api::TensorData::F16(values.into_iter().map(half::f16::from_f32).collect())
+        }
+        _ => inference_api::TensorData::F32(values),
+    };
+    let out = Tensor::new(dims, data)?;
+    spec.check(&out)
+        .map_err(|e| Error::Runtime(format!("{ENGINE_NAME} produced a bad output: {e}")))?;
+    Ok(out)
 }

@@ -12,8 +12,8 @@ use std::time::Instant;
 use candle_core::{Device, Tensor as CTensor};
 use coreml_format::MlModel;
 use inference_api::{
-    ComputeUnits, DType, Error, IoSchema, ModelArtifact, NamedTensors, PlacementReport,
-    PreparedModel, Result, RunTimings, Tensor, TensorData,
+    ComputeUnits, Error, IoSchema, ModelArtifact, NamedTensors, PlacementReport, PreparedModel,
+    Result, RunTimings, Tensor,
 };
 
 use crate::ENGINE_NAME;
@@ -105,22 +105,7 @@ impl PreparedModel for MlProgramModel {
         let mut named = NamedTensors::new();
         for ((name, _), y) in self.plan.outputs.iter().zip(outs) {
             let Some(spec) = self.schema.output(name) else { continue };
-            let dims = y.dims().to_vec();
-            let values = y
-                .to_dtype(candle_core::DType::F32)
-                .and_then(|t| t.flatten_all())
-                .and_then(|t| t.to_vec1::<f32>())
-                .map_err(|e| Error::Runtime(format!("{ENGINE_NAME}: output `{name}`: {e}")))?;
-            let data = match spec.dtype {
-                DType::F16 => {
-                    TensorData::F16(values.into_iter().map(half::f16::from_f32).collect())
-                }
-                _ => TensorData::F32(values),
-            };
-            let out = Tensor::new(dims, data)?;
-            spec.check(&out)
-                .map_err(|e| Error::Runtime(format!("{ENGINE_NAME} produced a bad output: {e}")))?;
-            named.insert(name.clone(), out);
+            named.insert(name.clone(), crate::engine::output_tensor(spec, &y)?);
         }
         let t3 = Instant::now();
         Ok((named, RunTimings { marshal_in: t1 - t0, compute: t2 - t1, marshal_out: t3 - t2 }))
@@ -131,11 +116,7 @@ impl PreparedModel for MlProgramModel {
     }
 
     fn placement(&self) -> PlacementReport {
-        PlacementReport {
-            requested: self.requested,
-            planned: vec![("cpu".into(), 1.0)],
-            served_by: "cpu".into(),
-        }
+        crate::engine::cpu_placement(self.requested)
     }
 }
 
