@@ -5,9 +5,11 @@ Run `python3 benches/peers/ort_bench.py` once first: it creates the venv with on
 Convolutions are split by weight shape into pointwise 1x1, depthwise kxk and other kxk so the
 numbers line up with `INFER_PROFILE=1 infer bench`.
 """
-import json, sys, collections, numpy as np, onnxruntime as ort
+import json, os, sys, tempfile, collections, numpy as np, onnxruntime as ort
 path, threads = sys.argv[1], int(sys.argv[2])
 so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.enable_profiling = True
+prof_dir = tempfile.mkdtemp(prefix="ort-profile-")
+so.profile_file_prefix = os.path.join(prof_dir, "ort")
 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 inp = s.get_inputs()[0]
@@ -16,7 +18,10 @@ for _ in range(10): s.run(None, {inp.name: x})
 N = 100
 for _ in range(N): s.run(None, {inp.name: x})
 prof = s.end_profiling()
-ev = json.load(open(prof))
+with open(prof) as f:
+    ev = json.load(f)
+os.remove(prof)
+os.rmdir(prof_dir)
 agg = collections.defaultdict(float); total = 0.0; runs = 0
 for e in ev:
     if e.get("cat") == "Session" and e.get("name") == "model_run": runs += 1
