@@ -1,7 +1,6 @@
 //! The compile cache: compiled `.mlmodelc` bundles installed by atomic rename, keyed by content
 //! hash + OS build + bridge ABI version + compute units; stale and half-written entries swept.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -189,51 +188,9 @@ fn dir_size(path: &Path) -> u64 {
         .sum()
 }
 
-/// sha256 of a model file, or of a package folder (every file's relative path, length and
-/// bytes, in sorted order), as lower-case hex.
+/// sha256 of a model file, or of a package folder, as lower-case hex: the same hash a model
+/// manifest records (`model_manifest::sha256_path`), so a package loaded from a manifest and
+/// the same package passed bare share one cache entry.
 pub fn content_hash(path: &Path) -> Result<String> {
-    let mut h = Sha256::new();
-    if path.is_dir() {
-        let mut files = Vec::new();
-        collect_files(path, path, &mut files)?;
-        files.sort();
-        for rel in files {
-            let full = path.join(&rel);
-            h.update(rel.to_string_lossy().as_bytes());
-            h.update([0u8]);
-            hash_file(&full, &mut h)?;
-        }
-    } else {
-        hash_file(path, &mut h)?;
-    }
-    Ok(hex(&h.finalize()))
-}
-
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, &e))? {
-        let entry = entry.map_err(|e| Error::io(dir, &e))?;
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(root, &path, out)?;
-        } else if let Ok(rel) = path.strip_prefix(root) {
-            out.push(rel.to_path_buf());
-        }
-    }
-    Ok(())
-}
-
-fn hash_file(path: &Path, h: &mut Sha256) -> Result<()> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, &e))?;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut len = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, &e))?;
-        if n == 0 {
-            break;
-        }
-        len += n as u64;
-        h.update(&buf[..n]);
-    }
-    h.update(len.to_le_bytes());
-    Ok(())
+    model_manifest::sha256_path(path).map(|(hash, _size)| hash)
 }

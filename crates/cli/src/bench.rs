@@ -134,39 +134,21 @@ fn load_input(
     shape: &[usize],
 ) -> Result<(Tensor, Option<Vec<f32>>, String)> {
     if let Some(path) = reference {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
-        let f32s = |name: &str| -> Result<Option<(Vec<usize>, Vec<f32>)>> {
-            let Ok(view) = st.tensor(name) else { return Ok(None) };
-            if view.dtype() != safetensors::Dtype::F32 {
-                bail!("{}: `{name}` is {:?}, expected F32", path.display(), view.dtype());
-            }
-            let v = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            Ok(Some((view.shape().to_vec(), v)))
-        };
-        let Some((dims, x)) = f32s("input")? else {
-            bail!("{} has no `input` tensor", path.display())
-        };
-        let logits = f32s("logits")?.map(|(_, v)| v);
-        return Ok((Tensor::from_f32(dims, x)?, logits, path.display().to_string()));
+        let mut file = crate::tensors_io::read(path)?;
+        let x = file
+            .remove("input")
+            .with_context(|| format!("{} has no `input` tensor", path.display()))?;
+        if x.dtype() != inference_api::DType::F32 {
+            bail!("{}: `input` is {}, expected f32", path.display(), x.dtype());
+        }
+        let logits = file.get("logits").map(Tensor::to_f32_vec);
+        return Ok((x, logits, path.display().to_string()));
     }
-    // A fixed pseudo-random input in [-2, 2) so runs are repeatable.
+    // A fixed pseudo-random input, the same one `infer parity --seed 0` uses first, so runs
+    // are repeatable.
     let n: usize = shape.iter().product();
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let x = (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-        })
-        .collect();
-    Ok((Tensor::from_f32(shape.to_vec(), x)?, None, "pseudo-random input".into()))
+    let x = crate::parity::seeded_values(0, n);
+    Ok((Tensor::from_f32(shape.to_vec(), x)?, None, "pseudo-random input (seed 0)".into()))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
