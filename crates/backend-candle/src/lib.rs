@@ -1,6 +1,7 @@
 //! The Candle CPU engine: runs native models (EfficientNet-Lite0, FastViT-T8) from safetensors
 //! on every machine, with fused CPU kernels where stock candle is slow, and Core ML ML Programs
-//! (`.mlpackage` / `.mlmodel`) through an interpreter over the same kernels.
+//! (`.mlpackage` / `.mlmodel`) through an interpreter over the same kernels. The kernels
+//! themselves (all of the CPU side's `unsafe` and SIMD) live in the `kernels` crate.
 //!
 //! ```no_run
 //! use inference_api::{Engine, ModelArtifact, PrepareOptions};
@@ -11,10 +12,10 @@
 //! # Ok::<(), inference_api::Error>(())
 //! ```
 #![warn(clippy::unwrap_used)]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
+mod conv_op;
 mod engine;
-pub mod kernels;
 mod mlprogram;
 mod models;
 

@@ -240,7 +240,7 @@ pub(crate) fn main(args: Args) -> Result<()> {
             b.set_prefix(engine.name().to_string());
             b
         });
-        backend_candle::kernels::profile::reset();
+        kernels::profile::reset();
         let (_, rss_before) = rss_kb();
         let mut times = Vec::with_capacity(args.iters);
         let wall = Instant::now();
@@ -336,7 +336,7 @@ pub(crate) fn main(args: Args) -> Result<()> {
 
 /// With `INFER_PROFILE=1`: time per run spent in each kernel kind (CPU engine only).
 fn print_profile(iters: usize, wall: Duration) {
-    let rows = backend_candle::kernels::profile::snapshot();
+    let rows = kernels::profile::snapshot();
     if rows.is_empty() || iters == 0 {
         return;
     }

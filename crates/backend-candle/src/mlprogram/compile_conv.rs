@@ -8,8 +8,9 @@ use coreml_format::{Argument, ConstData, ConstValue, Operation, ScalarType};
 use inference_api::Result;
 
 use super::Builder;
-use crate::kernels::{Activation, Conv2d, ConvOp, Padding};
+use crate::conv_op::ConvOp;
 use crate::mlprogram::plan::Kind;
+use kernels::{Activation, Conv2d, Padding};
 
 /// A fused activation for an op that follows a conv, when the kernels have one.
 pub(super) fn fusable_activation(

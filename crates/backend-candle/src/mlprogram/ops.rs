@@ -4,7 +4,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 
-use crate::kernels::{Activation, apply_activation};
+use kernels::{Activation, apply_activation};
 
 /// An element-wise activation from [`crate::kernels`] as a candle op on f32 tensors (the same
 /// code the conv epilogues use, e.g. the erf-based exact GELU).

@@ -4,7 +4,8 @@
 use candle_core::{Result, Tensor};
 
 use super::ops::{self, PadMode, Pool2d, SliceSpec};
-use crate::kernels::{Activation, ConvOp};
+use crate::conv_op::ConvOp;
+use kernels::Activation;
 
 /// Element-wise binary ops with numpy broadcasting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

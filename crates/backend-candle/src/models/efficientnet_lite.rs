@@ -7,7 +7,8 @@ use candle_core::Tensor;
 use inference_api::{Error, Result};
 
 use super::{Network, Weights};
-use crate::kernels::{Activation, Conv2d, ConvOp, Padding, fold_batch_norm, matmul};
+use crate::conv_op::ConvOp;
+use kernels::{Activation, Conv2d, Padding, fold_batch_norm, matmul};
 
 const BN_EPS: f32 = 1e-3;
 /// Stride of each of the 16 MBConv blocks (stages of 1, 2, 2, 3, 3, 4, 1 blocks).

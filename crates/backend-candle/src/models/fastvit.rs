@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use inference_api::{Error, Result};
 
 use super::{Network, Weights};
-use crate::kernels::{Activation, Conv2d, Padding, apply_activation};
+use kernels::{Activation, Conv2d, Padding, apply_activation};
 
 const BN_EPS: f32 = 1e-5;
 

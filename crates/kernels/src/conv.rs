@@ -1,14 +1,11 @@
 //! 2-D convolution prepared once (weights packed, BatchNorm folded, activation fused) and run
 //! by the fastest applicable kernel: depthwise direct, 1x1 as one GEMM, otherwise im2col + GEMM.
 
-use std::sync::Arc;
-
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
-use super::depthwise::{DwGeometry, depthwise};
-use super::pointwise::pointwise;
-use super::{Activation, apply_activation, matmul, profile};
+use crate::depthwise::{DwGeometry, depthwise};
+use crate::pointwise::pointwise;
+use crate::{Activation, apply_activation, matmul, profile};
 
 /// How the input is padded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,41 +340,5 @@ impl Conv2d {
                 }
             }
         });
-    }
-}
-
-/// A prepared convolution as a candle custom op on `[n, c, h, w]` f32 tensors.
-#[derive(Debug, Clone)]
-pub struct ConvOp(pub Arc<Conv2d>);
-
-impl CustomOp1 for ConvOp {
-    fn name(&self) -> &'static str {
-        "fused-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("fused-conv2d: expected an f32 input")
-        };
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("fused-conv2d: input not contiguous".into()))?;
-        let dims = layout.shape().dims();
-        let &[n, c, h, w] = dims else {
-            candle_core::bail!("fused-conv2d: expected a 4-d NCHW input, got {dims:?}")
-        };
-        if c != self.0.in_channels {
-            candle_core::bail!(
-                "fused-conv2d: input has {c} channels, conv expects {}",
-                self.0.in_channels
-            )
-        }
-        let out = self.0.forward(&data[start..end], n, h, w).map_err(candle_core::Error::Msg)?;
-        let (oh, ow) = self.0.output_hw(h, w).map_err(candle_core::Error::Msg)?;
-        Ok((CpuStorage::F32(out), Shape::from((n, self.0.out_channels, oh, ow))))
     }
 }

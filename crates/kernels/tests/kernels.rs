@@ -2,8 +2,8 @@
 //! with fused epilogue and residual accumulation, grouped im2col + GEMM) and the activations,
 //! against naive references over random shapes, strides, paddings, groups and thread counts.
 
-use backend_candle::kernels::{Activation, Conv2d, Padding, apply_activation, erf, matmul};
 use inference_api::{Drift, tolerance};
+use kernels::{Activation, Conv2d, Padding, apply_activation, erf, matmul};
 use proptest::prelude::*;
 
 /// Naive NCHW convolution in f64 with explicit padding `[t, b, l, r]`.

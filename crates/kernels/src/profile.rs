@@ -1,5 +1,6 @@
-//! Per-op timing of the kernels, switched on by the `INFER_PROFILE` environment variable
-//! (read once): each kernel kind accumulates its call count and wall time.
+//! Per-op timing of the kernels: with the `profile` feature built in, the `INFER_PROFILE`
+//! environment variable (read once) switches it on and each kernel kind accumulates its call
+//! count and wall time. Without the feature every function here is a no-op.
 
 use std::sync::Mutex;
 use std::sync::OnceLock;
@@ -8,9 +9,10 @@ use std::time::{Duration, Instant};
 static ENABLED: OnceLock<bool> = OnceLock::new();
 static TABLE: Mutex<Vec<(&'static str, u64, Duration)>> = Mutex::new(Vec::new());
 
-/// True when `INFER_PROFILE` is set (to anything but `0`).
+/// True when the `profile` feature is built in and `INFER_PROFILE` is set (to anything but `0`).
 pub fn enabled() -> bool {
-    *ENABLED.get_or_init(|| std::env::var("INFER_PROFILE").is_ok_and(|v| v != "0"))
+    cfg!(feature = "profile")
+        && *ENABLED.get_or_init(|| std::env::var("INFER_PROFILE").is_ok_and(|v| v != "0"))
 }
 
 /// A timer for one kernel call; `None` when profiling is off.

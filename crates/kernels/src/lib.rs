@@ -1,0 +1,32 @@
+//! CPU kernels shared by the native models and the ML Program executor: convolution
+//! (depthwise direct, pointwise and general as GEMM) with bias and activation fused into the
+//! epilogue, and the activations themselves.
+//!
+//! This crate holds all of the CPU side's `unsafe` and SIMD code; the engine crate on top of it
+//! (`backend-candle`) forbids `unsafe`. Kernels work on contiguous NCHW f32 slices. Parallel work
+//! runs on the current rayon pool, so the engine's pool decides the thread count. Loops are
+//! compiled a second time for AVX2+FMA and AVX-512 and chosen at run time (x86-64); on aarch64
+//! the baseline build already targets NEON. Each kernel is property-tested against a naive f64
+//! reference (`tests/kernels.rs`).
+//!
+//! ```
+//! use kernels::{Activation, Conv2d, Padding};
+//! // A 3x3 depthwise convolution over 2 channels with ReLU fused into the epilogue.
+//! let conv = Conv2d::new(vec![1.0; 2 * 9], [2, 1, 3, 3], None, (1, 1), (1, 1), 2,
+//!                        Padding::Same, Activation::Relu).unwrap();
+//! let out = conv.forward(&vec![1.0; 2 * 4 * 4], 1, 4, 4).unwrap();
+//! assert_eq!(out.len(), 2 * 4 * 4);
+//! assert_eq!(out[5], 9.0); // an interior pixel sees all nine taps
+//! ```
+
+mod activation;
+mod conv;
+mod depthwise;
+mod gemm;
+mod pointwise;
+pub mod profile;
+mod simd;
+
+pub use activation::{Activation, apply_activation, erf};
+pub use conv::{Conv2d, Padding, fold_batch_norm};
+pub use gemm::matmul;
