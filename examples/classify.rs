@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release -p cli --example classify -- models/samples/coffee.png`
 
-use inference_api::{Engine, NamedTensors, PrepareOptions, softmax, top_k};
+use inference_api::{Engine, NamedTensors, PrepareOptions, RunContext, softmax, top_k};
 use model_manifest::ModelBundle;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let prep = bundle.manifest.preprocessing.as_ref().ok_or("model has no preprocessing")?;
     let input = model_manifest::preprocess::preprocess_file(photo.as_ref(), prep)?;
-    let outputs = model.run(&NamedTensors::new().with("input", input))?;
+    let outputs = model.run(&NamedTensors::new().with("input", input), &RunContext::new())?;
 
     let probs = softmax(outputs.get("logits").ok_or("no logits")?.as_f32()?);
     for class in top_k(&probs, 3) {

@@ -34,14 +34,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .engine(Arc::new(primary.clone()))
         .engine(Arc::new(cpu))
         .clock(Arc::new(clock.clone()))
-        .breaker(BreakerConfig {
-            window: 6,
-            min_calls: 4,
-            failure_rate: 0.5,
-            cooldown: Duration::from_secs(5),
-            half_open_probes: 2,
-            ..Default::default()
-        })
+        .breaker(
+            BreakerConfig::default()
+                .with_window(6)
+                .with_min_calls(4)
+                .with_failure_rate(0.5)
+                .with_cooldown(Duration::from_secs(5))
+                .with_half_open_probes(2),
+        )
         .build();
     let model = rt.load_bundle(&bundle)?;
     print!("{}", model.load_report());

@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor as CTensor};
 use inference_api::{
     ArtifactFormat, CapabilityReport, ComputeUnits, DType, DeviceClass, Engine, Error, IoSchema,
     ModelArtifact, NamedTensors, PlacementReport, PrepareOptions, PreparedModel, Result,
-    RunTimings, Tensor, TensorSpec,
+    RunContext, RunTimings, Tensor, TensorData, TensorSpec,
 };
 
 use crate::models::{Network, Weights, efficientnet_lite::EfficientNetLite, fastvit::FastVit};
@@ -77,32 +77,24 @@ impl Engine for CandleEngine {
 
     fn probe(&self) -> CapabilityReport {
         let features = cpu_features();
-        CapabilityReport {
-            engine: ENGINE_NAME.into(),
-            available: true,
-            reason: None,
-            device_class: DeviceClass::Cpu,
-            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-            dtypes: vec![DType::F32],
-            formats: vec![
-                ArtifactFormat::Safetensors,
-                ArtifactFormat::MlPackage,
-                ArtifactFormat::MlModel,
-            ],
-            compute_devices: vec!["cpu".into()],
-            details: vec![
-                (
-                    "cpu_features".into(),
-                    if features.is_empty() { "none".into() } else { features.join(",") },
-                ),
-                ("threads".into(), self.threads.unwrap_or_else(default_threads).to_string()),
-                (
-                    "architectures".into(),
-                    ARCHITECTURES.iter().map(|a| a.0).collect::<Vec<_>>().join(","),
-                ),
-                ("mlprogram_ops".into(), crate::mlprogram::SUPPORTED_OPS.join(",")),
-            ],
-        }
+        let mut r = CapabilityReport::new(ENGINE_NAME, DeviceClass::Cpu);
+        r.dtypes = vec![DType::F32];
+        r.formats =
+            vec![ArtifactFormat::Safetensors, ArtifactFormat::MlPackage, ArtifactFormat::MlModel];
+        r.compute_devices = vec!["cpu".into()];
+        r.details = vec![
+            (
+                "cpu_features".into(),
+                if features.is_empty() { "none".into() } else { features.join(",") },
+            ),
+            ("threads".into(), self.threads.unwrap_or_else(default_threads).to_string()),
+            (
+                "architectures".into(),
+                ARCHITECTURES.iter().map(|a| a.0).collect::<Vec<_>>().join(","),
+            ),
+            ("mlprogram_ops".into(), crate::mlprogram::SUPPORTED_OPS.join(",")),
+        ];
+        r
     }
 
     fn prepare(
@@ -186,13 +178,35 @@ fn rt(e: candle_core::Error) -> Error {
     Error::Runtime(format!("{ENGINE_NAME}: {e}"))
 }
 
+/// Maps a failure inside the computation: when the call was cancelled or its deadline passed
+/// (the kernels stop between ops), that is the error; otherwise `err`.
+pub(crate) fn stopped_or(ctx: &RunContext, err: Error) -> Error {
+    ctx.check(ENGINE_NAME).err().unwrap_or(err)
+}
+
 impl PreparedModel for CandleModel {
     fn io_schema(&self) -> &IoSchema {
         &self.schema
     }
 
-    fn run_timed(&self, inputs: &NamedTensors) -> Result<(NamedTensors, RunTimings)> {
+    fn run_timed(
+        &self,
+        inputs: &NamedTensors,
+        ctx: &RunContext,
+    ) -> Result<(NamedTensors, RunTimings)> {
+        let mut outputs = NamedTensors::new();
+        let timings = self.run_into(inputs, &mut outputs, ctx)?;
+        Ok((outputs, timings))
+    }
+
+    fn run_into(
+        &self,
+        inputs: &NamedTensors,
+        outputs: &mut NamedTensors,
+        ctx: &RunContext,
+    ) -> Result<RunTimings> {
         self.schema.validate_inputs(inputs)?;
+        ctx.check(ENGINE_NAME)?;
         let t0 = Instant::now();
         let spec = &self.schema.inputs[0];
         let input = inputs
@@ -200,13 +214,15 @@ impl PreparedModel for CandleModel {
             .ok_or_else(|| Error::invalid_input(&spec.name, "present", "missing"))?;
         let x = CTensor::from_slice(input.as_f32()?, input.shape(), &Device::Cpu).map_err(rt)?;
         let t1 = Instant::now();
-        let y = self.pool.install(|| self.net.forward(&x)).map_err(rt)?;
+        let stop = || ctx.should_stop();
+        let y = self
+            .pool
+            .install(|| self.net.forward(&x, &stop))
+            .map_err(|e| stopped_or(ctx, rt(e)))?;
         let t2 = Instant::now();
-        let out_spec = &self.schema.outputs[0];
-        let out = output_tensor(out_spec, &y)?;
-        let outputs = NamedTensors::new().with(out_spec.name.clone(), out);
+        store_outputs(&self.schema, [(&self.schema.outputs[0], &y)], outputs)?;
         let t3 = Instant::now();
-        Ok((outputs, RunTimings { marshal_in: t1 - t0, compute: t2 - t1, marshal_out: t3 - t2 }))
+        Ok(RunTimings { marshal_in: t1 - t0, compute: t2 - t1, marshal_out: t3 - t2 })
     }
 
     fn cache_key(&self) -> String {
@@ -220,7 +236,60 @@ impl PreparedModel for CandleModel {
 
 /// Placement of every model this engine prepares: all work on the CPU, whatever was asked.
 pub(crate) fn cpu_placement(requested: ComputeUnits) -> PlacementReport {
-    PlacementReport { requested, planned: vec![("cpu".into(), 1.0)], served_by: "cpu".into() }
+    PlacementReport::new(requested, vec![("cpu".into(), 1.0)], "cpu")
+}
+
+/// Stores candle outputs into the caller's map: an existing tensor of the same name, shape and
+/// dtype is overwritten in place (no allocation when the caller holds the only reference);
+/// otherwise a new tensor is inserted. Names the schema does not declare are removed.
+pub(crate) fn store_outputs<'a>(
+    schema: &IoSchema,
+    produced: impl IntoIterator<Item = (&'a TensorSpec, &'a CTensor)>,
+    outputs: &mut NamedTensors,
+) -> Result<()> {
+    let stale: Vec<String> =
+        outputs.names().filter(|n| schema.output(n).is_none()).map(str::to_string).collect();
+    for n in stale {
+        outputs.remove(&n);
+    }
+    for (spec, y) in produced {
+        let reused = match outputs.get_mut(&spec.name) {
+            Some(dst) if dst.shape() == y.dims() && dst.dtype() == spec.dtype => {
+                write_in_place(spec, y, dst)?
+            }
+            _ => false,
+        };
+        if !reused {
+            outputs.insert(spec.name.clone(), output_tensor(spec, y)?);
+        }
+    }
+    Ok(())
+}
+
+/// Copies a contiguous f32 candle tensor into `dst` (f32, or f16 rounded to nearest even);
+/// false when `y` is not laid out so it can be read in place.
+fn write_in_place(spec: &TensorSpec, y: &CTensor, dst: &mut Tensor) -> Result<bool> {
+    if y.dtype() != candle_core::DType::F32 {
+        return Ok(false);
+    }
+    let (storage, layout) = y.storage_and_layout();
+    let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        return Ok(false);
+    };
+    let src = cpu
+        .as_slice::<f32>()
+        .map_err(|e| Error::Runtime(format!("{ENGINE_NAME}: output `{}`: {e}", spec.name)))?;
+    let src = &src[start..end];
+    match dst.data_mut() {
+        TensorData::F32(d) if d.len() == src.len() => d.copy_from_slice(src),
+        TensorData::F16(d) if d.len() == src.len() => {
+            d.iter_mut().zip(src).for_each(|(o, &v)| *o = half::f16::from_f32(v));
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// Copies a candle output into a caller tensor of the spec's dtype (f32, or f16 rounded to
@@ -242,4 +311,29 @@ pub(crate) fn output_tensor(spec: &inference_api::TensorSpec, y: &CTensor) -> Re
     spec.check(&out)
         .map_err(|e| Error::Runtime(format!("{ENGINE_NAME} produced a bad output: {e}")))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[test]
+    fn native_networks_poll_stop_between_blocks() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let weights =
+            Weights::load(&root.join("models/efficientnet-lite0/efficientnet-lite0.safetensors"))
+                .expect("bundled Lite0 weights");
+        let net = EfficientNetLite::load(&weights).expect("Lite0");
+        let x = CTensor::zeros((1, 3, 224, 224), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let polls = Cell::new(0);
+        let stop = || {
+            polls.set(polls.get() + 1);
+            polls.get() == 3
+        };
+        let e = net.forward(&x, &stop).expect_err("stopped at the third poll");
+        assert!(e.to_string().contains("stopped early"), "{e}");
+        assert_eq!(polls.get(), 3, "no poll after the stop");
+    }
 }

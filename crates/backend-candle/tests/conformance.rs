@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use backend_candle::CandleEngine;
 use inference_api::{
-    DType, Drift, Engine, Error, ModelArtifact, NamedTensors, PrepareOptions, Tensor, Tolerance,
-    tolerance,
+    DType, Drift, Engine, Error, ModelArtifact, NamedTensors, PrepareOptions, RunContext, Tensor,
+    Tolerance, tolerance,
 };
 use model_manifest::ModelBundle;
 
@@ -83,19 +83,23 @@ fn conformance(engine: &dyn Engine, artifact: &ModelArtifact, cases: &[Case], to
     let wrong_name = NamedTensors::new()
         .with(input.name.clone(), good.clone())
         .with("not_an_input", good.clone());
-    expect_invalid(model.run(&wrong_name), "not_an_input", "undeclared input");
+    expect_invalid(model.run(&wrong_name, &RunContext::new()), "not_an_input", "undeclared input");
     let mut small = in_shape.clone();
     small[2] -= 1;
     let wrong_shape = NamedTensors::new().with(input.name.clone(), zeros(&small, DType::F32));
-    expect_invalid(model.run(&wrong_shape), &input.name, "wrong shape");
+    expect_invalid(model.run(&wrong_shape, &RunContext::new()), &input.name, "wrong shape");
     let wrong_dtype = NamedTensors::new().with(input.name.clone(), zeros(&in_shape, DType::F16));
-    expect_invalid(model.run(&wrong_dtype), &input.name, "wrong dtype");
-    expect_invalid(model.run(&NamedTensors::new()), &input.name, "missing input");
+    expect_invalid(model.run(&wrong_dtype, &RunContext::new()), &input.name, "wrong dtype");
+    expect_invalid(
+        model.run(&NamedTensors::new(), &RunContext::new()),
+        &input.name,
+        "missing input",
+    );
 
     for case in cases {
         let inputs = NamedTensors::new().with(input.name.clone(), case.input.clone());
-        let a = model.run(&inputs).expect("run");
-        let b = model.run(&inputs).expect("second run");
+        let a = model.run(&inputs, &RunContext::new()).expect("run");
+        let b = model.run(&inputs, &RunContext::new()).expect("second run");
         let a = a.get(&output.name).expect("output").as_f32().expect("f32").to_vec();
         let b = b.get(&output.name).expect("output").as_f32().expect("f32").to_vec();
         let same = Drift::between(&a, &b);

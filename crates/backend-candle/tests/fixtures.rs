@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use backend_candle::CandleEngine;
 use inference_api::{
     ArtifactFormat, DType, Drift, Engine, Error, ModelArtifact, NamedTensors, PrepareOptions,
-    Tensor, tolerance, top_k,
+    RunContext, Tensor, tolerance, top_k,
 };
 use model_manifest::ModelBundle;
 
@@ -40,7 +40,7 @@ fn efficientnet_lite0_matches_pytorch_on_every_reference() {
     for name in ["chelsea", "coffee", "noise"] {
         let (x, want) =
             reference(&fixtures().join(format!("efficientnet_lite0/reference/{name}.safetensors")));
-        let out = model.run(&NamedTensors::new().with("input", x)).unwrap();
+        let out = model.run(&NamedTensors::new().with("input", x), &RunContext::new()).unwrap();
         let got = out.get("logits").unwrap().as_f32().unwrap().to_vec();
         let d = Drift::between(&got, &want);
         println!("{name}: max_abs {:.2e} rmse {:.2e} cosine {:.7}", d.max_abs, d.rmse, d.cosine);
@@ -64,7 +64,7 @@ fn efficientnet_lite0_classifies_the_bundled_photos() {
             &prep,
         )
         .unwrap();
-        let out = model.run(&NamedTensors::new().with("input", x)).unwrap();
+        let out = model.run(&NamedTensors::new().with("input", x), &RunContext::new()).unwrap();
         let top1 = top_k(out.get("logits").unwrap().as_f32().unwrap(), 1)[0];
         assert!(
             allowed.contains(&top1),
@@ -82,7 +82,7 @@ fn fastvit_t8_matches_pytorch_relative_to_logit_magnitude() {
     artifact.architecture = Some("fastvit-t8".into());
     let model = CandleEngine::new().prepare(&artifact, &PrepareOptions::default()).unwrap();
     let (x, want) = reference(&fixtures().join("fastvit_t8/reference/noise1.safetensors"));
-    let out = model.run(&NamedTensors::new().with("input", x)).unwrap();
+    let out = model.run(&NamedTensors::new().with("input", x), &RunContext::new()).unwrap();
     let d = Drift::between(out.get("logits").unwrap().as_f32().unwrap(), &want);
     println!("fastvit-t8: max_abs {:.2e} rel {:.2e}", d.max_abs, d.max_rel_to_peak);
     assert!(
@@ -99,6 +99,7 @@ fn wrong_shape_and_dtype_are_invalid_input_naming_the_tensor() {
         .run(
             &NamedTensors::new()
                 .with("input", Tensor::zeros([1, 3, 100, 100], DType::F32).unwrap()),
+            &RunContext::new(),
         )
         .unwrap_err();
     assert!(matches!(&e, Error::InvalidInput { tensor, .. } if tensor == "input"), "{e}");
@@ -110,6 +111,7 @@ fn wrong_shape_and_dtype_are_invalid_input_naming_the_tensor() {
         .run(
             &NamedTensors::new()
                 .with("input", Tensor::zeros([1, 3, 224, 224], DType::F16).unwrap()),
+            &RunContext::new(),
         )
         .unwrap_err();
     assert!(matches!(&e, Error::InvalidInput { tensor, .. } if tensor == "input"), "{e}");

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use backend_candle::CandleEngine;
 use inference_api::{
-    Drift, Engine, ModelArtifact, NamedTensors, PrepareOptions, PreparedModel, Tensor, tolerance,
-    top_k,
+    Drift, Engine, ModelArtifact, NamedTensors, PrepareOptions, PreparedModel, RunContext, Tensor,
+    tolerance, top_k,
 };
 use model_manifest::ModelBundle;
 use proptest::prelude::*;
@@ -37,7 +37,7 @@ fn package(rel: &str) -> Arc<dyn PreparedModel> {
 }
 
 fn logits(model: &dyn PreparedModel, x: Tensor) -> Vec<f32> {
-    let out = model.run(&NamedTensors::new().with("input", x)).expect("run");
+    let out = model.run(&NamedTensors::new().with("input", x), &RunContext::new()).expect("run");
     out.get("logits").expect("logits").as_f32().expect("f32").to_vec()
 }
 

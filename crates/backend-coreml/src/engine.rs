@@ -262,8 +262,7 @@ impl CoreMlEngine {
             Ok(Some(ops)) => planned_share(&ops),
             _ => Vec::new(),
         };
-        let placement =
-            PlacementReport { requested: units, planned, served_by: format!("coreml ({units})") };
+        let placement = PlacementReport::new(units, planned, format!("coreml ({units})"));
         let pool = Pool::new(
             &artifact.name,
             first,
@@ -320,21 +319,16 @@ impl Engine for CoreMlEngine {
             }
         }
         details.push(("cache_dir".into(), doctor.cache_dir.display().to_string()));
-        CapabilityReport {
-            engine: crate::ENGINE_NAME.to_string(),
-            available: doctor.available,
-            reason: doctor.reason,
-            device_class: DeviceClass::Mixed,
-            os: doctor.platform,
-            dtypes: vec![DType::F32, DType::F16, DType::I32, DType::U8],
-            formats: vec![
-                ArtifactFormat::MlPackage,
-                ArtifactFormat::MlModel,
-                ArtifactFormat::MlModelc,
-            ],
-            compute_devices: doctor.bridge.map(|b| b.compute_devices).unwrap_or_default(),
-            details,
-        }
+        let mut r = CapabilityReport::new(crate::ENGINE_NAME, DeviceClass::Mixed);
+        r.available = doctor.available;
+        r.reason = doctor.reason;
+        r.os = doctor.platform;
+        r.dtypes = vec![DType::F32, DType::F16, DType::I32, DType::U8];
+        r.formats =
+            vec![ArtifactFormat::MlPackage, ArtifactFormat::MlModel, ArtifactFormat::MlModelc];
+        r.compute_devices = doctor.bridge.map(|b| b.compute_devices).unwrap_or_default();
+        r.details = details;
+        r
     }
 
     fn prepare(

@@ -58,16 +58,14 @@ pub(crate) fn check(bridge: &Bridge, status: i32, err: *mut c_char, what: &str) 
         CMB_ERR_COMPILE => Error::Compile(text),
         CMB_ERR_LOAD => Error::Load(text),
         CMB_ERR_UNSUPPORTED => Error::Unavailable(text),
-        CMB_ERR_IO => Error::Io { path: what.to_string(), message: text },
+        CMB_ERR_IO => Error::io_message(what, text),
         _ => Error::Runtime(text),
     })
 }
 
 fn c_path(path: &Path) -> Result<CString> {
-    CString::new(path.to_string_lossy().as_bytes()).map_err(|_| Error::Io {
-        path: path.display().to_string(),
-        message: "path contains a NUL byte".into(),
-    })
+    CString::new(path.to_string_lossy().as_bytes())
+        .map_err(|_| Error::io_message(path, "path contains a NUL byte"))
 }
 
 /// OS name, version and build, as the bridge reports them.

@@ -4,7 +4,7 @@ use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 use inference_api::{
-    Error, IoSchema, NamedTensors, PlacementReport, PreparedModel, Result, RunTimings,
+    Error, IoSchema, NamedTensors, PlacementReport, PreparedModel, Result, RunContext, RunTimings,
 };
 
 use crate::ffi::OutputRequest;
@@ -52,6 +52,7 @@ impl CoreMlModel {
             let tensor = inputs.get(&spec.name).ok_or_else(|| {
                 Error::invalid_input(&spec.name, "a tensor", "nothing (input missing)")
             })?;
+            // A clone shares the storage: the worker holds the same elements, no copy.
             owned.push((c_name(&spec.name)?, tensor.clone()));
         }
         let mut outputs = Vec::with_capacity(self.schema.outputs.len());
@@ -100,8 +101,14 @@ impl PreparedModel for CoreMlModel {
         &self.schema
     }
 
-    fn run_timed(&self, inputs: &NamedTensors) -> Result<(NamedTensors, RunTimings)> {
-        self.run_with_deadline(inputs, self.deadline)
+    fn run_timed(
+        &self,
+        inputs: &NamedTensors,
+        ctx: &RunContext,
+    ) -> Result<(NamedTensors, RunTimings)> {
+        ctx.check(crate::ENGINE_NAME)?;
+        let deadline = ctx.remaining().map_or(self.deadline, |left| left.min(self.deadline));
+        self.run_with_deadline(inputs, deadline)
     }
 
     fn cache_key(&self) -> String {

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use backend_coreml::{CoreMlEngine, CoreMlModel};
 use common::*;
-use inference_api::{Error, ModelArtifact, NamedTensors, PrepareOptions, PreparedModel, Tensor};
+use inference_api::{
+    Error, ModelArtifact, NamedTensors, PrepareOptions, PreparedModel, RunContext, Tensor,
+};
 
 fn input() -> NamedTensors {
     NamedTensors::new().with("input", Tensor::from_f32([1, 4], vec![1.0; 4]).unwrap())
@@ -46,7 +48,7 @@ fn timeout_answers_on_time_and_the_instance_is_rebuilt() {
 
         // The hung prediction returns; the abandoned worker frees its instance on its own.
         release_hangs(true);
-        let out = model.run(&input()).unwrap();
+        let out = model.run(&input(), &RunContext::new()).unwrap();
         assert_eq!(out.get("output").unwrap().as_f32().unwrap(), [3.0; 4]);
         assert!(model.wait_for_abandoned_workers(Duration::from_secs(5)));
         assert_eq!(model.stats().abandoned_now, 0);
@@ -77,7 +79,7 @@ fn abandoned_workers_are_bounded() {
         release_hangs(true);
         assert!(model.wait_for_abandoned_workers(Duration::from_secs(5)));
         // With the stuck workers gone, the next call rebuilds and serves.
-        assert!(model.run(&input()).is_ok());
+        assert!(model.run(&input(), &RunContext::new()).is_ok());
     }
     assert_balanced(&before);
 }
@@ -97,7 +99,7 @@ fn concurrent_predictions_are_serialized_per_instance() {
             for _ in 0..4 {
                 s.spawn(|| {
                     for _ in 0..3 {
-                        assert!(model.run(&input()).is_ok());
+                        assert!(model.run(&input(), &RunContext::new()).is_ok());
                     }
                 });
             }

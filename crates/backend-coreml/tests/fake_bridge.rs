@@ -11,7 +11,7 @@ use backend_coreml::CoreMlModel;
 use common::*;
 use inference_api::{
     DType, Engine, Error, FeatureKind, ImageFormat, ModelArtifact, NamedTensors, PrepareOptions,
-    PreparedModel, Tensor, TensorData,
+    PreparedModel, RunContext, Tensor, TensorData,
 };
 
 fn prepare(engine: &backend_coreml::CoreMlEngine, path: &std::path::Path) -> Arc<CoreMlModel> {
@@ -39,7 +39,7 @@ fn success_gives_known_outputs_and_frees_every_handle_once() {
         assert_eq!(schema.inputs[0].name, "input");
         assert_eq!(schema.outputs[0].fixed_shape(), Some(vec![1, 4]));
         for _ in 0..3 {
-            let out = model.run(&input([0.0, 1.0, 2.0, -1.0])).unwrap();
+            let out = model.run(&input([0.0, 1.0, 2.0, -1.0]), &RunContext::new()).unwrap();
             assert_eq!(out.get("output").unwrap().as_f32().unwrap(), [1.0, 3.0, 5.0, -1.0]);
         }
         let placement = model.placement();
@@ -61,7 +61,7 @@ fn errors_and_messages_arrive_intact_and_strings_are_freed_once() {
     {
         let engine = engine(&dir.path().join("cache"));
         let model = prepare(&engine, &compiled_model(dir.path(), "predict_error"));
-        let err = model.run(&input([1.0; 4])).unwrap_err();
+        let err = model.run(&input([1.0; 4]), &RunContext::new()).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, Error::Runtime(_)), "{err:?}");
         assert!(
@@ -71,7 +71,7 @@ fn errors_and_messages_arrive_intact_and_strings_are_freed_once() {
         );
         assert!(text.contains("bridge status 4, predict"), "{text}");
         // The instance survives a failed prediction: no rebuild, same answer again.
-        assert!(model.run(&input([1.0; 4])).is_err());
+        assert!(model.run(&input([1.0; 4]), &RunContext::new()).is_err());
         assert_eq!(model.stats().rebuilds, 0);
 
         let artifact = ModelArtifact::from_path(compiled_model(dir.path(), "load_error")).unwrap();
@@ -103,11 +103,14 @@ fn inputs_are_validated_before_any_ffi_call() {
     let before = stats();
     let wrong_shape =
         NamedTensors::new().with("input", Tensor::from_f32([1, 5], vec![0.0; 5]).unwrap());
-    let err = model.run(&wrong_shape).unwrap_err();
+    let err = model.run(&wrong_shape, &RunContext::new()).unwrap_err();
     assert!(matches!(&err, Error::InvalidInput { tensor, .. } if tensor == "input"), "{err}");
     let wrong_dtype = NamedTensors::new().with("input", Tensor::zeros([1, 4], DType::F16).unwrap());
-    assert!(matches!(model.run(&wrong_dtype), Err(Error::InvalidInput { .. })));
-    assert!(matches!(model.run(&NamedTensors::new()), Err(Error::InvalidInput { .. })));
+    assert!(matches!(model.run(&wrong_dtype, &RunContext::new()), Err(Error::InvalidInput { .. })));
+    assert!(matches!(
+        model.run(&NamedTensors::new(), &RunContext::new()),
+        Err(Error::InvalidInput { .. })
+    ));
     assert_eq!(stats().predicts, before.predicts, "a bad input reached the bridge");
 }
 
@@ -119,7 +122,7 @@ fn a_bridge_that_lies_about_output_size_is_refused() {
     {
         let engine = engine(&dir.path().join("cache"));
         let model = prepare(&engine, &compiled_model(dir.path(), "badsize"));
-        let err = model.run(&input([1.0; 4])).unwrap_err();
+        let err = model.run(&input([1.0; 4]), &RunContext::new()).unwrap_err();
         assert!(matches!(err, Error::Runtime(_)), "{err:?}");
         let text = err.to_string();
         assert!(text.contains("output `output`") && text.contains("[1, 5]"), "{text}");
@@ -152,7 +155,7 @@ fn image_inputs_are_u8_height_width_channels() {
     let pixels: Vec<u8> = (0..12).collect();
     let inputs =
         NamedTensors::new().with("image", Tensor::new([2, 2, 3], TensorData::U8(pixels)).unwrap());
-    let out = model.run(&inputs).unwrap();
+    let out = model.run(&inputs, &RunContext::new()).unwrap();
     assert_eq!(out.get("output").unwrap().as_f32().unwrap(), [3.0, 12.0, 21.0, 30.0]);
 }
 
@@ -170,7 +173,7 @@ fn packages_compile_once_through_the_cache() {
         let artifact = ModelArtifact::from_path(&pkg).unwrap();
         for _ in 0..2 {
             let model = engine.prepare(&artifact, &PrepareOptions::default()).unwrap();
-            assert_eq!(model.run(&input([0.0; 4])).unwrap().len(), 1);
+            assert_eq!(model.run(&input([0.0; 4]), &RunContext::new()).unwrap().len(), 1);
         }
         let cache = engine.cache().unwrap().stats();
         assert_eq!((cache.hits, cache.misses), (1, 1));

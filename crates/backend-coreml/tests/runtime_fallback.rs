@@ -43,7 +43,7 @@ fn runtime(dir: &std::path::Path) -> Runtime {
     Runtime::builder()
         .engine(Arc::new(coreml))
         .engine(Arc::new(cpu))
-        .breaker(BreakerConfig { window: 4, min_calls: 4, failure_rate: 0.5, ..Default::default() })
+        .breaker(BreakerConfig::default().with_window(4).with_min_calls(4).with_failure_rate(0.5))
         .build()
 }
 

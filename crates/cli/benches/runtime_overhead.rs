@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use inference_api::{Engine, NamedTensors, PrepareOptions};
+use inference_api::{Engine, NamedTensors, PrepareOptions, RunContext};
 use model_manifest::ModelBundle;
 use runtime::Runtime;
 
@@ -57,7 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let inputs = Arc::new(NamedTensors::new().with("input", photo));
 
-    let opts = PrepareOptions { threads: Some(threads), ..Default::default() };
+    let opts = PrepareOptions::new().with_threads(Some(threads));
     let direct =
         backend_candle::CandleEngine::with_threads(threads).prepare(&bundle.artifact, &opts)?;
     let rt = Runtime::builder()
@@ -70,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut r = Samples::default();
     let direct_call = |s: &mut Samples| -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
-        let (out, timings) = direct.run_timed(&inputs)?;
+        let (out, timings) = direct.run_timed(&inputs, &RunContext::new())?;
         let wall = t.elapsed().as_secs_f64() * 1e6;
         black_box(out);
         s.wall.push(wall);

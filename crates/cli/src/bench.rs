@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use inference_api::{
-    Drift, Engine, ModelArtifact, NamedTensors, PrepareOptions, PreparedModel, Tensor, tolerance,
-    top_k,
+    Drift, Engine, ModelArtifact, NamedTensors, PrepareOptions, PreparedModel, RunContext, Tensor,
+    tolerance, top_k,
 };
 use model_manifest::ModelBundle;
 use serde::Serialize;
@@ -190,7 +190,7 @@ pub(crate) fn main(args: Args) -> Result<()> {
     if engines.is_empty() {
         bail!("no engine called `{}` (engines: coreml, candle-cpu, all)", args.engine);
     }
-    let options = PrepareOptions { threads: args.threads, ..PrepareOptions::default() };
+    let options = PrepareOptions::new().with_threads(args.threads);
 
     let mut results: Vec<EngineResult> = Vec::new();
     let mut first_output: Option<(String, Vec<f32>)> = None;
@@ -219,7 +219,7 @@ pub(crate) fn main(args: Args) -> Result<()> {
         let (x, want, input_desc) = load_input(reference.as_deref(), &shape)?;
         let inputs = NamedTensors::new().with(spec.name.clone(), x);
         let run = || -> Result<Vec<f32>> {
-            let out = model.run(&inputs)?;
+            let out = model.run(&inputs, &RunContext::new())?;
             Ok(out.get(&out_name).context("output missing")?.as_f32()?.to_vec())
         };
         for _ in 0..args.warmup {
@@ -246,7 +246,7 @@ pub(crate) fn main(args: Args) -> Result<()> {
         let wall = Instant::now();
         for i in 0..args.iters {
             let t = Instant::now();
-            let out = model.run(&inputs)?;
+            let out = model.run(&inputs, &RunContext::new())?;
             times.push(t.elapsed());
             drop(out);
             if let Some(b) = &bar

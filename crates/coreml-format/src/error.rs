@@ -65,9 +65,7 @@ impl FormatError {
 impl From<FormatError> for inference_api::Error {
     fn from(e: FormatError) -> Self {
         match e {
-            FormatError::Io { path, message } => {
-                inference_api::Error::Io { path: path.display().to_string(), message }
-            }
+            FormatError::Io { path, message } => inference_api::Error::io_message(path, message),
             other => inference_api::Error::Load(other.to_string()),
         }
     }

@@ -161,12 +161,12 @@ mod tests {
         assert_eq!(codes, [0, 1, 2, 3]);
         for c in ComputeUnits::ALL {
             assert_eq!(ComputeUnits::from_abi_code(c.abi_code()), Some(c));
-            assert_eq!(c.as_str().parse::<ComputeUnits>(), Ok(c));
+            assert_eq!(c.as_str().parse::<ComputeUnits>().ok(), Some(c));
         }
         assert_eq!(ComputeUnits::from_abi_code(4), None);
         for d in DType::ALL {
             assert_eq!(DType::from_abi_code(d.abi_code()), Some(d));
-            assert_eq!(d.as_str().parse::<DType>(), Ok(d));
+            assert_eq!(d.as_str().parse::<DType>().ok(), Some(d));
         }
         assert!("f64".parse::<DType>().is_err());
     }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{ComputeUnits, DType, IoSchema, NamedTensors, Result};
+use crate::{ComputeUnits, DType, IoSchema, NamedTensors, Result, RunContext};
 
 /// On-disk format of a model artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,13 +83,33 @@ impl ModelArtifact {
     }
 }
 
-/// Options for [`Engine::prepare`].
+/// Options for [`Engine::prepare`]; build with [`PrepareOptions::new`] and the `with_` methods.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct PrepareOptions {
     /// Devices the engine may use (Core ML); CPU engines serve on the CPU whatever is asked.
     pub compute_units: ComputeUnits,
     /// Worker threads for CPU kernels; `None` uses the engine's default.
     pub threads: Option<usize>,
+}
+
+impl PrepareOptions {
+    /// Default options: `ComputeUnits::default()`, the engine's default thread count.
+    pub fn new() -> PrepareOptions {
+        PrepareOptions::default()
+    }
+
+    /// Sets the compute units.
+    pub fn with_compute_units(mut self, units: ComputeUnits) -> PrepareOptions {
+        self.compute_units = units;
+        self
+    }
+
+    /// Sets the CPU worker thread count.
+    pub fn with_threads(mut self, threads: Option<usize>) -> PrepareOptions {
+        self.threads = threads;
+        self
+    }
 }
 
 /// Broad class of the hardware an engine runs on.
@@ -109,9 +129,11 @@ pub enum DeviceClass {
     Virtual,
 }
 
-/// What an engine can do on this machine, and why not when it cannot.
+/// What an engine can do on this machine, and why not when it cannot. Build with
+/// [`CapabilityReport::new`] and fill the fields.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct CapabilityReport {
     /// Engine name.
     pub engine: String,
@@ -134,8 +156,10 @@ pub struct CapabilityReport {
 }
 
 /// Where a prepared model runs: what was asked, what the backend planned, what served.
+/// Build with [`PlacementReport::new`].
 #[derive(Debug, Clone, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct PlacementReport {
     /// Compute units the caller asked for.
     pub requested: ComputeUnits,
@@ -144,6 +168,35 @@ pub struct PlacementReport {
     pub planned: Vec<(String, f64)>,
     /// The device class that actually serves the model.
     pub served_by: String,
+}
+
+impl CapabilityReport {
+    /// An available engine of `device_class` on this OS, with no dtypes, formats, devices or
+    /// details yet (fill the public fields).
+    pub fn new(engine: impl Into<String>, device_class: DeviceClass) -> CapabilityReport {
+        CapabilityReport {
+            engine: engine.into(),
+            available: true,
+            reason: None,
+            device_class,
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            dtypes: Vec::new(),
+            formats: Vec::new(),
+            compute_devices: Vec::new(),
+            details: Vec::new(),
+        }
+    }
+}
+
+impl PlacementReport {
+    /// A placement served by `served_by` for `requested`, with `planned` shares per device.
+    pub fn new(
+        requested: ComputeUnits,
+        planned: Vec<(String, f64)>,
+        served_by: impl Into<String>,
+    ) -> PlacementReport {
+        PlacementReport { requested, planned, served_by: served_by.into() }
+    }
 }
 
 /// Time spent in each phase of one call.
@@ -166,8 +219,10 @@ impl RunTimings {
 }
 
 /// What one call did: which engine served, on what, and how long each phase took.
+/// Build with [`RunReport::new`] and fill the fields.
 #[derive(Debug, Clone, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct RunReport {
     /// Engine that produced the outputs.
     pub engine: String,
@@ -183,6 +238,13 @@ pub struct RunReport {
     pub queue_wait: Duration,
     /// Wall time of the whole call as the caller saw it.
     pub total: Duration,
+}
+
+impl RunReport {
+    /// A report for a call served by `engine` with `compute_units`, no fallback, zero times.
+    pub fn new(engine: impl Into<String>, compute_units: ComputeUnits) -> RunReport {
+        RunReport { engine: engine.into(), compute_units, ..RunReport::default() }
+    }
 }
 
 /// A backend that can prepare models: the Candle CPU engine, Core ML, test engines.
@@ -208,18 +270,31 @@ pub trait PreparedModel: Send + Sync {
     fn io_schema(&self) -> &IoSchema;
 
     /// Runs the model on validated-or-not inputs; implementations validate against
-    /// [`PreparedModel::io_schema`] before doing any work.
-    fn run(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
-        self.run_timed(inputs).map(|(out, _)| out)
+    /// [`PreparedModel::io_schema`] before doing any work. Engines that can stop early poll
+    /// `ctx` ([`RunContext::check`]) and return its `Cancelled`/`Timeout` error.
+    fn run(&self, inputs: &NamedTensors, ctx: &RunContext) -> Result<NamedTensors> {
+        self.run_timed(inputs, ctx).map(|(out, _)| out)
     }
 
     /// Runs the model and reports phase timings.
-    fn run_timed(&self, inputs: &NamedTensors) -> Result<(NamedTensors, RunTimings)>;
+    fn run_timed(
+        &self,
+        inputs: &NamedTensors,
+        ctx: &RunContext,
+    ) -> Result<(NamedTensors, RunTimings)>;
 
-    /// Runs the model writing into `outputs`, reusing its tensors where shapes and dtypes match.
-    fn run_into(&self, inputs: &NamedTensors, outputs: &mut NamedTensors) -> Result<RunTimings> {
-        let (out, timings) = self.run_timed(inputs)?;
-        *outputs = out;
+    /// Runs the model writing into `outputs`: a tensor of `outputs` whose name, shape and dtype
+    /// match an output is overwritten in place (its buffer reused, no allocation when the
+    /// caller holds the only reference); other outputs are inserted, stale names removed.
+    /// On error `outputs` is left as it was.
+    fn run_into(
+        &self,
+        inputs: &NamedTensors,
+        outputs: &mut NamedTensors,
+        ctx: &RunContext,
+    ) -> Result<RunTimings> {
+        let (out, timings) = self.run_timed(inputs, ctx)?;
+        outputs.write_from(&out);
         Ok(timings)
     }
 

@@ -1,4 +1,7 @@
-//! The one error type of the project: the failure taxonomy the runtime counts.
+//! The one error type of the project: the failure taxonomy the runtime counts, and
+//! [`ErrorKind`], the stable label of each failure.
+
+use std::sync::Arc;
 
 /// Result with the project's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -7,7 +10,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Messages name the thing that failed and, where there is one, what to do next.
 /// New variants may be added, so match with a wildcard arm.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Errors are `Clone` (causes are shared behind an `Arc`) so one failure can be both returned
+/// and recorded; compare them through [`Error::kind`], not by message.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The engine cannot serve on this machine or for this model (wrong OS, library missing,
@@ -41,9 +46,29 @@ pub enum Error {
         /// Time waited before giving up.
         elapsed_ms: u64,
     },
+    /// The caller (or the runtime on the caller's behalf) cancelled the call; the engine
+    /// stopped early. Not the engine's fault.
+    #[error("cancelled: the call on engine `{engine}` was cancelled before it finished")]
+    Cancelled {
+        /// Engine that stopped.
+        engine: String,
+    },
     /// A failure while running a prepared model (kernel error, engine panic, bad output).
     #[error("runtime error: {0}")]
     Runtime(String),
+    /// An engine produced NaN or infinite values in an output. Counted as the engine's failure:
+    /// the breaker records it and the runtime falls back as for any engine error.
+    #[error(
+        "engine `{engine}` produced {count} non-finite value(s) (NaN or infinity) in output          `{output}`; the result was discarded and counted as the engine's failure"
+    )]
+    NonFinite {
+        /// Engine that produced the values.
+        engine: String,
+        /// Output tensor holding them.
+        output: String,
+        /// How many elements are NaN or infinite.
+        count: usize,
+    },
     /// The circuit breaker for this engine is open; the call was not attempted.
     #[error("circuit open for engine `{engine}`; retry after {retry_after_ms} ms")]
     CircuitOpen {
@@ -65,8 +90,11 @@ pub enum Error {
     Io {
         /// The file involved.
         path: String,
-        /// What the OS said.
+        /// What went wrong, and what to do about it.
         message: String,
+        /// The OS error underneath, when there is one (kept for [`std::error::Error::source`]).
+        #[source]
+        source: Option<Arc<std::io::Error>>,
     },
     /// A file's content does not match its recorded sha256.
     #[error(
@@ -83,26 +111,141 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// A short stable name for the variant, used as a telemetry label.
-    pub fn kind(&self) -> &'static str {
+/// The stable class of an [`Error`]: what the runtime counts and telemetry labels.
+///
+/// Compares equal to its label string (`ErrorKind::Timeout == "timeout"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::Unavailable`].
+    Unavailable,
+    /// [`Error::Compile`].
+    Compile,
+    /// [`Error::Load`].
+    Load,
+    /// [`Error::InvalidInput`].
+    InvalidInput,
+    /// [`Error::Timeout`].
+    Timeout,
+    /// [`Error::Cancelled`].
+    Cancelled,
+    /// [`Error::Runtime`].
+    Runtime,
+    /// [`Error::NonFinite`].
+    NonFinite,
+    /// [`Error::CircuitOpen`].
+    CircuitOpen,
+    /// [`Error::Overloaded`].
+    Overloaded,
+    /// [`Error::Io`].
+    Io,
+    /// [`Error::Integrity`].
+    Integrity,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::Unavailable,
+        ErrorKind::Compile,
+        ErrorKind::Load,
+        ErrorKind::InvalidInput,
+        ErrorKind::Timeout,
+        ErrorKind::Cancelled,
+        ErrorKind::Runtime,
+        ErrorKind::NonFinite,
+        ErrorKind::CircuitOpen,
+        ErrorKind::Overloaded,
+        ErrorKind::Io,
+        ErrorKind::Integrity,
+    ];
+
+    /// A short stable name, used as a telemetry label (`invalid_input`, `timeout`, ...).
+    pub fn as_str(self) -> &'static str {
         match self {
-            Error::Unavailable(_) => "unavailable",
-            Error::Compile(_) => "compile",
-            Error::Load(_) => "load",
-            Error::InvalidInput { .. } => "invalid_input",
-            Error::Timeout { .. } => "timeout",
-            Error::Runtime(_) => "runtime",
-            Error::CircuitOpen { .. } => "circuit_open",
-            Error::Overloaded { .. } => "overloaded",
-            Error::Io { .. } => "io",
-            Error::Integrity { .. } => "integrity",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Compile => "compile",
+            ErrorKind::Load => "load",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Runtime => "runtime",
+            ErrorKind::NonFinite => "non_finite",
+            ErrorKind::CircuitOpen => "circuit_open",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Io => "io",
+            ErrorKind::Integrity => "integrity",
         }
     }
 
-    /// Builds an [`Error::Io`] from a path and an OS error.
+    /// True for failures that count against the engine that produced them (breaker, fallback):
+    /// runtime errors, timeouts, non-finite outputs, compile/load/unavailable.
+    pub fn is_engine_failure(self) -> bool {
+        !matches!(
+            self,
+            ErrorKind::InvalidInput
+                | ErrorKind::Cancelled
+                | ErrorKind::CircuitOpen
+                | ErrorKind::Overloaded
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ErrorKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for ErrorKind {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Compile(_) => ErrorKind::Compile,
+            Error::Load(_) => ErrorKind::Load,
+            Error::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Cancelled { .. } => ErrorKind::Cancelled,
+            Error::Runtime(_) => ErrorKind::Runtime,
+            Error::NonFinite { .. } => ErrorKind::NonFinite,
+            Error::CircuitOpen { .. } => ErrorKind::CircuitOpen,
+            Error::Overloaded { .. } => ErrorKind::Overloaded,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Integrity { .. } => ErrorKind::Integrity,
+        }
+    }
+
+    /// Builds an [`Error::Io`] from a path and an OS error; the OS error (its kind and message)
+    /// stays reachable through [`std::error::Error::source`].
     pub fn io(path: impl AsRef<std::path::Path>, err: &std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().display().to_string(), message: err.to_string() }
+        let source = std::io::Error::new(err.kind(), err.to_string());
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            message: err.to_string(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// Builds an [`Error::Io`] with a message of our own and no OS error underneath.
+    pub fn io_message(path: impl AsRef<std::path::Path>, message: impl Into<String>) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// Builds an [`Error::InvalidInput`].
@@ -134,5 +277,20 @@ mod tests {
         };
         let s = e.to_string();
         assert!(s.contains("w.safetensors") && s.contains("ab") && s.contains("cd"), "{s}");
+    }
+
+    #[test]
+    fn io_errors_keep_their_source_and_kinds_have_stable_labels() {
+        use std::error::Error as _;
+        let os = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = Error::io("m.toml", &os);
+        let src = e.source().expect("the OS error is the source");
+        assert_eq!(src.to_string(), "no such file");
+        assert_eq!(e.kind(), ErrorKind::Io);
+        let labels: std::collections::HashSet<_> =
+            ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(labels.len(), ErrorKind::ALL.len());
+        assert!(ErrorKind::NonFinite.is_engine_failure());
+        assert!(!ErrorKind::Cancelled.is_engine_failure());
     }
 }

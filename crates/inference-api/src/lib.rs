@@ -1,6 +1,8 @@
 //! The inference API: the traits every engine implements and the plain data they exchange.
 //!
-//! Callers load a model once with [`Engine::prepare`] and run it through [`PreparedModel::run`].
+//! Callers load a model once with [`Engine::prepare`] and run it through [`PreparedModel::run`],
+//! passing a [`RunContext`] (deadline, cancellation) that reaches the engine. Tensors share their
+//! storage, so passing them around never copies elements.
 //! Engines (the Candle CPU engine, the Core ML engine, test engines) implement [`Engine`]; the
 //! runtime routes calls between them. This crate holds no backend types and no unsafe code.
 //!
@@ -9,6 +11,7 @@
 #![warn(clippy::unwrap_used)]
 #![forbid(unsafe_code)]
 
+mod context;
 mod dtype;
 mod engine;
 mod error;
@@ -16,12 +19,13 @@ mod parity;
 mod schema;
 mod tensor;
 
+pub use context::{CancelToken, RunContext};
 pub use dtype::{ComputeUnits, DType};
 pub use engine::{
     ArtifactFormat, CapabilityReport, DeviceClass, Engine, ModelArtifact, PlacementReport,
     PrepareOptions, PreparedModel, RunReport, RunTimings,
 };
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use parity::{Drift, Tolerance, softmax, tolerance, top_k, top_k_agreement};
 pub use schema::{Dim, FeatureKind, ImageFormat, IoSchema, TensorSpec};
 pub use tensor::{NamedTensors, Tensor, TensorData, TensorView, TensorViewData};

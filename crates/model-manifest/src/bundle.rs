@@ -32,12 +32,11 @@ impl ModelBundle {
         let manifest_path = dir.join("manifest.toml");
         let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Io {
-                    path: manifest_path.display().to_string(),
-                    message: "no manifest.toml here: pass a model folder that has one, or a \
-                              .safetensors/.mlpackage/.mlmodel file"
-                        .into(),
-                }
+                Error::io_message(
+                    &manifest_path,
+                    "no manifest.toml here: pass a model folder that has one, or a \
+                     .safetensors/.mlpackage/.mlmodel file",
+                )
             } else {
                 Error::io(&manifest_path, &e)
             }
@@ -85,10 +84,10 @@ fn verify_file(dir: &Path, f: &crate::FileEntry, m: &Manifest) -> Result<()> {
     let path = dir.join(&f.path);
     if !path.exists() {
         let how = m.origin.how.as_deref().map(|h| format!("; {h}")).unwrap_or_default();
-        return Err(Error::Io {
-            path: path.display().to_string(),
-            message: format!("file listed in the manifest is missing{how}"),
-        });
+        return Err(Error::io_message(
+            &path,
+            format!("file listed in the manifest is missing{how}"),
+        ));
     }
     let (actual, size) = sha256_path(&path)?;
     if actual != f.sha256.to_ascii_lowercase() {

@@ -26,10 +26,8 @@ pub struct RgbImage {
 /// the file.
 pub fn decode_file(path: &Path) -> Result<RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
-    decode_bytes(&bytes).map_err(|msg| Error::Io {
-        path: path.display().to_string(),
-        message: format!("cannot decode image: {msg}"),
-    })
+    decode_bytes(&bytes)
+        .map_err(|msg| Error::io_message(path, format!("cannot decode image: {msg}")))
 }
 
 /// Decodes PNG or JPEG bytes into RGB.

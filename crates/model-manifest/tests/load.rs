@@ -76,7 +76,7 @@ fn missing_file_is_io_with_how_to_get_it() {
     std::fs::remove_file(dir.path().join("w.safetensors")).unwrap();
     let err = ModelBundle::load(dir.path()).unwrap_err();
     assert!(
-        matches!(&err, Error::Io { path, message } if path.ends_with("w.safetensors") && message.contains("run the test again")),
+        matches!(&err, Error::Io { path, message, .. } if path.ends_with("w.safetensors") && message.contains("run the test again")),
         "{err}"
     );
 }

@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use inference_api::{Engine, NamedTensors, PrepareOptions};
+use inference_api::{Engine, NamedTensors, PrepareOptions, RunContext};
 use runtime::Runtime;
 use runtime::testing::{BundleSpec, FaultyEngine, bundle, input};
 
@@ -43,7 +43,7 @@ fn main() {
     let model = rt.load_bundle(&b).expect("load");
 
     let d = median(rounds(|| {
-        black_box(direct.run_timed(&inputs).ok());
+        black_box(direct.run_timed(&inputs, &RunContext::new()).ok());
     }));
     let r = median(rounds(|| {
         black_box(model.run(Arc::clone(&inputs)).ok());

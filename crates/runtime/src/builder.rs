@@ -137,6 +137,7 @@ impl std::fmt::Debug for Runtime {
 
 /// What happened on one engine when a model was loaded.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct EngineLoad {
     /// Engine name.
     pub engine: String,
@@ -152,6 +153,7 @@ pub struct EngineLoad {
 
 /// Per-engine outcome of loading one model.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct LoadReport {
     /// Model name.
     pub model: String,
@@ -200,7 +202,8 @@ impl Runtime {
             serving.preferred_backends.iter().position(|p| p == e.name()).unwrap_or(usize::MAX)
         };
         engines.sort_by_key(rank); // stable: unnamed engines keep builder order
-        let options = PrepareOptions { compute_units: serving.compute_units, threads: b.threads };
+        let options =
+            PrepareOptions::new().with_compute_units(serving.compute_units).with_threads(b.threads);
         let cu = serving.compute_units.as_str();
         let mut report = LoadReport { model: name.clone(), engines: Vec::new() };
         let mut served = Vec::new();

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use inference_api::{ComputeUnits, Error, IoSchema, NamedTensors, Result, RunReport};
+use inference_api::{
+    CancelToken, ComputeUnits, Error, ErrorKind, IoSchema, NamedTensors, Result, RunReport,
+};
 use parking_lot::RwLock;
 use telemetry::{Latencies, ModelSeries, Series};
 
@@ -139,13 +141,13 @@ impl LoadedModel {
                 if let Some(s) = m.served.first() {
                     s.series.record_overloaded();
                 }
-                m.model_series.record_err(e.kind(), started.elapsed());
+                m.model_series.record_err(e.kind().as_str(), started.elapsed());
                 return Err(e);
             }
         };
         let inputs: Arc<NamedTensors> = inputs.into();
         if let Err(e) = m.schema.validate_inputs(&inputs) {
-            m.model_series.record_err(e.kind(), started.elapsed());
+            m.model_series.record_err(e.kind().as_str(), started.elapsed());
             return Err(e);
         }
         let routing = match &opts.routing {
@@ -162,7 +164,7 @@ impl LoadedModel {
                         m.name,
                         self.engines().join(", ")
                     ));
-                    m.model_series.record_err(e.kind(), started.elapsed());
+                    m.model_series.record_err(e.kind().as_str(), started.elapsed());
                     return Err(e);
                 }
             };
@@ -202,10 +204,16 @@ impl LoadedModel {
                     deadline_ms,
                     elapsed_ms: started.elapsed().as_millis() as u64,
                 };
-                m.model_series.record_err(e.kind(), started.elapsed());
+                m.model_series.record_err(e.kind().as_str(), started.elapsed());
                 return Err(e);
             }
-            match s.lane.call(&inputs, started, deadline, deadline_ms) {
+            if opts.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+                s.breaker.cancel(permit);
+                let e = Error::Cancelled { engine: s.lane.engine_name.clone() };
+                m.model_series.record_err(e.kind().as_str(), started.elapsed());
+                return Err(e);
+            }
+            match s.lane.call(&inputs, started, deadline, deadline_ms, opts.cancel.as_ref()) {
                 Ok(reply) => {
                     let attempt = attempt_start.elapsed();
                     let res = reply.result.and_then(|(out, t)| {
@@ -232,21 +240,25 @@ impl LoadedModel {
                             self.maybe_shadow(i, &inputs, &out);
                             let total = started.elapsed();
                             m.model_series.record_ok(total, reply.queue);
-                            let report = RunReport {
-                                engine: s.lane.engine_name.clone(),
-                                compute_units: s.compute_units,
-                                fell_back,
-                                fallback_reason: first_reason,
-                                timings,
-                                queue_wait: reply.queue,
-                                total,
-                            };
+                            let mut report =
+                                RunReport::new(s.lane.engine_name.clone(), s.compute_units);
+                            report.fell_back = fell_back;
+                            report.fallback_reason = first_reason;
+                            report.timings = timings;
+                            report.queue_wait = reply.queue;
+                            report.total = total;
                             return Ok((out, report));
+                        }
+                        Err(e) if e.kind() == ErrorKind::Cancelled => {
+                            // The caller cancelled: not the engine's failure, no fallback.
+                            s.breaker.cancel(permit);
+                            m.model_series.record_err(e.kind().as_str(), started.elapsed());
+                            return Err(e);
                         }
                         Err(e) => {
                             s.breaker.record(permit, Outcome::Failure);
-                            s.series.record_failure(e.kind(), attempt, reply.queue);
-                            pending = Some((i, e.kind(), e.to_string()));
+                            s.series.record_failure(e.kind().as_str(), attempt, reply.queue);
+                            pending = Some((i, e.kind().as_str(), e.to_string()));
                             last_err = Some(e);
                         }
                     }
@@ -254,12 +266,12 @@ impl LoadedModel {
                 Err(AttemptError::Engine(e)) => {
                     let attempt = attempt_start.elapsed();
                     s.breaker.record(permit, Outcome::Failure);
-                    s.series.record_failure(e.kind(), attempt, Duration::ZERO);
+                    s.series.record_failure(e.kind().as_str(), attempt, Duration::ZERO);
                     if matches!(e, Error::Timeout { .. }) {
-                        m.model_series.record_err(e.kind(), started.elapsed());
+                        m.model_series.record_err(e.kind().as_str(), started.elapsed());
                         return Err(e);
                     }
-                    pending = Some((i, e.kind(), e.to_string()));
+                    pending = Some((i, e.kind().as_str(), e.to_string()));
                     last_err = Some(e);
                 }
                 Err(AttemptError::Quarantined(msg)) => {
@@ -281,7 +293,7 @@ impl LoadedModel {
         }
         let e = last_err
             .unwrap_or_else(|| Error::Unavailable(format!("no engine serves model `{}`", m.name)));
-        m.model_series.record_err(e.kind(), started.elapsed());
+        m.model_series.record_err(e.kind().as_str(), started.elapsed());
         Err(e)
     }
 
@@ -301,7 +313,8 @@ impl LoadedModel {
     }
 }
 
-/// Checks that an engine returned every declared output with the declared dtype and shape.
+/// Checks that an engine returned every declared output with the declared dtype and shape,
+/// and only finite values (NaN or infinity is [`Error::NonFinite`], the engine's failure).
 fn check_outputs(schema: &IoSchema, engine: &str, out: NamedTensors) -> Result<NamedTensors> {
     for spec in &schema.outputs {
         let Some(t) = out.get(&spec.name) else {
@@ -322,6 +335,14 @@ fn check_outputs(schema: &IoSchema, engine: &str, out: NamedTensors) -> Result<N
                 "engine `{engine}` returned output `{}` with the wrong form: {detail}",
                 spec.name
             )));
+        }
+        let count = t.count_non_finite();
+        if count > 0 {
+            return Err(Error::NonFinite {
+                engine: engine.to_string(),
+                output: spec.name.clone(),
+                count,
+            });
         }
     }
     Ok(out)

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use inference_api::CancelToken;
+
 /// How a call picks its engine.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Routing {
@@ -15,19 +17,36 @@ pub enum Routing {
     Require(String),
 }
 
-/// Per-call options of [`crate::LoadedModel::run_with`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Per-call options of [`crate::LoadedModel::run_with`]; build with [`RunOptions::default`],
+/// [`RunOptions::deadline`] and the `with_` methods.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct RunOptions {
     /// Routing for this call; `None` uses the model's routing.
     pub routing: Option<Routing>,
     /// Deadline of the whole call (all attempts); `None` uses the manifest's `timeout_ms`.
     pub deadline: Option<Duration>,
+    /// Cancels the call from outside: the engine working on it stops early (the CPU engine
+    /// between ops) and the call returns `Error::Cancelled`.
+    pub cancel: Option<CancelToken>,
 }
 
 impl RunOptions {
     /// Options with a deadline.
     pub fn deadline(d: Duration) -> RunOptions {
         RunOptions { deadline: Some(d), ..Default::default() }
+    }
+
+    /// Sets the deadline.
+    pub fn with_deadline(mut self, d: Duration) -> RunOptions {
+        self.deadline = Some(d);
+        self
+    }
+
+    /// Attaches a cancellation token.
+    pub fn with_cancel(mut self, token: CancelToken) -> RunOptions {
+        self.cancel = Some(token);
+        self
     }
 
     /// Sets the routing.

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use inference_api::{
     ArtifactFormat, CapabilityReport, DType, DeviceClass, Engine, Error, IoSchema, ModelArtifact,
-    NamedTensors, PlacementReport, PrepareOptions, PreparedModel, Result, RunTimings, Tensor,
-    TensorSpec,
+    NamedTensors, PlacementReport, PrepareOptions, PreparedModel, Result, RunContext, RunTimings,
+    Tensor, TensorSpec,
 };
 use model_manifest::{Manifest, ModelBundle};
 use parking_lot::{Condvar, Mutex};
 
 /// One scripted behaviour.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Fault {
     /// Answer correctly at once.
     None,
@@ -34,8 +34,12 @@ pub enum Fault {
     Panic(String),
     /// Answer with every output one element too long.
     WrongShape,
-    /// Answer with every value shifted by this much.
+    /// Answer with every value shifted by this much (`f32::NAN` gives non-finite outputs).
     WrongValues(f32),
+    /// Work (yielding the CPU) until the call's cancellation token is cancelled, like an engine
+    /// that polls its [`RunContext`] between ops, then return the context's error; gives up
+    /// after 30 s. Ignores the deadline on purpose, so a test sees the token reach the engine.
+    SpinUntilCancelled,
 }
 
 #[derive(Debug)]
@@ -161,22 +165,20 @@ impl Engine for FaultyEngine {
     }
 
     fn probe(&self) -> CapabilityReport {
-        CapabilityReport {
-            engine: self.name.clone(),
-            available: self.unavailable.is_none(),
-            reason: self.unavailable.clone(),
-            device_class: self.device,
-            os: std::env::consts::OS.into(),
-            dtypes: vec![DType::F32],
-            formats: vec![
-                ArtifactFormat::Safetensors,
-                ArtifactFormat::MlPackage,
-                ArtifactFormat::MlModel,
-                ArtifactFormat::MlModelc,
-            ],
-            compute_devices: vec!["virtual".into()],
-            details: vec![("kind".into(), "fault-injection test engine".into())],
-        }
+        let mut r = CapabilityReport::new(self.name.clone(), self.device);
+        r.available = self.unavailable.is_none();
+        r.reason = self.unavailable.clone();
+        r.os = std::env::consts::OS.into();
+        r.dtypes = vec![DType::F32];
+        r.formats = vec![
+            ArtifactFormat::Safetensors,
+            ArtifactFormat::MlPackage,
+            ArtifactFormat::MlModel,
+            ArtifactFormat::MlModelc,
+        ];
+        r.compute_devices = vec!["virtual".into()];
+        r.details = vec![("kind".into(), "fault-injection test engine".into())];
+        r
     }
 
     fn prepare(
@@ -234,7 +236,11 @@ impl PreparedModel for FaultyModel {
         &self.schema
     }
 
-    fn run_timed(&self, inputs: &NamedTensors) -> Result<(NamedTensors, RunTimings)> {
+    fn run_timed(
+        &self,
+        inputs: &NamedTensors,
+        ctx: &RunContext,
+    ) -> Result<(NamedTensors, RunTimings)> {
         let t0 = Instant::now();
         let fault = self.script.next();
         let out = match fault {
@@ -254,6 +260,14 @@ impl PreparedModel for FaultyModel {
                 drop(g);
                 self.outputs(inputs, 0.0, 0)
             }
+            Fault::SpinUntilCancelled => {
+                let end = Instant::now() + Duration::from_secs(30);
+                while !ctx.is_cancelled() && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                ctx.check(&self.name)?;
+                self.outputs(inputs, 0.0, 0)
+            }
             Fault::Panic(msg) => panic!("{msg}"),
             Fault::WrongShape => self.outputs(inputs, 0.0, 1),
             Fault::WrongValues(d) => self.outputs(inputs, d, 0),
@@ -266,7 +280,7 @@ impl PreparedModel for FaultyModel {
     }
 
     fn placement(&self) -> PlacementReport {
-        PlacementReport { requested: self.units, planned: vec![], served_by: "virtual".into() }
+        PlacementReport::new(self.units, vec![], "virtual")
     }
 }
 

@@ -32,16 +32,17 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn cfg() -> impl Strategy<Value = BreakerConfig> {
     (1usize..12, 1usize..12, 0.1f64..1.0, 0.1f64..1.0, 1usize..4, 1.0f64..3.0).prop_map(
-        |(window, min, fr, sr, probes, backoff)| BreakerConfig {
-            window,
-            min_calls: min.min(window),
-            failure_rate: fr,
-            slow_rate: sr,
-            slow_call: None,
-            cooldown: Duration::from_millis(500),
-            backoff,
-            max_cooldown: Duration::from_millis(4_000),
-            half_open_probes: probes,
+        |(window, min, fr, sr, probes, backoff)| {
+            BreakerConfig::default()
+                .with_window(window)
+                .with_min_calls(min.min(window))
+                .with_failure_rate(fr)
+                .with_slow_rate(sr)
+                .with_slow_call(None)
+                .with_cooldown(Duration::from_millis(500))
+                .with_backoff(backoff)
+                .with_max_cooldown(Duration::from_millis(4_000))
+                .with_half_open_probes(probes)
         },
     )
 }
@@ -150,12 +151,10 @@ proptest! {
 
 #[test]
 fn cooldown_backoff_sequence() {
-    let cfg = BreakerConfig {
-        cooldown: Duration::from_secs(1),
-        backoff: 2.0,
-        max_cooldown: Duration::from_secs(10),
-        ..Default::default()
-    };
+    let cfg = BreakerConfig::default()
+        .with_cooldown(Duration::from_secs(1))
+        .with_backoff(2.0)
+        .with_max_cooldown(Duration::from_secs(10));
     let seq: Vec<u64> = (1..=6).map(|k| cfg.cooldown_for(k).as_secs()).collect();
     assert_eq!(seq, vec![1, 2, 4, 8, 10, 10]);
 }

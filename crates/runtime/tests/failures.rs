@@ -29,13 +29,13 @@ fn rig(sla_ms: u64) -> Rig {
         .engine(Arc::new(primary.clone()))
         .engine(Arc::new(cpu.clone()))
         .clock(Arc::new(clock.clone()))
-        .breaker(BreakerConfig {
-            window: 4,
-            min_calls: 4,
-            cooldown: Duration::from_secs(1),
-            half_open_probes: 2,
-            ..Default::default()
-        })
+        .breaker(
+            BreakerConfig::default()
+                .with_window(4)
+                .with_min_calls(4)
+                .with_cooldown(Duration::from_secs(1))
+                .with_half_open_probes(2),
+        )
         .max_abandoned_workers(4)
         .build();
     let model =
@@ -122,6 +122,52 @@ fn engine_panic_is_runtime_error_and_trips() {
 #[test]
 fn wrong_output_shape_is_caught_and_trips() {
     fails_then_recovers(Fault::WrongShape, "runtime");
+}
+
+#[test]
+fn non_finite_outputs_are_the_engines_failure_and_trip() {
+    fails_then_recovers(Fault::WrongValues(f32::NAN), "non_finite");
+}
+
+#[test]
+fn a_timeout_cancels_the_engine_so_its_worker_comes_back() {
+    let r = rig(200);
+    r.primary.set_fault(Fault::SpinUntilCancelled);
+    let opts = RunOptions::deadline(Duration::from_millis(50))
+        .with_routing(runtime::Routing::Require("primary".into()));
+    let (res, took) = timed(&r.model, &opts);
+    assert!(matches!(res, Err(Error::Timeout { .. })), "{res:?}");
+    assert!(took < Duration::from_millis(50) + BOUND, "{took:?}");
+    // The engine only stops when the token is cancelled (it ignores the deadline), so its
+    // worker coming back proves the runtime's cancellation reached it.
+    wait_until("the abandoned worker to return", || r.model.abandoned_workers("primary") == 0);
+}
+
+#[test]
+fn a_caller_cancellation_stops_the_engine_and_is_not_its_failure() {
+    let r = rig(200);
+    r.primary.set_fault(Fault::SpinUntilCancelled);
+    let token = inference_api::CancelToken::new();
+    let opts = RunOptions::deadline(Duration::from_secs(20)).with_cancel(token.clone());
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        token.cancel();
+    });
+    let (res, took) = timed(&r.model, &opts);
+    t.join().unwrap();
+    let e = res.unwrap_err();
+    assert_eq!(e.kind(), inference_api::ErrorKind::Cancelled, "{e}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let b = r.model.breaker("primary").unwrap();
+    assert_eq!(b.window().calls, 0, "a cancelled call is not an outcome for the breaker");
+    assert_eq!(r.cpu.calls(), 0, "no fallback after a cancellation");
+    // A token cancelled before the call stops it before any engine work.
+    let done = inference_api::CancelToken::new();
+    done.cancel();
+    let before = r.primary.calls();
+    let e = timed(&r.model, &RunOptions::default().with_cancel(done)).0.unwrap_err();
+    assert_eq!(e.kind(), "cancelled");
+    assert_eq!(r.primary.calls(), before);
 }
 
 #[test]
@@ -251,12 +297,8 @@ fn shadow_parity_records_drift_and_trips_on_wrong_values() {
     let rt = Runtime::builder()
         .engine(Arc::new(primary.clone()))
         .engine(Arc::new(cpu.clone()))
-        .breaker(BreakerConfig { window: 4, min_calls: 4, ..Default::default() })
-        .shadow(runtime::ShadowConfig {
-            reference: "cpu".into(),
-            sample_rate: 0.5,
-            ..Default::default()
-        })
+        .breaker(BreakerConfig::default().with_window(4).with_min_calls(4))
+        .shadow(runtime::ShadowConfig::default().with_reference("cpu").with_sample_rate(0.5))
         .build();
     let model = rt.load_bundle(&bundle(&BundleSpec::default()).unwrap()).unwrap();
     for _ in 0..4 {

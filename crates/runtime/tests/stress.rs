@@ -26,13 +26,13 @@ fn eight_threads_every_call_counted_once() {
         .engine(Arc::new(good.clone()))
         .workers_per_engine(2)
         .queue_capacity(6)
-        .breaker(BreakerConfig {
-            window: 10,
-            min_calls: 5,
-            cooldown: Duration::from_millis(5),
-            max_cooldown: Duration::from_millis(20),
-            ..Default::default()
-        })
+        .breaker(
+            BreakerConfig::default()
+                .with_window(10)
+                .with_min_calls(5)
+                .with_cooldown(Duration::from_millis(5))
+                .with_max_cooldown(Duration::from_millis(20)),
+        )
         .build();
     let model = rt.load_bundle(&bundle(&BundleSpec::default()).unwrap()).unwrap();
     let t = rt.telemetry().clone();

@@ -14,13 +14,15 @@ use crate::hist::{LatencyHist, Phase};
 
 /// Error kinds known in advance (the `kind()` names of `inference_api::Error`); counted
 /// without locking. Any other kind string is counted too, under a mutex.
-pub const ERROR_KINDS: [&str; 10] = [
+pub const ERROR_KINDS: [&str; 12] = [
     "unavailable",
     "compile",
     "load",
     "invalid_input",
     "timeout",
+    "cancelled",
     "runtime",
+    "non_finite",
     "circuit_open",
     "overloaded",
     "io",

@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor as CTensor};
 use coreml_format::MlModel;
 use inference_api::{
     ComputeUnits, Error, IoSchema, ModelArtifact, NamedTensors, PlacementReport, PreparedModel,
-    Result, RunTimings, Tensor,
+    Result, RunContext, RunTimings, Tensor,
 };
 
 use crate::ENGINE_NAME;
@@ -86,8 +86,24 @@ impl PreparedModel for MlProgramModel {
         &self.schema
     }
 
-    fn run_timed(&self, inputs: &NamedTensors) -> Result<(NamedTensors, RunTimings)> {
+    fn run_timed(
+        &self,
+        inputs: &NamedTensors,
+        ctx: &RunContext,
+    ) -> Result<(NamedTensors, RunTimings)> {
+        let mut outputs = NamedTensors::new();
+        let timings = self.run_into(inputs, &mut outputs, ctx)?;
+        Ok((outputs, timings))
+    }
+
+    fn run_into(
+        &self,
+        inputs: &NamedTensors,
+        outputs: &mut NamedTensors,
+        ctx: &RunContext,
+    ) -> Result<RunTimings> {
         self.schema.validate_inputs(inputs)?;
+        ctx.check(ENGINE_NAME)?;
         let t0 = Instant::now();
         let mut args = Vec::with_capacity(self.plan.inputs.len());
         for (name, _) in &self.plan.inputs {
@@ -97,18 +113,20 @@ impl PreparedModel for MlProgramModel {
             args.push(to_candle(t)?);
         }
         let t1 = Instant::now();
-        let outs = self
-            .pool
-            .install(|| self.plan.run(args))
-            .map_err(|e| Error::Runtime(format!("{ENGINE_NAME}: ML Program {e}")))?;
+        let stop = || ctx.should_stop();
+        let outs = self.pool.install(|| self.plan.run(args, &stop)).map_err(|e| {
+            crate::engine::stopped_or(ctx, Error::Runtime(format!("{ENGINE_NAME}: ML Program {e}")))
+        })?;
         let t2 = Instant::now();
-        let mut named = NamedTensors::new();
-        for ((name, _), y) in self.plan.outputs.iter().zip(outs) {
-            let Some(spec) = self.schema.output(name) else { continue };
-            named.insert(name.clone(), crate::engine::output_tensor(spec, &y)?);
-        }
+        let produced = self
+            .plan
+            .outputs
+            .iter()
+            .zip(&outs)
+            .filter_map(|((name, _), y)| self.schema.output(name).map(|spec| (spec, y)));
+        crate::engine::store_outputs(&self.schema, produced, outputs)?;
         let t3 = Instant::now();
-        Ok((named, RunTimings { marshal_in: t1 - t0, compute: t2 - t1, marshal_out: t3 - t2 }))
+        Ok(RunTimings { marshal_in: t1 - t0, compute: t2 - t1, marshal_out: t3 - t2 })
     }
 
     fn cache_key(&self) -> String {

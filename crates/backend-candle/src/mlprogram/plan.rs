@@ -212,13 +212,24 @@ impl Step {
 
 impl Plan {
     /// Runs the plan on the function inputs (in [`Plan::inputs`] order); returns the block
-    /// outputs in [`Plan::outputs`] order.
-    pub(crate) fn run(&self, inputs: Vec<Tensor>) -> std::result::Result<Vec<Tensor>, String> {
+    /// outputs in [`Plan::outputs`] order. `stop` is polled before every op; when it answers
+    /// true the run ends early with an error.
+    pub(crate) fn run(
+        &self,
+        inputs: Vec<Tensor>,
+        stop: &dyn Fn() -> bool,
+    ) -> std::result::Result<Vec<Tensor>, String> {
         let mut slots = self.slots.clone();
         for ((_, slot), t) in self.inputs.iter().zip(inputs) {
             slots[*slot] = Some(t);
         }
         for step in &self.steps {
+            if stop() {
+                return Err(format!(
+                    "stopped early before {}: the call was cancelled or its deadline passed",
+                    step.origin
+                ));
+            }
             let outs = {
                 let outs = step
                     .inputs

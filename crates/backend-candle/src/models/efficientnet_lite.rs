@@ -143,7 +143,7 @@ impl EfficientNetLite {
 }
 
 impl Network for EfficientNetLite {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, stop: &dyn Fn() -> bool) -> candle_core::Result<Tensor> {
         // Plain NCHW buffers between kernels; the residual is accumulated by the project GEMM.
         let (n, _, h0, w0) = x.dims4()?;
         let msg = candle_core::Error::Msg;
@@ -154,6 +154,9 @@ impl Network for EfficientNetLite {
         };
         let (mut cur, mut h, mut w) = step(&self.stem, &input, h0, w0)?;
         for b in &self.blocks {
+            if stop() {
+                return Err(super::stopped());
+            }
             let (mut y, mut yh, mut yw) = (std::borrow::Cow::Borrowed(&cur[..]), h, w);
             if let Some(e) = &b.expand {
                 let (v, a, c) = step(e, &y, yh, yw)?;

@@ -313,7 +313,7 @@ impl FastVit {
         Ok(FastVit { stem, stages, final_conv, final_se, head_w, head_b, classes })
     }
 
-    fn run(&self, x: Map) -> std::result::Result<Vec<f32>, String> {
+    fn run(&self, x: Map, stop: &dyn Fn() -> bool) -> std::result::Result<Vec<f32>, String> {
         let mut m = x;
         for c in &self.stem {
             m = apply(c, &m)?;
@@ -327,6 +327,9 @@ impl FastVit {
                 m = apply(p, &m)?;
             }
             for b in &s.blocks {
+                if stop() {
+                    return Err(super::stopped().to_string());
+                }
                 m = apply(&b.mixer, &m)?;
                 let y = apply(&b.dw7, &m)?;
                 let y = apply(&b.fc1, &y)?;
@@ -361,10 +364,10 @@ fn apply(c: &Conv2d, m: &Map) -> std::result::Result<Map, String> {
 }
 
 impl Network for FastVit {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, stop: &dyn Fn() -> bool) -> candle_core::Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let data = x.flatten_all()?.to_vec1::<f32>()?;
-        let logits = self.run(Map { data, n, c, h, w }).map_err(rt)?;
+        let logits = self.run(Map { data, n, c, h, w }, stop).map_err(rt)?;
         Tensor::from_vec(logits, (n, self.classes), &Device::Cpu)
     }
 }

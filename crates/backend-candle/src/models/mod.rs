@@ -8,9 +8,15 @@ use inference_api::{Error, Result};
 pub(crate) mod efficientnet_lite;
 pub(crate) mod fastvit;
 
-/// A forward pass from an NCHW f32 input to logits.
+/// A forward pass from an NCHW f32 input to logits. `stop` is polled between blocks: when it
+/// answers true the pass ends early with an error (the caller maps it to its cancel/timeout).
 pub(crate) trait Network: Send + Sync {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor>;
+    fn forward(&self, x: &Tensor, stop: &dyn Fn() -> bool) -> candle_core::Result<Tensor>;
+}
+
+/// The error a network returns when `stop` asked it to end early.
+pub(crate) fn stopped() -> candle_core::Error {
+    candle_core::Error::Msg("stopped early: the call was cancelled or its deadline passed".into())
 }
 
 /// Named weights of one checkpoint, taken out one by one with clear errors.

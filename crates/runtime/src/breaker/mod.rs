@@ -21,8 +21,10 @@ use parking_lot::Mutex;
 
 use crate::clock::Clock;
 
-/// Breaker settings.
+/// Breaker settings; start from [`BreakerConfig::default`] and change fields with the `with_`
+/// methods.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct BreakerConfig {
     /// Outcomes kept in the sliding window.
     pub window: usize,
@@ -61,6 +63,60 @@ impl Default for BreakerConfig {
 }
 
 impl BreakerConfig {
+    /// Sets `window`: Outcomes kept in the sliding window.
+    pub fn with_window(mut self, window: usize) -> BreakerConfig {
+        self.window = window;
+        self
+    }
+
+    /// Sets `min_calls`: Outcomes needed in the window before rates are judged.
+    pub fn with_min_calls(mut self, min_calls: usize) -> BreakerConfig {
+        self.min_calls = min_calls;
+        self
+    }
+
+    /// Sets `failure_rate`: Failure rate (0..=1) at or above which the breaker opens.
+    pub fn with_failure_rate(mut self, failure_rate: f64) -> BreakerConfig {
+        self.failure_rate = failure_rate;
+        self
+    }
+
+    /// Sets `slow_rate`: Slow-call rate (0..=1) at or above which the breaker opens.
+    pub fn with_slow_rate(mut self, slow_rate: f64) -> BreakerConfig {
+        self.slow_rate = slow_rate;
+        self
+    }
+
+    /// Sets `slow_call`: Slow-call threshold (`None` takes the manifest SLA).
+    pub fn with_slow_call(mut self, slow_call: Option<Duration>) -> BreakerConfig {
+        self.slow_call = slow_call;
+        self
+    }
+
+    /// Sets `cooldown`: Cooldown after the first trip.
+    pub fn with_cooldown(mut self, cooldown: Duration) -> BreakerConfig {
+        self.cooldown = cooldown;
+        self
+    }
+
+    /// Sets `backoff`: Cooldown multiplier per consecutive trip.
+    pub fn with_backoff(mut self, backoff: f64) -> BreakerConfig {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets `max_cooldown`: Upper bound of the cooldown.
+    pub fn with_max_cooldown(mut self, max_cooldown: Duration) -> BreakerConfig {
+        self.max_cooldown = max_cooldown;
+        self
+    }
+
+    /// Sets `half_open_probes`: Probe calls admitted in half-open.
+    pub fn with_half_open_probes(mut self, half_open_probes: usize) -> BreakerConfig {
+        self.half_open_probes = half_open_probes;
+        self
+    }
+
     /// The cooldown of the `trip`-th consecutive trip (1-based).
     pub fn cooldown_for(&self, trip: u32) -> Duration {
         let exp = trip.saturating_sub(1).min(64) as i32;

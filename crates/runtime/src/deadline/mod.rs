@@ -6,7 +6,10 @@
 //! reply channel with `recv_deadline`: whatever the engine does, the caller is back within the
 //! deadline plus the scheduler's wake-up latency. On a timeout the instance is retired: its
 //! job channel is dropped (idle workers exit), workers still inside the engine are counted as
-//! abandoned until they come back, and a fresh instance is prepared in the background. While
+//! abandoned until they come back, and a fresh instance is prepared in the background. Each job
+//! carries a [`RunContext`] with the call's deadline and a cancellation token that the caller
+//! cancels when it gives up, so an engine that polls it (the CPU engine, between ops) stops
+//! instead of burning the CPU for nobody. While
 //! abandoned workers are at the cap, no new instance is built and the lane reports itself
 //! quarantined (the router falls back). A panic inside the engine is caught on the worker and
 //! becomes [`Error::Runtime`] for that call.
@@ -18,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use inference_api::{
-    Engine, Error, ModelArtifact, NamedTensors, PrepareOptions, PreparedModel, RunTimings,
+    CancelToken, Engine, Error, ModelArtifact, NamedTensors, PrepareOptions, PreparedModel,
+    RunContext, RunTimings,
 };
 use parking_lot::Mutex;
 use telemetry::Series;
@@ -32,7 +36,7 @@ pub(crate) struct Reply {
 struct Job {
     inputs: Arc<NamedTensors>,
     enqueued: Instant,
-    deadline: Instant,
+    ctx: RunContext,
     reply: Sender<Reply>,
 }
 
@@ -153,6 +157,7 @@ impl Lane {
         started: Instant,
         deadline: Instant,
         deadline_ms: u64,
+        caller: Option<&CancelToken>,
     ) -> Result<Reply, AttemptError> {
         let tx = {
             let g = self.current.lock();
@@ -171,8 +176,11 @@ impl Lane {
             }
         };
         let (rtx, rrx) = crossbeam_channel::bounded::<Reply>(1);
-        let job =
-            Job { inputs: Arc::clone(inputs), enqueued: Instant::now(), deadline, reply: rtx };
+        let cancel = caller.map_or_else(CancelToken::new, CancelToken::child);
+        let ctx = RunContext::new()
+            .with_deadline(deadline, Duration::from_millis(deadline_ms))
+            .with_cancel(cancel.clone());
+        let job = Job { inputs: Arc::clone(inputs), enqueued: Instant::now(), ctx, reply: rtx };
         match tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(AttemptError::Full),
@@ -187,6 +195,8 @@ impl Lane {
         match rrx.recv_deadline(deadline) {
             Ok(reply) => Ok(reply),
             Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                // Nobody waits any more: an engine that polls its context stops early.
+                cancel.cancel();
                 self.quarantine();
                 let elapsed = started.elapsed();
                 Err(AttemptError::Engine(Error::Timeout {
@@ -258,24 +268,21 @@ fn worker(
 ) {
     while let Ok(job) = rx.recv() {
         let queue = job.enqueued.elapsed();
-        let result = if Instant::now() >= job.deadline {
+        let result = if let Err(e) = job.ctx.check(&engine) {
             // The caller has already given up: do not spend engine time on it.
-            Err(Error::Timeout {
-                engine: engine.clone(),
-                deadline_ms: 0,
-                elapsed_ms: queue.as_millis() as u64,
-            })
+            Err(e)
         } else {
-            catch_unwind(AssertUnwindSafe(|| model.run_timed(&job.inputs))).unwrap_or_else(|p| {
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".into());
-                Err(Error::Runtime(format!(
-                    "engine `{engine}` panicked: {msg}; the call was counted as a failure"
-                )))
-            })
+            catch_unwind(AssertUnwindSafe(|| model.run_timed(&job.inputs, &job.ctx)))
+                .unwrap_or_else(|p| {
+                    let msg = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".into());
+                    Err(Error::Runtime(format!(
+                        "engine `{engine}` panicked: {msg}; the call was counted as a failure"
+                    )))
+                })
         };
         let _ = job.reply.send(Reply { result, queue });
     }

@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
-use inference_api::{NamedTensors, PreparedModel};
+use inference_api::{NamedTensors, PreparedModel, RunContext};
 use telemetry::{DriftSample, Series};
 
 use crate::breaker::CircuitBreaker;
 
-/// Shadow parity settings.
+/// Shadow parity settings; start from [`ShadowConfig::default`] and use the `with_` methods.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ShadowConfig {
     /// Engine whose outputs are the reference (usually the CPU engine).
     pub reference: String,
@@ -37,6 +38,38 @@ impl Default for ShadowConfig {
             queue: 16,
             tolerance: None,
         }
+    }
+}
+
+impl ShadowConfig {
+    /// Sets `reference`: engine whose outputs are the reference.
+    pub fn with_reference(mut self, reference: impl Into<String>) -> ShadowConfig {
+        self.reference = reference.into();
+        self
+    }
+
+    /// Sets `sample_rate`: fraction of calls compared, 0..=1.
+    pub fn with_sample_rate(mut self, sample_rate: f64) -> ShadowConfig {
+        self.sample_rate = sample_rate;
+        self
+    }
+
+    /// Sets `top_k`: `k` of the top-k agreement.
+    pub fn with_top_k(mut self, top_k: usize) -> ShadowConfig {
+        self.top_k = top_k;
+        self
+    }
+
+    /// Sets `queue`: comparisons waiting at most.
+    pub fn with_queue(mut self, queue: usize) -> ShadowConfig {
+        self.queue = queue;
+        self
+    }
+
+    /// Sets `tolerance`: max-abs tolerance (`None`: the manifest's).
+    pub fn with_tolerance(mut self, tolerance: Option<f32>) -> ShadowConfig {
+        self.tolerance = tolerance;
+        self
     }
 }
 
@@ -102,7 +135,9 @@ impl Shadow {
             .name("rt-shadow".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    let r = catch_unwind(AssertUnwindSafe(|| reference.run(&job.inputs)));
+                    let r = catch_unwind(AssertUnwindSafe(|| {
+                        reference.run(&job.inputs, &RunContext::new())
+                    }));
                     if let Ok(Ok(reference_out)) = r {
                         let mut d = drift(&job.outputs, &reference_out, top_k);
                         d.exceeded = d.exceeded || d.max_abs > f64::from(job.tolerance);
