@@ -92,16 +92,16 @@ public func cmbModelLoad(
             throw fail(CMB_ERR_INVALID_ARGUMENT, "NULL argument to cmb_model_load")
         }
         let url = URL(fileURLWithPath: String(cString: compiledPath), isDirectory: true)
-        let units = try computeUnits(units)
+        let unitsValue = try computeUnits(units)
         let configuration = MLModelConfiguration()
-        configuration.computeUnits = units
+        configuration.computeUnits = unitsValue
         let model: MLModel
         do {
             model = try MLModel(contentsOf: url, configuration: configuration)
         } catch {
             throw fail(CMB_ERR_LOAD, "cannot load \(url.path): \(describeError(error))")
         }
-        let box = ModelBox(model: model, url: url, computeUnits: units)
+        let box = ModelBox(model: model, url: url, computeUnits: unitsValue)
         out.pointee = OpaquePointer(Unmanaged.passRetained(box).toOpaque())
     }
 }
