@@ -7,12 +7,12 @@ import Foundation
 
 @_cdecl("cmb_abi_version")
 public func cmbAbiVersion() -> UInt32 {
-    UInt32(CMB_ABI_VERSION)
+    autoreleasepool { UInt32(CMB_ABI_VERSION) }
 }
 
 @_cdecl("cmb_string_free")
 public func cmbStringFree(_ s: UnsafeMutablePointer<CChar>?) {
-    free(s)
+    autoreleasepool { free(s) }
 }
 
 @_cdecl("cmb_os_build")
@@ -109,9 +109,15 @@ public func cmbModelLoad(
 @_cdecl("cmb_model_free")
 public func cmbModelFree(_ handle: OpaquePointer?) {
     guard let handle = handle else { return }
-    autoreleasepool {
-        Unmanaged<ModelBox>.fromOpaque(UnsafeRawPointer(handle)).release()
-    }
+    // No status to report: an Objective-C exception while Core ML tears the model down is
+    // stopped here and dropped rather than unwinding into the caller.
+    var exceptionText: UnsafeMutablePointer<CChar>? = nil
+    _ = cmb_internal_catch({
+        autoreleasepool {
+            Unmanaged<ModelBox>.fromOpaque(UnsafeRawPointer(handle)).release()
+        }
+    }, &exceptionText)
+    free(exceptionText)
 }
 
 @_cdecl("cmb_model_feature_count")
