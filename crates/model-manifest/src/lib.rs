@@ -10,6 +10,7 @@
 
 mod bundle;
 mod hash;
+pub mod limits;
 mod manifest;
 #[cfg(feature = "image")]
 pub mod preprocess;
