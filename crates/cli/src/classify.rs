@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use inference_api::{NamedTensors, softmax, top_k};
 use serde::Serialize;
 
-use crate::common;
+use crate::{common, finite};
 
 /// Arguments of `infer classify`.
 #[derive(Debug, clap::Args)]
@@ -110,7 +110,10 @@ pub(crate) fn main(args: Args) -> Result<()> {
     let mut results = Vec::new();
     for photo in &photos {
         let x = model_manifest::preprocess::preprocess_file(photo, &prep)?;
-        let (out, report) = model.run(NamedTensors::new().with(input_name.clone(), x))?;
+        let inputs = NamedTensors::new().with(input_name.clone(), x);
+        finite::check_inputs(&inputs, &photo.display().to_string())?;
+        let (out, report) = model.run(inputs)?;
+        finite::check_outputs(&out, &bundle.manifest.name, &report.engine)?;
         let logits = out
             .get(&output_name)
             .with_context(|| format!("model produced no `{output_name}`"))?

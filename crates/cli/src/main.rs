@@ -9,10 +9,14 @@ mod bench;
 mod classify;
 mod common;
 mod doctor;
+mod finite;
+mod input_file;
 mod inspect;
+mod output;
 mod package;
 mod parity;
 mod run;
+mod soak;
 mod tensors_io;
 
 /// On-device inference: Core ML on a Mac, a fast CPU engine everywhere.
@@ -37,6 +41,9 @@ enum Command {
     Inspect(inspect::Args),
     /// Run two models on the same seeded random inputs and print the drift table.
     Parity(parity::Args),
+    /// Call a model through the runtime for a while (optionally with injected faults) and
+    /// record answers, errors, latency, RSS, threads and file descriptors over time.
+    Soak(soak::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +55,7 @@ fn main() -> ExitCode {
         Command::Doctor(a) => doctor::main(a),
         Command::Inspect(a) => inspect::main(a),
         Command::Parity(a) => parity::main(a),
+        Command::Soak(a) => soak::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,10 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
-use inference_api::NamedTensors;
+use anyhow::Result;
 
-use crate::{common, tensors_io};
+use crate::{common, finite, input_file, tensors_io};
 
 /// Arguments of `infer run`.
 #[derive(Debug, clap::Args)]
@@ -15,7 +14,9 @@ pub(crate) struct Args {
     /// safetensors file holding the model's inputs by name (other tensors are ignored).
     #[arg(long)]
     input: PathBuf,
-    /// Where to write the outputs (safetensors); without it only the summary is printed.
+    /// Where to write the outputs (safetensors; `-` for stdout, the summary then goes to
+    /// stderr); without it only the summary is printed. A device or pipe is written in place, a
+    /// regular file replaced atomically.
     #[arg(long)]
     output: Option<PathBuf>,
     /// Serve only from this engine (`candle-cpu`, `coreml`).
@@ -28,27 +29,12 @@ pub(crate) struct Args {
 
 pub(crate) fn main(args: Args) -> Result<()> {
     let (_rt, model, bundle) = common::load(&args.model, args.threads, args.engine.as_deref())?;
-    let mut file = tensors_io::read(&args.input)?;
-    let schema = model.io_schema().clone();
-    let mut inputs = NamedTensors::new();
-    for spec in &schema.inputs {
-        match file.remove(&spec.name) {
-            Some(t) => inputs.insert(spec.name.clone(), t),
-            None => {
-                let have: Vec<&str> = file.names().collect();
-                bail!(
-                    "{} has no tensor `{}` ({} {}), which {} needs; it has {have:?}",
-                    args.input.display(),
-                    spec.name,
-                    spec.dtype,
-                    spec.shape_string(),
-                    bundle.manifest.name
-                );
-            }
-        }
-    }
-    let ignored: Vec<&str> = file.names().collect();
+    // The header is checked against the schema before any tensor data is read.
+    let (inputs, ignored) =
+        input_file::read_inputs(&args.input, model.io_schema(), &bundle.manifest.name)?;
+    finite::check_inputs(&inputs, &args.input.display().to_string())?;
     let (outputs, report) = model.run(inputs)?;
+    finite::check_outputs(&outputs, &bundle.manifest.name, &report.engine)?;
     let described: Vec<String> =
         outputs.iter().map(|(n, t)| format!("{n} {}", tensors_io::describe(t))).collect();
     let dest = match &args.output {
@@ -58,17 +44,22 @@ pub(crate) fn main(args: Args) -> Result<()> {
         }
         None => String::new(),
     };
-    let note = if ignored.is_empty() {
-        String::new()
-    } else {
-        format!(" (ignored {})", ignored.join(", "))
+    let note = match ignored.len() {
+        0 => String::new(),
+        1..=10 => format!(" (ignored {})", ignored.join(", ")),
+        n => format!(" (ignored {n} other tensors: {}, ...)", ignored[..10].join(", ")),
     };
-    println!(
+    let summary = format!(
         "{} on {} in {:.1} ms: {}{dest}{note}",
         bundle.manifest.name,
         report.engine,
         report.total.as_secs_f64() * 1e3,
         described.join(", ")
     );
+    if args.output.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
     Ok(())
 }

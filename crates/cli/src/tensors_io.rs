@@ -1,4 +1,4 @@
-//! Named tensors to and from safetensors files, with atomic writes.
+//! Named tensors to and from safetensors files (writes through [`crate::output`]).
 
 use std::path::Path;
 
@@ -20,22 +20,32 @@ pub(crate) fn read(path: &Path) -> Result<NamedTensors> {
     let mut out = NamedTensors::new();
     for name in names {
         let view = st.tensor(&name)?;
-        let b = view.data();
-        let data = match view.dtype() {
-            Dtype::F32 => TensorData::F32(chunks(b, f32::from_le_bytes)),
-            Dtype::F16 => TensorData::F16(chunks(b, |c| f16::from_bits(u16::from_le_bytes(c)))),
-            Dtype::I32 => TensorData::I32(chunks(b, i32::from_le_bytes)),
-            Dtype::I64 => TensorData::I64(chunks(b, i64::from_le_bytes)),
-            Dtype::I8 => TensorData::I8(chunks(b, |c: [u8; 1]| c[0] as i8)),
-            Dtype::U8 => TensorData::U8(b.to_vec()),
-            other => bail!(
-                "{}: tensor `{name}` has dtype {other:?}, which no model takes",
-                path.display()
-            ),
-        };
-        out.insert(name, Tensor::new(view.shape().to_vec(), data)?);
+        let t = decode(path, &name, view.dtype(), view.shape(), view.data())?;
+        out.insert(name, t);
     }
     Ok(out)
+}
+
+/// One tensor from its safetensors dtype, shape and little-endian bytes.
+pub(crate) fn decode(
+    path: &Path,
+    name: &str,
+    dtype: Dtype,
+    shape: &[usize],
+    b: &[u8],
+) -> Result<Tensor> {
+    let data = match dtype {
+        Dtype::F32 => TensorData::F32(chunks(b, f32::from_le_bytes)),
+        Dtype::F16 => TensorData::F16(chunks(b, |c| f16::from_bits(u16::from_le_bytes(c)))),
+        Dtype::I32 => TensorData::I32(chunks(b, i32::from_le_bytes)),
+        Dtype::I64 => TensorData::I64(chunks(b, i64::from_le_bytes)),
+        Dtype::I8 => TensorData::I8(chunks(b, |c: [u8; 1]| c[0] as i8)),
+        Dtype::U8 => TensorData::U8(b.to_vec()),
+        other => {
+            bail!("{}: tensor `{name}` has dtype {other:?}, which no model takes", path.display())
+        }
+    };
+    Ok(Tensor::new(shape.to_vec(), data)?)
 }
 
 fn to_bytes(t: &Tensor) -> (Dtype, Vec<u8>) {
@@ -51,8 +61,9 @@ fn to_bytes(t: &Tensor) -> (Dtype, Vec<u8>) {
     }
 }
 
-/// Writes tensors to `path` through a temporary file and a rename, so a failed write leaves
-/// nothing half-written.
+/// Writes tensors as safetensors to `path` (see [`crate::output::write_bytes`]: `-` is stdout,
+/// devices and pipes are written in place, a regular file is replaced atomically, so a failed
+/// write leaves nothing half-written).
 pub(crate) fn write(path: &Path, tensors: &NamedTensors) -> Result<()> {
     let owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
@@ -67,22 +78,8 @@ pub(crate) fn write(path: &Path, tensors: &NamedTensors) -> Result<()> {
             Ok((n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b)?))
         })
         .collect::<Result<Vec<_>>>()?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
-        std::process::id()
-    ));
-    let result = safetensors::serialize_to_file(views, None, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, path)
-                .with_context(|| format!("moving output to {}", path.display()))
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let bytes = safetensors::serialize(views, None).context("encoding the outputs")?;
+    crate::output::write_bytes(path, &bytes)
 }
 
 /// `[1, 1000] f32` style description.

@@ -134,7 +134,8 @@ fn with_the_fake_bridge_reports_abi_os_build_and_devices() {
     let text = doctor(&[], home.path(), Some(&lib));
     assert!(text.contains("coreml      available"), "{text}");
     assert!(text.contains(&format!("found at {}", lib.display())), "{text}");
-    assert!(text.contains("abi version      1 (this build expects 1)"), "{text}");
+    let abi = coreml_sys::CMB_ABI_VERSION;
+    assert!(text.contains(&format!("abi version      {abi} (this build expects {abi})")), "{text}");
     assert!(text.contains("FakeOS"), "{text}");
     assert!(text.contains("neural_engine"), "{text}");
     let json: serde_json::Value =

@@ -138,7 +138,7 @@ fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
 impl BlobFile {
     /// Reads and checks the weight file at `path`.
     pub fn open(path: &Path) -> Result<BlobFile> {
-        let bytes = crate::error::read_file(path)?;
+        let bytes = crate::error::read_file(path, crate::error::MAX_WEIGHT_FILE_BYTES)?;
         BlobFile::parse(path, bytes.into())
     }
 

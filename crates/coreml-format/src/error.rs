@@ -71,7 +71,54 @@ impl From<FormatError> for inference_api::Error {
     }
 }
 
-/// Reads a whole file, mapping OS errors to [`FormatError::Io`].
-pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| FormatError::io(path, &e))
+/// Largest `Manifest.json` of a package read (1 MiB; real ones are under 1 KiB).
+pub const MAX_PACKAGE_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// Largest model spec (`model.mlmodel`) read: 2 GiB, the protobuf message limit.
+pub const MAX_SPEC_BYTES: u64 = 2 << 30;
+
+/// Largest weight file (`weight.bin`) read: 16 GiB.
+pub const MAX_WEIGHT_FILE_BYTES: u64 = 16 << 30;
+
+/// Reads a whole regular file of at most `max` bytes, mapping OS errors to [`FormatError::Io`].
+/// Devices, pipes, sockets and folders are refused without reading (a weight file linked to
+/// `/dev/zero` was read for 2 GB before failing), and no more than the size the file had when
+/// opened (nor `max`) is ever read.
+pub(crate) fn read_file(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| open_error(path, &e))?;
+    let meta = file.metadata().map_err(|e| FormatError::io(path, &e))?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() { "a folder" } else { "a device, pipe or socket" };
+        return Err(FormatError::Io {
+            path: path.to_path_buf(),
+            message: format!("is {what}, not a regular file: model files must be regular files"),
+        });
+    }
+    if meta.len() > max {
+        return Err(FormatError::malformed(
+            path,
+            format!(
+                "file is {} bytes; at most {max} are read for this part of a model",
+                meta.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(meta.len()).read_to_end(&mut bytes).map_err(|e| FormatError::io(path, &e))?;
+    Ok(bytes)
+}
+
+/// An OS error opening `path`, telling a symlink loop from a missing file.
+fn open_error(path: &Path, e: &std::io::Error) -> FormatError {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    // ELOOP: 40 on Linux, 62 on macOS and the BSDs.
+    let eloop = if cfg!(target_os = "linux") { 40 } else { 62 };
+    if is_link && e.raw_os_error() == Some(eloop) {
+        return FormatError::Io {
+            path: path.to_path_buf(),
+            message: "is a symlink loop (the link leads back to itself)".into(),
+        };
+    }
+    FormatError::io(path, e)
 }

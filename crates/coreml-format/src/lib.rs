@@ -37,7 +37,9 @@ mod value;
 
 pub use blob::{Blob, BlobDType, BlobFile};
 pub use description::{Feature, Metadata, ModelType};
-pub use error::{FormatError, Result};
+pub use error::{
+    FormatError, MAX_PACKAGE_MANIFEST_BYTES, MAX_SPEC_BYTES, MAX_WEIGHT_FILE_BYTES, Result,
+};
 pub use model::{MlModel, WeightStore};
 pub use program::{Argument, Block, Function, NamedType, Operation, Program};
 pub use summary::{Summary, WeightStats};

@@ -10,7 +10,7 @@ use prost::Message;
 
 use crate::blob::BlobFile;
 use crate::description::{Feature, Metadata, ModelType};
-use crate::error::{FormatError, Result, read_file};
+use crate::error::{FormatError, MAX_PACKAGE_MANIFEST_BYTES, MAX_SPEC_BYTES, Result, read_file};
 use crate::program::{Function, Program};
 use crate::value::{BlobRef, ConstData, ConstValue};
 
@@ -101,7 +101,7 @@ pub struct MlModel {
 /// Finds the root model spec of a package through its `Manifest.json`.
 fn package_spec_path(pkg: &Path) -> Result<PathBuf> {
     let manifest = pkg.join("Manifest.json");
-    let bytes = read_file(&manifest)?;
+    let bytes = read_file(&manifest, MAX_PACKAGE_MANIFEST_BYTES)?;
     let bad = |p: String| FormatError::malformed(&manifest, p);
     let json: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
@@ -140,7 +140,7 @@ impl MlModel {
         } else {
             (ArtifactFormat::MlModel, path.to_path_buf())
         };
-        let bytes = read_file(&spec_path)?;
+        let bytes = read_file(&spec_path, MAX_SPEC_BYTES)?;
         let base = spec_path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut model = MlModel::from_spec_bytes(&bytes, &spec_path, WeightStore::new(base))?;
         model.path = path.to_path_buf();

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use inference_api::{Error, IoSchema, ModelArtifact, Result};
 
-use crate::hash::sha256_path;
+use crate::hash::sha256_path_max;
+use crate::limits::MAX_MANIFEST_BYTES;
 use crate::manifest::Manifest;
 
 /// A verified model folder, ready to hand to an engine.
@@ -30,7 +31,7 @@ impl ModelBundle {
     pub fn load(dir: impl AsRef<Path>) -> Result<ModelBundle> {
         let dir = dir.as_ref().to_path_buf();
         let manifest_path = dir.join("manifest.toml");
-        let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
+        let text = read_manifest(&manifest_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::io_message(
                     &manifest_path,
@@ -80,16 +81,43 @@ impl ModelBundle {
     }
 }
 
+/// Reads `manifest.toml`: a regular file of at most [`MAX_MANIFEST_BYTES`].
+fn read_manifest(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error as IoError, ErrorKind, Read};
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(IoError::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_MANIFEST_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(IoError::new(
+            ErrorKind::InvalidData,
+            format!("larger than {} KiB: not a manifest", MAX_MANIFEST_BYTES >> 10),
+        ));
+    }
+    Ok(text)
+}
+
 fn verify_file(dir: &Path, f: &crate::FileEntry, m: &Manifest) -> Result<()> {
     let path = dir.join(&f.path);
-    if !path.exists() {
+    // `symlink_metadata`: a dangling link or a link loop is reported as such by the hash, not
+    // as a missing file.
+    if std::fs::symlink_metadata(&path).is_err() {
         let how = m.origin.how.as_deref().map(|h| format!("; {h}")).unwrap_or_default();
         return Err(Error::io_message(
             &path,
             format!("file listed in the manifest is missing{how}"),
         ));
     }
-    let (actual, size) = sha256_path(&path)?;
+    // Never read past the declared size: a longer file (or a link to an endless device) is an
+    // integrity error at once.
+    let (actual, size) = sha256_path_max(&path, f.size).map_err(|e| match e {
+        Error::Integrity { path, actual, .. } => {
+            Error::Integrity { path, expected: format!("{} ({} bytes)", f.sha256, f.size), actual }
+        }
+        other => other,
+    })?;
     if actual != f.sha256.to_ascii_lowercase() {
         return Err(Error::Integrity {
             path: path.display().to_string(),

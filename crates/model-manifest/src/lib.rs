@@ -10,12 +10,13 @@
 
 mod bundle;
 mod hash;
+pub mod limits;
 mod manifest;
 #[cfg(feature = "image")]
 pub mod preprocess;
 
 pub use bundle::ModelBundle;
-pub use hash::{sha256_file, sha256_hex, sha256_path};
+pub use hash::{sha256_file, sha256_file_max, sha256_hex, sha256_path, sha256_path_max};
 pub use manifest::{
     FileEntry, FileRole, Interpolation, Manifest, Origin, ParityTolerances, Preprocessing, Serving,
 };

@@ -7,6 +7,8 @@ use inference_api::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{MAX_PREPROCESS_SIDE, MAX_TENSOR_ELEMENTS, MAX_TENSOR_RANK, MAX_TIMEOUT_MS};
+
 /// A parsed `manifest.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,8 +230,28 @@ impl Manifest {
             if p.crop[0] == 0 || p.crop[1] == 0 || p.resize_shorter == 0 {
                 return bad("preprocessing sizes must be positive".into());
             }
-            if p.std.contains(&0.0) {
-                return bad("preprocessing std must be non-zero".into());
+            let sizes = [("resize_shorter", p.resize_shorter), ("crop", p.crop[0].max(p.crop[1]))];
+            for (what, v) in sizes {
+                if v > MAX_PREPROCESS_SIDE {
+                    return bad(format!(
+                        "preprocessing.{what} is {v}; at most {MAX_PREPROCESS_SIDE} pixels"
+                    ));
+                }
+            }
+            if !p.scale.is_finite() || p.scale == 0.0 {
+                return bad(format!(
+                    "preprocessing.scale is {}; it must be a finite, non-zero number (usually \
+                     0.00392156 = 1/255)",
+                    p.scale
+                ));
+            }
+            if let Some(m) = p.mean.iter().find(|m| !m.is_finite()) {
+                return bad(format!("preprocessing.mean has {m}; every mean must be finite"));
+            }
+            if let Some(s) = p.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+                return bad(format!(
+                    "preprocessing.std has {s}; every std must be a finite number above 0"
+                ));
             }
             if !matches!(p.channel_order.as_str(), "rgb" | "bgr") {
                 return bad(format!("channel_order `{}` must be rgb or bgr", p.channel_order));
@@ -240,6 +262,32 @@ impl Manifest {
         }
         if self.serving.timeout_ms == 0 {
             return bad("serving.timeout_ms must be positive".into());
+        }
+        for (what, v) in [("timeout_ms", self.serving.timeout_ms), ("sla_ms", self.serving.sla_ms)]
+        {
+            if v > MAX_TIMEOUT_MS {
+                return bad(format!("serving.{what} is {v}; at most {MAX_TIMEOUT_MS} (one hour)"));
+            }
+        }
+        let tol = &self.parity;
+        for (what, v) in [
+            ("fp32_max_abs", tol.fp32_max_abs),
+            ("fp16_max_abs", tol.fp16_max_abs),
+            ("int8_max_abs", tol.int8_max_abs),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("parity.{what} is {v}; it must be a finite number >= 0"));
+            }
+        }
+        for t in self.inputs.iter().chain(&self.outputs) {
+            let elements = t.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+            if t.shape.len() > MAX_TENSOR_RANK || elements.is_none_or(|n| n > MAX_TENSOR_ELEMENTS) {
+                return bad(format!(
+                    "tensor `{}` has shape {:?}; at most {MAX_TENSOR_RANK} dimensions and \
+                     {MAX_TENSOR_ELEMENTS} elements",
+                    t.name, t.shape
+                ));
+            }
         }
         self.io_schema(origin)?;
         Ok(())
