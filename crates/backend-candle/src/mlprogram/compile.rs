@@ -41,7 +41,8 @@ mod resize;
 #[path = "op_tensor.rs"]
 mod tensor_ops;
 
-struct Builder<'a> {
+/// The plan under construction (shared by the op-family modules).
+pub(crate) struct Builder<'a> {
     fname: &'a str,
     func: &'a Function,
     resolve: &'a Resolver<'a>,

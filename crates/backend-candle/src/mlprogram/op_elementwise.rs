@@ -71,13 +71,6 @@ pub(super) fn threshold(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result
     b.push_map(i, op, move |x| x.max(alpha))
 }
 
-/// `clip`: `min(max(x, alpha), beta)` (numpy order: a NaN stays NaN).
-pub(super) fn clip(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
-    let lo = b.req_scalar(i, op, "alpha")?;
-    let hi = b.req_scalar(i, op, "beta")?;
-    b.push_map(i, op, move |x| x.max(lo).min(hi))
-}
-
 /// `cast`: values stay f32 inside the executor; integer targets truncate toward zero (as
 /// numpy's `astype`), `bool` maps non-zero to 1.
 pub(super) fn cast(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {

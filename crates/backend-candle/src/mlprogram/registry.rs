@@ -42,6 +42,7 @@ pub(crate) enum Family {
     Const,
 }
 
+#[cfg_attr(not(test), allow(dead_code))]
 impl Family {
     /// The family's name as coremltools' files spell it.
     pub(crate) fn name(self) -> &'static str {
@@ -72,10 +73,12 @@ pub(crate) struct OpEntry {
     /// The MIL op type.
     pub(crate) name: &'static str,
     /// Its family.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) family: Family,
     /// How it is compiled.
     pub(crate) compile: CompileFn,
     /// What of the op is not covered (empty when all of it is).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) limits: &'static str,
 }
 
@@ -253,6 +256,7 @@ pub(crate) static SUPPORTED_OPS: LazyLock<Vec<&'static str>> =
 
 /// MIL ops of the iOS15-iOS18 opsets the executor does not run, with the reason (listed in
 /// the coverage doc; preparing a program that uses one fails naming it).
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) static NOT_SUPPORTED: &[(&str, &str)] = &[
     ("affine", "image warping; not emitted for common model families"),
     ("classify", "classifier outputs are a Core ML model feature, not an ML Program op here"),
@@ -297,6 +301,7 @@ pub(crate) static NOT_SUPPORTED: &[(&str, &str)] = &[
 
 /// The coverage document (`docs/coreml-coverage.md`), generated from [`REGISTRY`] and
 /// [`NOT_SUPPORTED`].
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn coverage_markdown() -> String {
     let mut s = String::from(
         "# Core ML coverage of the CPU engine\n\n\
