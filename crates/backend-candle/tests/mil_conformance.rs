@@ -5,7 +5,9 @@
 //! the test's own tolerances). This file replays the cases through `CandleEngine` and compares
 //! as `np.testing.assert_allclose` does (`|got - want| <= atol + rtol * |want|`).
 //!
-//! - `committed_cases`: the small subset committed under `tests/mil_cases/`; every case passes.
+//! - `committed_cases`: the small subset committed under `tests/mil_cases/` (filled by
+//!   `scripts/mil_conformance/pick_subset.py`); every case passes. Ignored until the subset is
+//!   committed.
 //! - `coremltools_op_tests` (ignored): every case in `$MIL_CASES_DIR` (default
 //!   `target/mil_cases`), a pass/fail table per op family; `MIL_MIN_PASS=0.9` makes it fail
 //!   below that pass rate in the common families.
@@ -233,6 +235,7 @@ fn table(cases: &[Case]) -> (usize, usize, String) {
 }
 
 #[test]
+#[ignore = "no subset committed yet: scripts/mil_conformance/pick_subset.py fills tests/mil_cases"]
 fn committed_cases() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mil_cases");
     let cases = run_all(&root);
