@@ -312,10 +312,11 @@ pub(crate) fn coverage_markdown() -> String {
          - coremltools' own MIL op tests (`coremltools/converters/mil/mil/ops/tests/iOS14..iOS18`),\n\
            captured by `scripts/mil_conformance/capture.sh` and replayed by\n\
            `cargo test -p backend-candle --test mil_conformance -- --ignored` at each test's own\n\
-           tolerance; a subset is committed in `crates/backend-candle/tests/mil_cases/` and runs in\n\
-           every `cargo test`.\n\
-         - Unit and property tests beside the code (`compile_tests.rs`, `ops_tests.rs`,\n\
-           `registry_tests.rs`) against naive references.\n\
+           tolerance; `scripts/mil_conformance/pick_subset.py` copies passing cases into\n\
+           `crates/backend-candle/tests/mil_cases/` for the `committed_cases` test.\n\
+         - Unit and property tests beside the code (`compile_tests.rs`, `ops_tests.rs`) for the\n\
+           conv, pooling, slicing and padding paths against naive references;\n\
+           `registry_tests.rs` keeps the registry sorted and this file in step with it.\n\
          - Whole models against PyTorch (`tests/mlprogram_parity.rs`, the fixtures).\n\n\
          ## ML Program ops that run\n\n",
     );
