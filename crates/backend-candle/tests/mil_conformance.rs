@@ -6,8 +6,8 @@
 //! as `np.testing.assert_allclose` does (`|got - want| <= atol + rtol * |want|`).
 //!
 //! - `committed_cases`: the small subset committed under `tests/mil_cases/` (filled by
-//!   `scripts/mil_conformance/pick_subset.py`); every case passes. Ignored until the subset is
-//!   committed.
+//!   `scripts/mil_conformance/pick_subset.py`, one small passing case per coremltools test
+//!   class); every case passes.
 //! - `coremltools_op_tests` (ignored): every case in `$MIL_CASES_DIR` (default
 //!   `target/mil_cases`), a pass/fail table per op family; `MIL_MIN_PASS=0.9` makes it fail
 //!   below that pass rate in the common families.
@@ -69,7 +69,6 @@ fn tensor_for(dtype: DType, a: &npy::Npy) -> Result<Tensor, String> {
         DType::I64 => TensorData::I64(v.iter().map(|&x| x as i64).collect()),
         DType::I8 => TensorData::I8(v.iter().map(|&x| x as i8).collect()),
         DType::U8 => TensorData::U8(v.iter().map(|&x| x as u8).collect()),
-        other => return Err(format!("input dtype {other}")),
     };
     Tensor::new(a.shape.clone(), data).map_err(|e| e.to_string())
 }
@@ -235,7 +234,6 @@ fn table(cases: &[Case]) -> (usize, usize, String) {
 }
 
 #[test]
-#[ignore = "no subset committed yet: scripts/mil_conformance/pick_subset.py fills tests/mil_cases"]
 fn committed_cases() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mil_cases");
     let cases = run_all(&root);

@@ -3,15 +3,13 @@
 
 use std::path::Path;
 
-/// An array read from a `.npy` file: its numpy dtype string, shape and values as f64.
+/// An array read from a `.npy` file: its shape and values as f64.
 #[derive(Debug, Clone)]
-pub struct Npy {
-    /// numpy's `descr`, e.g. `<f4`, `<i4`, `|b1`.
-    pub descr: String,
+pub(crate) struct Npy {
     /// Dimensions (empty for a scalar).
-    pub shape: Vec<usize>,
+    pub(crate) shape: Vec<usize>,
     /// Values in row-major order.
-    pub values: Vec<f64>,
+    pub(crate) values: Vec<f64>,
 }
 
 fn field<'a>(header: &'a str, key: &str) -> Result<&'a str, String> {
@@ -21,7 +19,7 @@ fn field<'a>(header: &'a str, key: &str) -> Result<&'a str, String> {
 }
 
 /// Reads `path`.
-pub fn read(path: &Path) -> Result<Npy, String> {
+pub(crate) fn read(path: &Path) -> Result<Npy, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(format!("{}: not a .npy file", path.display()));
@@ -75,5 +73,5 @@ pub fn read(path: &Path) -> Result<Npy, String> {
             _ => f64::from(c[0]),
         })
         .collect();
-    Ok(Npy { descr, shape, values })
+    Ok(Npy { shape, values })
 }
