@@ -305,6 +305,11 @@ pub(crate) fn output_tensor(spec: &inference_api::TensorSpec, y: &CTensor) -> Re
         DType::F16 => {
             inference_api::TensorData::F16(values.into_iter().map(half::f16::from_f32).collect())
         }
+        // Integer outputs (indices, shapes, casts): the executor's f32 values are integral.
+        DType::I32 => inference_api::TensorData::I32(values.iter().map(|&v| v as i32).collect()),
+        DType::I64 => inference_api::TensorData::I64(values.iter().map(|&v| v as i64).collect()),
+        DType::I8 => inference_api::TensorData::I8(values.iter().map(|&v| v as i8).collect()),
+        DType::U8 => inference_api::TensorData::U8(values.iter().map(|&v| v as u8).collect()),
         _ => inference_api::TensorData::F32(values),
     };
     let out = Tensor::new(dims, data)?;

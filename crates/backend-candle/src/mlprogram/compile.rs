@@ -16,52 +16,33 @@ use crate::ENGINE_NAME;
 /// Loads the data of blob-backed consts (the model's weight store).
 pub(crate) type Resolver<'a> = dyn Fn(&ConstValue) -> Result<ConstValue> + 'a;
 
-/// MIL op types the executor runs (`const` and the compile-time `constexpr_*` included).
-pub(crate) const SUPPORTED_OPS: &[&str] = &[
-    "abs",
-    "add",
-    "avg_pool",
-    "batch_norm",
-    "cast",
-    "clip",
-    "concat",
-    "const",
-    "constexpr_affine_dequantize",
-    "conv",
-    "exp",
-    "expand_dims",
-    "gelu",
-    "identity",
-    "layer_norm",
-    "linear",
-    "matmul",
-    "max_pool",
-    "maximum",
-    "minimum",
-    "mul",
-    "pad",
-    "real_div",
-    "reduce_mean",
-    "relu",
-    "relu6",
-    "reshape",
-    "rsqrt",
-    "sigmoid",
-    "silu",
-    "slice_by_index",
-    "softmax",
-    "split",
-    "sqrt",
-    "squeeze",
-    "sub",
-    "tanh",
-    "transpose",
-];
+pub(crate) use registry::SUPPORTED_OPS;
 
+#[path = "op_act.rs"]
+mod act;
+#[path = "op_compress.rs"]
+mod compress;
 #[path = "compile_conv.rs"]
 mod conv;
+#[path = "op_elementwise.rs"]
+mod elementwise;
+#[path = "func.rs"]
+pub(crate) mod func;
+#[path = "op_gather.rs"]
+mod gather;
+#[path = "op_norm.rs"]
+mod norm;
+#[path = "op_reduce.rs"]
+mod reduce;
+#[path = "registry.rs"]
+pub(crate) mod registry;
+#[path = "op_resize.rs"]
+mod resize;
+#[path = "op_tensor.rs"]
+mod tensor_ops;
 
-struct Builder<'a> {
+/// The plan under construction (shared by the op-family modules).
+pub(crate) struct Builder<'a> {
     fname: &'a str,
     func: &'a Function,
     resolve: &'a Resolver<'a>,
@@ -115,7 +96,13 @@ impl<'a> Builder<'a> {
     /// The constant bound to input `input`: `Ok(None)` when absent, an error when computed at
     /// run time (parameters must be known at prepare time).
     fn param(&mut self, i: usize, op: &Operation, input: &str) -> Result<Option<Arc<ConstValue>>> {
-        let Some(args) = op.inputs.get(input) else { return Ok(None) };
+        let Some(args) = op.inputs.get(input) else {
+            // iOS16 constexpr ops carry their parameters as attributes.
+            return match op.attributes.get(input) {
+                Some(v) => Ok(Some(Arc::new((self.resolve)(v)?))),
+                None => Ok(None),
+            };
+        };
         match args.as_slice() {
             [Argument::Value(v)] => Ok(Some(Arc::new((self.resolve)(v)?))),
             [Argument::Name(n)] => match self.named_const(n)? {
@@ -239,6 +226,7 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// Dispatches one op through the registry; an op type not in it fails here, naming it.
 fn compile_op(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
     if !op.blocks.is_empty() {
         return Err(b.unsupported(
@@ -247,10 +235,17 @@ fn compile_op(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
             "ops with nested blocks (control flow) are not supported",
         ));
     }
+    match registry::lookup(&op.op_type) {
+        Some(entry) => (entry.compile)(b, i, op),
+        None => Err(b.unsupported(i, op, format!("op type `{}` is not supported", op.op_type))),
+    }
+}
+
+/// The ops translated to the plan's built-in step kinds (fused conv, candle fast paths).
+fn core_op(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
     let binary = |k| Kind::Binary(k);
     let kind = match op.op_type.as_str() {
         "const" => return Ok(()),
-        "constexpr_affine_dequantize" => return conv::dequantize(b, i, op),
         "conv" => return conv::compile_conv(b, i, op),
         "add" => binary(BinOp::Add),
         "sub" => binary(BinOp::Sub),
@@ -271,7 +266,6 @@ fn compile_op(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
         "tanh" => Kind::Unary(UnOp::Tanh),
         "exp" => Kind::Unary(UnOp::Exp),
         "sqrt" => Kind::Unary(UnOp::Sqrt),
-        "rsqrt" => Kind::Unary(UnOp::Rsqrt),
         "abs" => Kind::Unary(UnOp::Abs),
         "identity" => Kind::Unary(UnOp::Identity),
         "cast" => match b.string(i, op, "dtype")?.as_deref() {

@@ -1,10 +1,10 @@
 //! Conv translation for the plan builder: MIL conv on the shared `Conv2d` kernel with a
 //! preceding zero `pad` folded into its padding and a following activation fused into its
-//! epilogue; and the compile-time `constexpr_affine_dequantize`.
+//! epilogue.
 
 use std::sync::Arc;
 
-use coreml_format::{Argument, ConstData, ConstValue, Operation, ScalarType};
+use coreml_format::{Argument, Operation};
 use inference_api::Result;
 
 use super::Builder;
@@ -117,35 +117,5 @@ pub(super) fn compile_conv(b: &mut Builder<'_>, i: usize, op: &Operation) -> Res
         None => b.var(i, op, "x")?,
     };
     b.push(i, out_op, Kind::Conv(ConvOp(Arc::new(conv))), vec![x]);
-    Ok(())
-}
-
-pub(super) fn dequantize(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
-    let q = b.param(i, op, "quantized_data")?.ok_or_else(|| b.bad(i, op, "no data"))?;
-    let zp = b.param(i, op, "zero_point")?.and_then(|v| v.to_f32_vec()).unwrap_or(vec![0.0]);
-    let scale = b.param(i, op, "scale")?.and_then(|v| v.to_f32_vec()).unwrap_or(vec![1.0]);
-    let ax = b.ints(i, op, "axis")?.and_then(|v| v.first().copied()).unwrap_or(0);
-    let data = q.to_f32_vec().ok_or_else(|| b.bad(i, op, "quantized data is not numeric"))?;
-    let rank = q.shape.len();
-    let a = crate::mlprogram::ops::axis(ax, rank).map_err(|e| b.bad(i, op, e))?;
-    let dim = q.shape.get(a).copied().unwrap_or(1);
-    let inner: usize = q.shape[a + 1..].iter().product();
-    let pick =
-        |v: &[f32], c: usize| if v.len() == 1 { v[0] } else { v.get(c).copied().unwrap_or(0.0) };
-    if (zp.len() != 1 && zp.len() != dim) || (scale.len() != 1 && scale.len() != dim) {
-        return Err(b.bad(i, op, "zero_point/scale do not match the axis"));
-    }
-    let out: Vec<f32> = data
-        .iter()
-        .enumerate()
-        .map(|(e, &x)| {
-            let c = (e / inner.max(1)) % dim.max(1);
-            (x - pick(&zp, c)) * pick(&scale, c)
-        })
-        .collect();
-    let name = op.output_name().unwrap_or_default().to_string();
-    let v =
-        ConstValue { dtype: ScalarType::F32, shape: q.shape.clone(), data: ConstData::F32(out) };
-    b.consts.insert(name, Arc::new(v));
     Ok(())
 }

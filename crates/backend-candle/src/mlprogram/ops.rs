@@ -74,7 +74,18 @@ pub(crate) fn matmul(x: &Tensor, y: &Tensor, tx: bool, ty: bool) -> Result<Tenso
     if ty && !y1 {
         b = b.transpose(b.rank() - 2, b.rank() - 1)?;
     }
-    let mut out = a.contiguous()?.broadcast_matmul(&b.contiguous()?)?;
+    // Broadcast the batch dimensions explicitly and make both operands contiguous: candle's
+    // broadcast_matmul rejects the strided views it makes for rank > 4.
+    let (ra, rb) = (a.rank(), b.rank());
+    let batch = Shape::from(&a.dims()[..ra - 2])
+        .broadcast_shape_binary_op(&Shape::from(&b.dims()[..rb - 2]), "matmul")?;
+    let sa = [batch.dims(), &a.dims()[ra - 2..]].concat();
+    let sb = [batch.dims(), &b.dims()[rb - 2..]].concat();
+    let nb: usize = batch.dims().iter().product();
+    let (m, k, n) = (sa[sa.len() - 2], sa[sa.len() - 1], sb[sb.len() - 1]);
+    let a3 = a.broadcast_as(sa.as_slice())?.contiguous()?.reshape((nb, m, k))?;
+    let b3 = b.broadcast_as(sb.as_slice())?.contiguous()?.reshape((nb, k, n))?;
+    let mut out = a3.matmul(&b3)?.reshape([batch.dims(), &[m, n]].concat())?;
     if y1 {
         out = out.squeeze(out.rank() - 1)?;
     }

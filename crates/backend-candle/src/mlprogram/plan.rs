@@ -24,7 +24,6 @@ pub(crate) enum UnOp {
     Tanh,
     Exp,
     Sqrt,
-    Rsqrt,
     Abs,
     /// Float casts (values stay f32 inside the executor).
     Identity,
@@ -36,25 +35,65 @@ pub(crate) enum UnOp {
 #[derive(Debug, Clone)]
 pub(crate) enum Kind {
     Conv(ConvOp),
-    Linear { weight_t: Tensor, bias: Option<Tensor> },
-    MatMul { tx: bool, ty: bool },
+    Linear {
+        weight_t: Tensor,
+        bias: Option<Tensor>,
+    },
+    MatMul {
+        tx: bool,
+        ty: bool,
+    },
     Binary(BinOp),
     Act(Activation),
-    Clip { lo: f32, hi: f32 },
+    Clip {
+        lo: f32,
+        hi: f32,
+    },
     Unary(UnOp),
-    Softmax { axis: i64 },
-    ReduceMean { axes: Option<Vec<i64>>, keep: bool },
-    Reshape { shape: Vec<i64> },
-    Squeeze { axes: Option<Vec<i64>> },
-    ExpandDims { axes: Vec<i64> },
-    Transpose { perm: Vec<usize> },
-    Concat { axis: i64 },
-    Split { axis: i64, sizes: Option<Vec<usize>> },
+    Softmax {
+        axis: i64,
+    },
+    ReduceMean {
+        axes: Option<Vec<i64>>,
+        keep: bool,
+    },
+    Reshape {
+        shape: Vec<i64>,
+    },
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    ExpandDims {
+        axes: Vec<i64>,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
+    Concat {
+        axis: i64,
+    },
+    Split {
+        axis: i64,
+        sizes: Option<Vec<usize>>,
+    },
     Slice(SliceSpec),
-    LayerNorm { axes: Vec<i64>, gamma: Option<Tensor>, beta: Option<Tensor>, eps: f32 },
-    BatchNorm { scale: Tensor, shift: Tensor },
+    LayerNorm {
+        axes: Vec<i64>,
+        gamma: Option<Tensor>,
+        beta: Option<Tensor>,
+        eps: f32,
+    },
+    BatchNorm {
+        scale: Tensor,
+        shift: Tensor,
+    },
     Pool(Pool2d),
-    Pad { pads: Vec<usize>, mode: PadMode },
+    Pad {
+        pads: Vec<usize>,
+        mode: PadMode,
+    },
+    /// An op from the registry's op-family modules (see `registry.rs`).
+    Func(super::compile::func::FuncOp),
 }
 
 /// One op ready to run: what it does, which slots it reads and writes, and where it came from.
@@ -115,6 +154,9 @@ fn reshape_to(x: &Tensor, shape: &[i64]) -> Result<Tensor> {
 
 impl Step {
     fn run(&self, args: &[&Tensor]) -> Result<Vec<Tensor>> {
+        if let Kind::Func(f) = &self.kind {
+            return f.call(args);
+        }
         let x = args.first().copied().ok_or_else(|| candle_core::Error::Msg("no input".into()))?;
         let arg = |i: usize| {
             args.get(i).copied().ok_or_else(|| candle_core::Error::Msg(format!("no input {i}")))
@@ -151,7 +193,6 @@ impl Step {
                 UnOp::Tanh => x.tanh()?,
                 UnOp::Exp => x.exp()?,
                 UnOp::Sqrt => x.sqrt()?,
-                UnOp::Rsqrt => x.sqrt()?.recip()?,
                 UnOp::Abs => x.abs()?,
                 UnOp::Identity => x.clone(),
                 UnOp::Trunc => ops::map_f32(x, f32::trunc)?,
@@ -206,6 +247,7 @@ impl Step {
             }
             Kind::Pool(p) => one(p.forward(x)?),
             Kind::Pad { pads, mode } => one(ops::pad(x, pads, *mode)?),
+            Kind::Func(f) => f.call(args),
         }
     }
 }
