@@ -120,7 +120,7 @@ fn compare(dir: &Path, meta: &serde_json::Value) -> Outcome {
             Err(e) => return Outcome::Broken(e),
         }
     }
-    let outs = match model.run(&inputs) {
+    let outs = match model.run(&inputs, &inference_api::RunContext::new()) {
         Ok(o) => o,
         Err(e) => return Outcome::Run(e.to_string()),
     };
