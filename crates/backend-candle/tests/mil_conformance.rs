@@ -284,7 +284,7 @@ fn coremltools_op_tests() {
         *reasons.entry(format!("[{}] {r}", c.family)).or_default() += 1;
     }
     let mut top: Vec<_> = reasons.into_iter().collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1));
+    top.sort_by_key(|e| std::cmp::Reverse(e.1));
     for (r, n) in top.iter().take(60) {
         println!("{n:>5}  {r}");
     }
