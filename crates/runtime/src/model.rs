@@ -23,7 +23,7 @@ pub(crate) struct Served {
     pub(crate) breaker: Arc<CircuitBreaker>,
     pub(crate) series: Arc<Series>,
     pub(crate) compute_units: ComputeUnits,
-    pub(crate) tolerance: f32,
+    pub(crate) tolerance: inference_api::Tolerance,
 }
 
 pub(crate) struct ModelInner {
