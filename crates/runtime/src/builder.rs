@@ -300,7 +300,7 @@ impl Runtime {
             )));
         }
         let shadow = b.shadow.as_ref().and_then(|cfg| {
-            let idx = served.iter().position(|s| s.lane.engine_name == cfg.reference)?;
+            let idx = served.iter().position(|s| cfg.reference == s.lane.engine_name.as_str())?;
             let reference = served[idx].lane.prepared()?;
             Shadow::start(cfg.clone(), reference).map(|s| (s, idx))
         });

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
-use inference_api::{Drift, NamedTensors, PreparedModel, RunContext, Tolerance};
+use inference_api::{Drift, EngineId, NamedTensors, PreparedModel, RunContext, Tolerance};
 use telemetry::{DriftSample, Series};
 
 use crate::breaker::CircuitBreaker;
@@ -17,8 +17,8 @@ use crate::breaker::CircuitBreaker;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ShadowConfig {
-    /// Engine whose outputs are the reference (usually the CPU engine).
-    pub reference: String,
+    /// Engine whose outputs are the reference (default [`EngineId::CANDLE_CPU`]).
+    pub reference: EngineId,
     /// Fraction of calls compared, 0..=1 (sampled evenly: every `1/rate`-th call).
     pub sample_rate: f64,
     /// `k` of the top-k agreement.
@@ -33,7 +33,7 @@ pub struct ShadowConfig {
 impl Default for ShadowConfig {
     fn default() -> Self {
         ShadowConfig {
-            reference: "candle-cpu".into(),
+            reference: EngineId::CANDLE_CPU,
             sample_rate: 0.01,
             top_k: 5,
             queue: 16,
@@ -44,7 +44,7 @@ impl Default for ShadowConfig {
 
 impl ShadowConfig {
     /// Sets `reference`: engine whose outputs are the reference.
-    pub fn with_reference(mut self, reference: impl Into<String>) -> ShadowConfig {
+    pub fn with_reference(mut self, reference: impl Into<EngineId>) -> ShadowConfig {
         self.reference = reference.into();
         self
     }
