@@ -5,14 +5,14 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor as CTensor};
 use inference_api::{
-    ArtifactFormat, CapabilityReport, ComputeUnits, DType, DeviceClass, Engine, Error, IoSchema,
-    ModelArtifact, NamedTensors, PlacementReport, PrepareOptions, PreparedModel, Result,
+    ArtifactFormat, CapabilityReport, ComputeUnits, DType, DeviceClass, Engine, EngineId, Error,
+    IoSchema, ModelArtifact, NamedTensors, PlacementReport, PrepareOptions, PreparedModel, Result,
     RunContext, RunTimings, Tensor, TensorData, TensorSpec,
 };
 
 use crate::models::{Network, Weights, efficientnet_lite::EfficientNetLite, fastvit::FastVit};
 
-/// Name this engine reports and the runtime routes by.
+/// Name this engine reports and the runtime routes by (the name of [`EngineId::CANDLE_CPU`]).
 pub const ENGINE_NAME: &str = "candle-cpu";
 
 /// The CPU engine. Cheap to construct; each prepared model owns a thread pool of the
@@ -73,6 +73,10 @@ impl CandleEngine {
 impl Engine for CandleEngine {
     fn name(&self) -> &str {
         ENGINE_NAME
+    }
+
+    fn id(&self) -> EngineId {
+        EngineId::CANDLE_CPU
     }
 
     fn probe(&self) -> CapabilityReport {
@@ -323,6 +327,11 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
+
+    #[test]
+    fn the_engine_name_is_its_typed_id() {
+        assert_eq!(CandleEngine::new().id(), ENGINE_NAME);
+    }
 
     #[test]
     fn native_networks_poll_stop_between_blocks() {

@@ -308,6 +308,10 @@ impl Engine for CoreMlEngine {
         crate::ENGINE_NAME
     }
 
+    fn id(&self) -> inference_api::EngineId {
+        inference_api::EngineId::COREML
+    }
+
     fn probe(&self) -> CapabilityReport {
         let doctor = self.doctor();
         let mut details = vec![("platform".to_string(), doctor.platform.clone())];

@@ -61,7 +61,7 @@ pub(crate) fn load_with(
                 });
             anyhow::bail!("engine `{name}` cannot serve {}: {why}", bundle.manifest.name);
         }
-        model.set_routing(Routing::Require(name.to_string()));
+        model.set_routing(Routing::Require(name.into()));
     }
     Ok((rt, model, bundle))
 }

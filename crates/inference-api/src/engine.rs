@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{ComputeUnits, DType, IoSchema, NamedTensors, Result, RunContext};
+use crate::{ComputeUnits, DType, EngineId, IoSchema, NamedTensors, Result, RunContext};
 
 /// On-disk format of a model artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -251,6 +251,12 @@ impl RunReport {
 pub trait Engine: Send + Sync {
     /// Stable engine name (`candle-cpu`, `coreml`, ...).
     fn name(&self) -> &str;
+
+    /// Typed identity of the engine (its name by default; the bundled engines return their
+    /// [`EngineId`] constant).
+    fn id(&self) -> EngineId {
+        EngineId::new(self.name())
+    }
 
     /// What the engine can do here, or why it cannot.
     fn probe(&self) -> CapabilityReport;

@@ -14,6 +14,7 @@
 mod context;
 mod dtype;
 mod engine;
+mod engine_id;
 mod error;
 mod parity;
 mod schema;
@@ -25,6 +26,7 @@ pub use engine::{
     ArtifactFormat, CapabilityReport, DeviceClass, Engine, ModelArtifact, PlacementReport,
     PrepareOptions, PreparedModel, RunReport, RunTimings,
 };
+pub use engine_id::EngineId;
 pub use error::{Error, ErrorKind, Result};
 pub use parity::{Drift, Tolerance, softmax, tolerance, top_k, top_k_agreement};
 pub use schema::{Dim, FeatureKind, ImageFormat, IoSchema, TensorSpec};

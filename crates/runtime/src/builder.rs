@@ -4,7 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use inference_api::{ComputeUnits, DeviceClass, Engine, Error, PrepareOptions, Result};
+use inference_api::{
+    ComputeUnits, DeviceClass, Engine, Error, PrepareOptions, Result, tolerance as tol,
+};
 use model_manifest::ModelBundle;
 use parking_lot::RwLock;
 use telemetry::Telemetry;
@@ -240,12 +242,11 @@ impl Runtime {
                 Ok(prepared) => {
                     let t = t0.elapsed();
                     series.record_load(Ok(t));
+                    // Shadow parity tolerance by precision, from the one api table.
                     let tolerance = match probe.device_class {
-                        DeviceClass::Cpu => bundle.manifest.parity.fp32_max_abs,
-                        _ if serving.compute_units == ComputeUnits::CpuOnly => {
-                            bundle.manifest.parity.fp32_max_abs
-                        }
-                        _ => bundle.manifest.parity.fp16_max_abs,
+                        DeviceClass::Cpu => tol::FP32,
+                        _ if serving.compute_units == ComputeUnits::CpuOnly => tol::FP32,
+                        _ => tol::FP16,
                     };
                     let series2 = Arc::clone(&series);
                     let breaker = CircuitBreaker::new(b.breaker.clone(), Arc::clone(&b.clock))
@@ -299,7 +300,7 @@ impl Runtime {
             )));
         }
         let shadow = b.shadow.as_ref().and_then(|cfg| {
-            let idx = served.iter().position(|s| s.lane.engine_name == cfg.reference)?;
+            let idx = served.iter().position(|s| cfg.reference == s.lane.engine_name.as_str())?;
             let reference = served[idx].lane.prepared()?;
             Shadow::start(cfg.clone(), reference).map(|s| (s, idx))
         });

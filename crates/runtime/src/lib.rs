@@ -1,15 +1,34 @@
 //! The runtime: routes calls over engines with deadlines, circuit breakers, bounded queues,
 //! CPU fallback and shadow parity, and counts everything in telemetry.
 //!
-//! ```text
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use runtime::testing::{BundleSpec, FaultyEngine, bundle, input};
+//! use runtime::{RunOptions, Runtime};
+//!
+//! // Real programs pass `backend_coreml::CoreMlEngine` and `backend_candle::CandleEngine`;
+//! // this example uses the test engine from the `testing` feature so it runs anywhere.
+//! let coreml = Arc::new(FaultyEngine::new("coreml"));
+//! let cpu = Arc::new(FaultyEngine::new("candle-cpu"));
 //! let rt = Runtime::builder()
 //!     .engine(coreml)            // preferred
 //!     .engine(cpu)               // fallback
-//!     .telemetry(telemetry.clone())
 //!     .build();
-//! let model = rt.load("models/efficientnet-lite0")?;   // every engine that can take it
-//! let (outputs, report) = model.run(inputs)?;           // report.engine, report.fell_back, ...
+//! // `rt.load("models/efficientnet-lite0")` loads a model folder on every engine that can
+//! // take it; here an in-memory bundle stands in for the folder.
+//! let model = rt.load_bundle(&bundle(&BundleSpec::default())?)?;
+//! let (outputs, report) = model.run(input([1.0, 2.0, 3.0, 4.0]))?;
+//! assert_eq!(report.engine, "coreml");
+//! assert!(!report.fell_back);
+//! assert_eq!(outputs.get("logits").map(|t| t.shape()), Some(&[1, 10][..]));
+//! // Per call: a deadline, a cancellation token, a routing override.
+//! let opts = RunOptions::deadline(Duration::from_millis(500));
+//! model.run_with(input([0.0; 4]), &opts)?;
 //! println!("{}", rt.telemetry().summary_text());
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! Policies live in small modules: [`breaker`] (circuit breaker state machine), `deadline`

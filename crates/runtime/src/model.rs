@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use inference_api::{
     CancelToken, ComputeUnits, Error, ErrorKind, IoSchema, NamedTensors, Result, RunReport,
+    RunTimings,
 };
 use parking_lot::RwLock;
 use telemetry::{Latencies, ModelSeries, Series};
@@ -22,7 +23,7 @@ pub(crate) struct Served {
     pub(crate) breaker: Arc<CircuitBreaker>,
     pub(crate) series: Arc<Series>,
     pub(crate) compute_units: ComputeUnits,
-    pub(crate) tolerance: f32,
+    pub(crate) tolerance: inference_api::Tolerance,
 }
 
 pub(crate) struct ModelInner {
@@ -131,170 +132,197 @@ impl LoadedModel {
         opts: &RunOptions,
     ) -> Result<(NamedTensors, RunReport)> {
         let started = Instant::now();
-        let m = &*self.inner;
-        let deadline_d = opts.deadline.unwrap_or(m.default_deadline);
-        let deadline = started + deadline_d;
-        let deadline_ms = deadline_d.as_millis() as u64;
-        let _slot = match m.admission.try_admit() {
-            Ok(s) => s,
-            Err(e) => {
-                if let Some(s) = m.served.first() {
-                    s.series.record_overloaded();
-                }
-                m.model_series.record_err(e.kind().as_str(), started.elapsed());
-                return Err(e);
-            }
-        };
-        let inputs: Arc<NamedTensors> = inputs.into();
-        if let Err(e) = m.schema.validate_inputs(&inputs) {
-            m.model_series.record_err(e.kind().as_str(), started.elapsed());
-            return Err(e);
+        let result = self.admitted(inputs.into(), opts, started);
+        if let Err(e) = &result {
+            self.inner.model_series.record_err(e.kind().as_str(), started.elapsed());
         }
+        result
+    }
+
+    /// Policies (1)-(3), then the attempts in routing order with fallback between them.
+    fn admitted(
+        &self,
+        inputs: Arc<NamedTensors>,
+        opts: &RunOptions,
+        started: Instant,
+    ) -> Result<(NamedTensors, RunReport)> {
+        let m = &*self.inner;
+        let _slot = m.admission.try_admit().inspect_err(|_| {
+            if let Some(s) = m.served.first() {
+                s.series.record_overloaded();
+            }
+        })?;
+        m.schema.validate_inputs(&inputs)?;
+        let order = self.order(opts)?;
+        let budget = opts.deadline.unwrap_or(m.default_deadline);
+        let call = Call {
+            inputs,
+            started,
+            deadline: started + budget,
+            deadline_ms: budget.as_millis() as u64,
+            cancel: opts.cancel.as_ref(),
+        };
+        let mut last_err: Option<Error> = None;
+        let mut fallback: Option<(usize, &'static str, String)> = None; // (from, kind, message)
+        let mut first_reason: Option<String> = None;
+        for &i in &order {
+            if let Some((from, kind, msg)) = fallback.take() {
+                let from = &m.served[from].lane.engine_name;
+                m.model_series.record_fallback(from, &m.served[i].lane.engine_name, kind);
+                first_reason.get_or_insert_with(|| format!("{from}: {msg}"));
+            }
+            match self.attempt(i, &call) {
+                Attempt::Served { out, timings, queue } => {
+                    return Ok(self.served(i, &call, out, timings, queue, first_reason));
+                }
+                Attempt::End(e) => return Err(e),
+                Attempt::Next { kind, message, error } => {
+                    fallback = Some((i, kind, message));
+                    last_err = Some(error);
+                }
+            }
+        }
+        Err(last_err
+            .unwrap_or_else(|| Error::Unavailable(format!("no engine serves model `{}`", m.name))))
+    }
+
+    /// The engines this call may try, in order (per-call routing over the model's).
+    fn order(&self, opts: &RunOptions) -> Result<Vec<usize>> {
+        let m = &*self.inner;
         let routing = match &opts.routing {
             Some(r) => r.clone(),
             None => m.routing.read().clone(),
         };
-        let order =
-            match router::order(&routing, m.served.iter().map(|s| s.lane.engine_name.as_str())) {
-                Ok(o) => o,
-                Err(unknown) => {
-                    let e = Error::Unavailable(format!(
-                        "engine `{unknown}` does not serve model `{}` (serving: {}); see the load \
+        router::order(&routing, m.served.iter().map(|s| s.lane.engine_name.as_str())).map_err(
+            |unknown| {
+                Error::Unavailable(format!(
+                    "engine `{unknown}` does not serve model `{}` (serving: {}); see the load \
                      report for why it did not load",
-                        m.name,
-                        self.engines().join(", ")
-                    ));
-                    m.model_series.record_err(e.kind().as_str(), started.elapsed());
-                    return Err(e);
-                }
-            };
+                    m.name,
+                    self.engines().join(", ")
+                ))
+            },
+        )
+    }
 
-        let mut last_err: Option<Error> = None;
-        let mut pending: Option<(usize, &'static str, String)> = None; // (from, kind, message)
-        let mut first_reason: Option<String> = None;
-        for &i in &order {
-            let s = &m.served[i];
-            if let Some((from, kind, msg)) = pending.take() {
-                m.model_series.record_fallback(
-                    &m.served[from].lane.engine_name,
-                    &s.lane.engine_name,
-                    kind,
-                );
-                first_reason
-                    .get_or_insert_with(|| format!("{}: {msg}", m.served[from].lane.engine_name));
-            }
-            let permit = match s.breaker.try_acquire() {
-                Ok(p) => p,
-                Err(rej) => {
-                    s.series.record_circuit_open();
-                    let e = Error::CircuitOpen {
-                        engine: s.lane.engine_name.clone(),
-                        retry_after_ms: rej.retry_after.as_millis() as u64,
-                    };
-                    pending = Some((i, "circuit_open", e.to_string()));
-                    last_err = Some(e);
-                    continue;
-                }
-            };
-            let attempt_start = Instant::now();
-            if attempt_start >= deadline {
-                s.breaker.cancel(permit);
-                let e = Error::Timeout {
-                    engine: s.lane.engine_name.clone(),
-                    deadline_ms,
-                    elapsed_ms: started.elapsed().as_millis() as u64,
+    /// Policies (4)-(6) on one engine: breaker admission, the deadline-bounded hand-off, output
+    /// checks, and the outcome recorded to the breaker and the engine's series.
+    fn attempt(&self, i: usize, call: &Call<'_>) -> Attempt {
+        let m = &*self.inner;
+        let s = &m.served[i];
+        let engine = &s.lane.engine_name;
+        let permit = match s.breaker.try_acquire() {
+            Ok(p) => p,
+            Err(rej) => {
+                s.series.record_circuit_open();
+                let e = Error::CircuitOpen {
+                    engine: engine.clone(),
+                    retry_after_ms: rej.retry_after.as_millis() as u64,
                 };
-                m.model_series.record_err(e.kind().as_str(), started.elapsed());
-                return Err(e);
+                return Attempt::next("circuit_open", e);
             }
-            if opts.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
-                s.breaker.cancel(permit);
-                let e = Error::Cancelled { engine: s.lane.engine_name.clone() };
-                m.model_series.record_err(e.kind().as_str(), started.elapsed());
-                return Err(e);
+        };
+        let attempt_start = Instant::now();
+        if attempt_start >= call.deadline {
+            permit.cancel();
+            return Attempt::End(Error::Timeout {
+                engine: engine.clone(),
+                deadline_ms: call.deadline_ms,
+                elapsed_ms: call.started.elapsed().as_millis() as u64,
+            });
+        }
+        if call.cancel.is_some_and(CancelToken::is_cancelled) {
+            permit.cancel();
+            return Attempt::End(Error::Cancelled { engine: engine.clone() });
+        }
+        let lane =
+            s.lane.call(&call.inputs, call.started, call.deadline, call.deadline_ms, call.cancel);
+        let reply = match lane {
+            Ok(reply) => reply,
+            Err(AttemptError::Engine(e)) => {
+                permit.record(Outcome::Failure);
+                s.series.record_failure(e.kind().as_str(), attempt_start.elapsed(), Duration::ZERO);
+                // A timeout ends the call: its deadline is spent.
+                return if matches!(e, Error::Timeout { .. }) {
+                    Attempt::End(e)
+                } else {
+                    Attempt::next(e.kind().as_str(), e)
+                };
             }
-            match s.lane.call(&inputs, started, deadline, deadline_ms, opts.cancel.as_ref()) {
-                Ok(reply) => {
-                    let attempt = attempt_start.elapsed();
-                    let res = reply.result.and_then(|(out, t)| {
-                        check_outputs(&m.schema, &s.lane.engine_name, out).map(|o| (o, t))
-                    });
-                    match res {
-                        Ok((out, timings)) => {
-                            let outcome = s.breaker.classify(true, attempt, m.sla);
-                            s.breaker.record(permit, outcome);
-                            s.series.record_success(&Latencies {
-                                total: attempt,
-                                queue: reply.queue,
-                                marshal_in: timings.marshal_in,
-                                compute: timings.compute,
-                                marshal_out: timings.marshal_out,
-                            });
-                            if outcome == Outcome::Slow {
-                                s.series.record_slow();
-                            }
-                            let fell_back = first_reason.is_some();
-                            if fell_back {
-                                s.series.record_served_as_fallback();
-                            }
-                            self.maybe_shadow(i, &inputs, &out);
-                            let total = started.elapsed();
-                            m.model_series.record_ok(total, reply.queue);
-                            let mut report =
-                                RunReport::new(s.lane.engine_name.clone(), s.compute_units);
-                            report.fell_back = fell_back;
-                            report.fallback_reason = first_reason;
-                            report.timings = timings;
-                            report.queue_wait = reply.queue;
-                            report.total = total;
-                            return Ok((out, report));
-                        }
-                        Err(e) if e.kind() == ErrorKind::Cancelled => {
-                            // The caller cancelled: not the engine's failure, no fallback.
-                            s.breaker.cancel(permit);
-                            m.model_series.record_err(e.kind().as_str(), started.elapsed());
-                            return Err(e);
-                        }
-                        Err(e) => {
-                            s.breaker.record(permit, Outcome::Failure);
-                            s.series.record_failure(e.kind().as_str(), attempt, reply.queue);
-                            pending = Some((i, e.kind().as_str(), e.to_string()));
-                            last_err = Some(e);
-                        }
-                    }
+            Err(AttemptError::Quarantined(msg)) => {
+                permit.cancel();
+                return Attempt::Next {
+                    kind: "quarantined",
+                    message: msg.clone(),
+                    error: Error::Unavailable(msg),
+                };
+            }
+            Err(AttemptError::Full) => {
+                permit.cancel();
+                s.series.record_overloaded();
+                let e =
+                    Error::Overloaded { model: m.name.clone(), capacity: m.admission.capacity() };
+                return Attempt::next("overloaded", e);
+            }
+        };
+        let attempt = attempt_start.elapsed();
+        let checked =
+            reply.result.and_then(|(out, t)| check_outputs(&m.schema, engine, out).map(|o| (o, t)));
+        match checked {
+            Ok((out, timings)) => {
+                let outcome = s.breaker.classify(true, attempt, m.sla);
+                permit.record(outcome);
+                s.series.record_success(&Latencies {
+                    total: attempt,
+                    queue: reply.queue,
+                    marshal_in: timings.marshal_in,
+                    compute: timings.compute,
+                    marshal_out: timings.marshal_out,
+                });
+                if outcome == Outcome::Slow {
+                    s.series.record_slow();
                 }
-                Err(AttemptError::Engine(e)) => {
-                    let attempt = attempt_start.elapsed();
-                    s.breaker.record(permit, Outcome::Failure);
-                    s.series.record_failure(e.kind().as_str(), attempt, Duration::ZERO);
-                    if matches!(e, Error::Timeout { .. }) {
-                        m.model_series.record_err(e.kind().as_str(), started.elapsed());
-                        return Err(e);
-                    }
-                    pending = Some((i, e.kind().as_str(), e.to_string()));
-                    last_err = Some(e);
-                }
-                Err(AttemptError::Quarantined(msg)) => {
-                    s.breaker.cancel(permit);
-                    pending = Some((i, "quarantined", msg.clone()));
-                    last_err = Some(Error::Unavailable(msg));
-                }
-                Err(AttemptError::Full) => {
-                    s.breaker.cancel(permit);
-                    s.series.record_overloaded();
-                    let e = Error::Overloaded {
-                        model: m.name.clone(),
-                        capacity: m.admission.capacity(),
-                    };
-                    pending = Some((i, "overloaded", e.to_string()));
-                    last_err = Some(e);
-                }
+                Attempt::Served { out, timings, queue: reply.queue }
+            }
+            Err(e) if e.kind() == ErrorKind::Cancelled => {
+                // The caller cancelled: not the engine's failure, no fallback.
+                permit.cancel();
+                Attempt::End(e)
+            }
+            Err(e) => {
+                permit.record(Outcome::Failure);
+                s.series.record_failure(e.kind().as_str(), attempt, reply.queue);
+                Attempt::next(e.kind().as_str(), e)
             }
         }
-        let e = last_err
-            .unwrap_or_else(|| Error::Unavailable(format!("no engine serves model `{}`", m.name)));
-        m.model_series.record_err(e.kind().as_str(), started.elapsed());
-        Err(e)
+    }
+
+    /// Policy (7) and the report of a served call.
+    fn served(
+        &self,
+        i: usize,
+        call: &Call<'_>,
+        out: NamedTensors,
+        timings: RunTimings,
+        queue: Duration,
+        first_reason: Option<String>,
+    ) -> (NamedTensors, RunReport) {
+        let m = &*self.inner;
+        let s = &m.served[i];
+        let fell_back = first_reason.is_some();
+        if fell_back {
+            s.series.record_served_as_fallback();
+        }
+        self.maybe_shadow(i, &call.inputs, &out);
+        let total = call.started.elapsed();
+        m.model_series.record_ok(total, queue);
+        let mut report = RunReport::new(s.lane.engine_name.clone(), s.compute_units);
+        report.fell_back = fell_back;
+        report.fallback_reason = first_reason;
+        report.timings = timings;
+        report.queue_wait = queue;
+        report.total = total;
+        (out, report)
     }
 
     fn maybe_shadow(&self, served: usize, inputs: &Arc<NamedTensors>, out: &NamedTensors) {
@@ -310,6 +338,31 @@ impl LoadedModel {
             breaker: Arc::clone(&s.breaker),
             tolerance: shadow.cfg.tolerance.unwrap_or(s.tolerance),
         });
+    }
+}
+
+/// One call's fixed facts, shared by its attempts.
+struct Call<'a> {
+    inputs: Arc<NamedTensors>,
+    started: Instant,
+    deadline: Instant,
+    deadline_ms: u64,
+    cancel: Option<&'a CancelToken>,
+}
+
+/// How one attempt on one engine ended.
+enum Attempt {
+    /// The engine served the call.
+    Served { out: NamedTensors, timings: RunTimings, queue: Duration },
+    /// The call is over with this error (timeout, cancellation): no fallback.
+    End(Error),
+    /// The engine did not serve; the next engine is tried. `kind` labels the fallback.
+    Next { kind: &'static str, message: String, error: Error },
+}
+
+impl Attempt {
+    fn next(kind: &'static str, error: Error) -> Attempt {
+        Attempt::Next { kind, message: error.to_string(), error }
     }
 }
 

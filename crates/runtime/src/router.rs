@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use inference_api::CancelToken;
+use inference_api::{CancelToken, EngineId};
 
 /// How a call picks its engine.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -12,9 +12,9 @@ pub enum Routing {
     Auto,
     /// Try this engine first, then fall back along the model's order; the run report says
     /// why it fell back. While the engine's breaker is open, calls go straight to the next.
-    Prefer(String),
+    Prefer(EngineId),
     /// Only this engine: its error (including `CircuitOpen`) is the call's error.
-    Require(String),
+    Require(EngineId),
 }
 
 /// Per-call options of [`crate::LoadedModel::run_with`]; build with [`RunOptions::default`],
@@ -60,18 +60,18 @@ impl RunOptions {
 pub(crate) fn order<'a>(
     routing: &Routing,
     names: impl Iterator<Item = &'a str> + Clone,
-) -> Result<Vec<usize>, String> {
+) -> Result<Vec<usize>, EngineId> {
     let all: Vec<usize> = (0..names.clone().count()).collect();
     let find = |e: &str| names.clone().position(|n| n == e);
     match routing {
         Routing::Auto => Ok(all),
         Routing::Prefer(e) => {
-            let i = find(e).ok_or_else(|| e.clone())?;
+            let i = find(e.as_str()).ok_or_else(|| e.clone())?;
             let mut v = vec![i];
             v.extend(all.into_iter().filter(|&j| j != i));
             Ok(v)
         }
-        Routing::Require(e) => find(e).map(|i| vec![i]).ok_or_else(|| e.clone()),
+        Routing::Require(e) => find(e.as_str()).map(|i| vec![i]).ok_or_else(|| e.clone()),
     }
 }
 

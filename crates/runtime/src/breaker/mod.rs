@@ -12,6 +12,10 @@
 //!
 //! Results carry the epoch of the state that admitted them: a late result from a call admitted
 //! before a transition is ignored. Time comes from an injectable [`Clock`].
+//!
+//! A [`Permit`] is a guard: it is settled exactly once, by [`Permit::record`] (an outcome) or
+//! [`Permit::cancel`] (never attempted); a permit dropped unsettled is cancelled, so a
+//! half-open probe slot can never leak.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -171,18 +175,45 @@ pub enum Outcome {
     Failure,
 }
 
-/// Admission to call the engine; hand it back with the outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use = "report the outcome with CircuitBreaker::record or cancel"]
-pub struct Permit {
+/// Admission to call the engine: a guard settled once with its outcome ([`Permit::record`]) or
+/// given back ([`Permit::cancel`]); dropping it unsettled gives it back.
+#[must_use = "report the outcome with Permit::record, or drop/cancel it if the call never ran"]
+pub struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
     epoch: u64,
     probe: bool,
+    settled: bool,
 }
 
-impl Permit {
+impl std::fmt::Debug for Permit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit").field("epoch", &self.epoch).field("probe", &self.probe).finish()
+    }
+}
+
+impl Permit<'_> {
     /// True when this call is a half-open probe.
     pub fn is_probe(&self) -> bool {
         self.probe
+    }
+
+    /// Reports how the admitted call went (consumes the permit: it cannot be recorded twice).
+    pub fn record(mut self, outcome: Outcome) {
+        self.settled = true;
+        self.breaker.settle(self.epoch, outcome);
+    }
+
+    /// Gives the permit back without an outcome (the call was never attempted).
+    pub fn cancel(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.breaker.release(self.epoch);
+        }
     }
 }
 
@@ -303,20 +334,21 @@ impl CircuitBreaker {
     }
 
     /// Asks to call the engine.
-    pub fn try_acquire(&self) -> Result<Permit, Rejected> {
+    pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
         let (res, t) = {
             let mut g = self.inner.lock();
             let t = self.maybe_half_open(&mut g);
             let epoch = g.epoch;
+            let permit = |probe| Permit { breaker: self, epoch, probe, settled: false };
             let res = match &mut g.state {
-                BreakerState::Closed => Ok(Permit { epoch, probe: false }),
+                BreakerState::Closed => Ok(permit(false)),
                 BreakerState::Open { until } => {
                     Err(Rejected { retry_after: until.saturating_sub(self.clock.now()) })
                 }
                 BreakerState::HalfOpen { admitted, .. } => {
                     if *admitted < self.cfg.half_open_probes.max(1) {
                         *admitted += 1;
-                        Ok(Permit { epoch, probe: true })
+                        Ok(permit(true))
                     } else {
                         Err(Rejected { retry_after: Duration::ZERO })
                     }
@@ -328,21 +360,31 @@ impl CircuitBreaker {
         res
     }
 
-    /// Gives a permit back without an outcome (the call was never attempted).
-    pub fn cancel(&self, permit: Permit) {
+    /// Gives a permit back without an outcome (the call was never attempted); the same as
+    /// [`Permit::cancel`] (the permit settles with the breaker that issued it).
+    pub fn cancel(&self, permit: Permit<'_>) {
+        permit.cancel();
+    }
+
+    /// Reports how an admitted call went; the same as [`Permit::record`] (the permit settles
+    /// with the breaker that issued it).
+    pub fn record(&self, permit: Permit<'_>, outcome: Outcome) {
+        permit.record(outcome);
+    }
+
+    fn release(&self, epoch: u64) {
         let mut g = self.inner.lock();
-        if g.epoch == permit.epoch
+        if g.epoch == epoch
             && let BreakerState::HalfOpen { admitted, .. } = &mut g.state
         {
             *admitted = admitted.saturating_sub(1);
         }
     }
 
-    /// Reports how an admitted call went.
-    pub fn record(&self, permit: Permit, outcome: Outcome) {
+    fn settle(&self, epoch: u64, outcome: Outcome) {
         let t = {
             let mut g = self.inner.lock();
-            if g.epoch != permit.epoch { None } else { self.apply(&mut g, outcome) }
+            if g.epoch != epoch { None } else { self.apply(&mut g, outcome) }
         };
         self.notify(t);
     }

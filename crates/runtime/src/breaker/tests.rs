@@ -69,6 +69,24 @@ fn backoff_grows_and_caps() {
 }
 
 #[test]
+fn a_dropped_permit_gives_its_probe_slot_back() {
+    let (b, clock) = breaker();
+    for _ in 0..4 {
+        call(&b, Outcome::Failure);
+    }
+    clock.advance(Duration::from_secs(1));
+    let p1 = b.try_acquire().unwrap();
+    {
+        let _p2 = b.try_acquire().unwrap();
+        assert!(b.try_acquire().is_err(), "both probe slots taken");
+    } // _p2 dropped unsettled: its slot comes back
+    let p2 = b.try_acquire().expect("the dropped permit's slot is free again");
+    p1.record(Outcome::Success);
+    p2.record(Outcome::Success);
+    assert_eq!(b.state(), BreakerState::Closed);
+}
+
+#[test]
 fn stale_results_are_ignored() {
     let (b, _clock) = breaker();
     let late = b.try_acquire().unwrap();

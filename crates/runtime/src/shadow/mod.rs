@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
-use inference_api::{NamedTensors, PreparedModel, RunContext};
+use inference_api::{Drift, EngineId, NamedTensors, PreparedModel, RunContext, Tolerance};
 use telemetry::{DriftSample, Series};
 
 use crate::breaker::CircuitBreaker;
@@ -17,22 +17,23 @@ use crate::breaker::CircuitBreaker;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ShadowConfig {
-    /// Engine whose outputs are the reference (usually the CPU engine).
-    pub reference: String,
+    /// Engine whose outputs are the reference (default [`EngineId::CANDLE_CPU`]).
+    pub reference: EngineId,
     /// Fraction of calls compared, 0..=1 (sampled evenly: every `1/rate`-th call).
     pub sample_rate: f64,
     /// `k` of the top-k agreement.
     pub top_k: usize,
     /// Comparisons waiting at most; more are dropped (and counted).
     pub queue: usize,
-    /// Max-abs tolerance; `None` takes the manifest's (fp32 for CPU engines, else fp16).
-    pub tolerance: Option<f32>,
+    /// Tolerance from `inference_api::tolerance`; `None` picks by precision (`FP32` for CPU
+    /// engines and `cpu_only`, else `FP16`). Judged with [`Drift::within`].
+    pub tolerance: Option<Tolerance>,
 }
 
 impl Default for ShadowConfig {
     fn default() -> Self {
         ShadowConfig {
-            reference: "candle-cpu".into(),
+            reference: EngineId::CANDLE_CPU,
             sample_rate: 0.01,
             top_k: 5,
             queue: 16,
@@ -43,7 +44,7 @@ impl Default for ShadowConfig {
 
 impl ShadowConfig {
     /// Sets `reference`: engine whose outputs are the reference.
-    pub fn with_reference(mut self, reference: impl Into<String>) -> ShadowConfig {
+    pub fn with_reference(mut self, reference: impl Into<EngineId>) -> ShadowConfig {
         self.reference = reference.into();
         self
     }
@@ -66,8 +67,8 @@ impl ShadowConfig {
         self
     }
 
-    /// Sets `tolerance`: max-abs tolerance (`None`: the manifest's).
-    pub fn with_tolerance(mut self, tolerance: Option<f32>) -> ShadowConfig {
+    /// Sets `tolerance` (`None`: picked by the engine's precision).
+    pub fn with_tolerance(mut self, tolerance: Option<Tolerance>) -> ShadowConfig {
         self.tolerance = tolerance;
         self
     }
@@ -76,6 +77,26 @@ impl ShadowConfig {
 /// Compares two output sets: every output present in both, flattened to f32 in name order.
 /// Mismatched names or sizes give the largest drift.
 pub fn drift(primary: &NamedTensors, reference: &NamedTensors, top_k: usize) -> DriftSample {
+    compare(primary, reference, top_k, None)
+}
+
+/// [`drift`], with `exceeded` set when the drift is not [`Drift::within`] `tol` (absolute or
+/// relative to the reference's peak, the one rule tests and tools use).
+pub fn drift_within(
+    primary: &NamedTensors,
+    reference: &NamedTensors,
+    top_k: usize,
+    tol: &Tolerance,
+) -> DriftSample {
+    compare(primary, reference, top_k, Some(tol))
+}
+
+fn compare(
+    primary: &NamedTensors,
+    reference: &NamedTensors,
+    top_k: usize,
+    tol: Option<&Tolerance>,
+) -> DriftSample {
     let mut a = Vec::new();
     let mut b = Vec::new();
     let mut mismatch = primary.len() != reference.len();
@@ -97,13 +118,13 @@ pub fn drift(primary: &NamedTensors, reference: &NamedTensors, top_k: usize) -> 
             exceeded: true,
         };
     }
-    let d = inference_api::Drift::between(&a, &b);
+    let d = Drift::between(&a, &b);
     DriftSample {
         max_abs: f64::from(d.max_abs),
         max_rel: f64::from(d.max_rel),
         cosine: f64::from(d.cosine),
         topk_agreement: f64::from(inference_api::top_k_agreement(&a, &b, top_k.max(1))),
-        exceeded: false,
+        exceeded: tol.is_some_and(|t| !d.within(t)),
     }
 }
 
@@ -113,7 +134,7 @@ pub(crate) struct ShadowJob {
     pub(crate) outputs: NamedTensors,
     pub(crate) series: Arc<Series>,
     pub(crate) breaker: Arc<CircuitBreaker>,
-    pub(crate) tolerance: f32,
+    pub(crate) tolerance: Tolerance,
 }
 
 /// The shadow worker of one model: a thread comparing sampled calls against the reference.
@@ -139,8 +160,7 @@ impl Shadow {
                         reference.run(&job.inputs, &RunContext::new())
                     }));
                     if let Ok(Ok(reference_out)) = r {
-                        let mut d = drift(&job.outputs, &reference_out, top_k);
-                        d.exceeded = d.exceeded || d.max_abs > f64::from(job.tolerance);
+                        let d = drift_within(&job.outputs, &reference_out, top_k, &job.tolerance);
                         job.series.record_parity(&d);
                         if d.exceeded {
                             job.breaker.record_external_failure();
@@ -212,6 +232,16 @@ mod tests {
         assert_eq!(d.max_rel, 2.0);
         assert!(d.cosine < 0.8);
         assert_eq!(d.topk_agreement, 0.0);
+    }
+
+    #[test]
+    fn tolerance_is_abs_or_relative_to_peak() {
+        use inference_api::tolerance::FP16;
+        // 1.4e-2 off on a peak of 10: over FP16's 1e-2 absolute, within its 2e-2 of peak.
+        let d = drift_within(&nt(vec![10.014, 1.0]), &nt(vec![10.0, 1.0]), 1, &FP16);
+        assert!(d.max_abs > 1e-2 && !d.exceeded, "{d:?}");
+        let d = drift_within(&nt(vec![10.5, 1.0]), &nt(vec![10.0, 1.0]), 1, &FP16);
+        assert!(d.exceeded, "{d:?}");
     }
 
     #[test]
