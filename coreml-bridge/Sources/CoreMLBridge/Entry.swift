@@ -2,6 +2,7 @@
 // compute plan). Each one runs inside guarded(): autorelease pool, errors to status + message.
 import CoreML
 import CoreMLBridgeC
+import CoreVideo
 import Foundation
 
 @_cdecl("cmb_abi_version")
@@ -15,7 +16,7 @@ public func cmbStringFree(_ s: UnsafeMutablePointer<CChar>?) {
 }
 
 @_cdecl("cmb_os_build")
-public func cmbOsBuild(_ out: ErrOut, _ err: ErrOut) -> Int32 {
+public func cmbOsBuild(_ out: StringOut, _ err: ErrOut) -> Int32 {
     guarded(err, CMB_ERR_INTERNAL) {
         guard let out = out else { throw fail(CMB_ERR_INVALID_ARGUMENT, "NULL out pointer") }
         #if os(macOS)
@@ -55,7 +56,7 @@ func deviceCode(_ device: MLComputeDevice) -> Int32 {
 @_cdecl("cmb_compile_model")
 public func cmbCompileModel(
     _ modelPath: UnsafePointer<CChar>?, _ destDir: UnsafePointer<CChar>?,
-    _ outPath: ErrOut, _ err: ErrOut
+    _ outPath: StringOut, _ err: ErrOut
 ) -> Int32 {
     guarded(err, CMB_ERR_COMPILE) {
         guard let modelPath = modelPath, let destDir = destDir, let outPath = outPath else {
@@ -91,15 +92,16 @@ public func cmbModelLoad(
             throw fail(CMB_ERR_INVALID_ARGUMENT, "NULL argument to cmb_model_load")
         }
         let url = URL(fileURLWithPath: String(cString: compiledPath), isDirectory: true)
+        let units = try computeUnits(units)
         let configuration = MLModelConfiguration()
-        configuration.computeUnits = try computeUnits(units)
+        configuration.computeUnits = units
         let model: MLModel
         do {
             model = try MLModel(contentsOf: url, configuration: configuration)
         } catch {
             throw fail(CMB_ERR_LOAD, "cannot load \(url.path): \(describeError(error))")
         }
-        let box = ModelBox(model: model, url: url, configuration: configuration)
+        let box = ModelBox(model: model, url: url, computeUnits: units)
         out.pointee = OpaquePointer(Unmanaged.passRetained(box).toOpaque())
     }
 }
@@ -144,11 +146,14 @@ public func cmbModelFeatureDescribe(
         guard Int(index) < list.count else {
             throw fail(CMB_ERR_INVALID_ARGUMENT, "feature index \(index) out of range (\(list.count))")
         }
-        out.pointee = try describe(list[Int(index)])
+        out.pointee = try describe(list[Int(index)], output: io == CMB_IO_OUTPUT)
     }
 }
 
-func describe(_ f: MLFeatureDescription) throws -> cmb_feature_desc {
+/// Fills a description. An output the bridge cannot deliver becomes CMB_FEATURE_OTHER (the
+/// caller leaves it out of the schema); an input keeps its kind with dtype / image_format -1 so
+/// the caller can say why the model cannot be fed (header, ABI 2).
+func describe(_ f: MLFeatureDescription, output: Bool) throws -> cmb_feature_desc {
     var d = cmb_feature_desc()
     try withUnsafeMutableBytes(of: &d.name) { try writeName(f.name, into: $0, truncate: false) }
     d.dtype = -1
@@ -156,41 +161,58 @@ func describe(_ f: MLFeatureDescription) throws -> cmb_feature_desc {
     switch f.type {
     case .multiArray:
         d.kind = CMB_FEATURE_MULTIARRAY
-        if let c = f.multiArrayConstraint {
-            d.dtype = dtypeCode(c.dataType)
-            let shape = c.shape.map { $0.intValue }
-            guard shape.count <= Int(CMB_MAX_RANK) else {
-                throw fail(CMB_ERR_UNSUPPORTED, "feature `\(f.name)` has rank \(shape.count)")
-            }
-            d.rank = UInt32(shape.count)
-            withUnsafeMutableBytes(of: &d.shape) { writeInt64s(shape, into: $0) }
-            d.flexible = c.shapeConstraint.type == .unspecified ? 0 : 1
+        guard let c = f.multiArrayConstraint else { break }
+        d.dtype = dtypeCode(c.dataType)
+        let shape = c.shape.map { $0.intValue }
+        if shape.count > Int(CMB_MAX_RANK) {
+            if output { return other(d) }
+            throw fail(CMB_ERR_UNSUPPORTED, "input `\(f.name)` has rank \(shape.count), above \(CMB_MAX_RANK)")
         }
+        if output && d.dtype < 0 { return other(d) }
+        d.rank = UInt32(shape.count)
+        withUnsafeMutableBytes(of: &d.shape) { writeInt64s(shape, into: $0) }
+        // An empty declared shape means "any shape": flexible, sized from the result.
+        d.flexible = c.shapeConstraint.type == .unspecified && !shape.isEmpty ? 0 : 1
     case .image:
         d.kind = CMB_FEATURE_IMAGE
         d.dtype = CMB_DTYPE_U8
-        if let c = f.imageConstraint {
-            let format = c.pixelFormatType
-            let channels: Int
-            if format == kCVPixelFormatType_OneComponent8 {
-                d.image_format = CMB_IMAGE_GRAY
-                channels = 1
-            } else if format == kCVPixelFormatType_32BGRA || format == kCVPixelFormatType_32ARGB {
-                d.image_format = CMB_IMAGE_RGB
-                channels = 3
-            } else {
-                channels = 3  // image_format stays -1: a format the bridge cannot fill
-            }
-            d.image_width = Int64(c.pixelsWide)
-            d.image_height = Int64(c.pixelsHigh)
+        guard let c = f.imageConstraint else { break }
+        let format = c.pixelFormatType
+        guard let layout = imageLayout(format) else {
+            if output { return other(d) }
             d.image_pixel_format = UInt32(format)
-            d.rank = 3
-            withUnsafeMutableBytes(of: &d.shape) {
-                writeInt64s([c.pixelsHigh, c.pixelsWide, channels], into: $0)
-            }
+            break  // image_format stays -1: a pixel format the bridge cannot fill
         }
+        d.image_format = layout.code
+        d.image_width = Int64(c.pixelsWide)
+        d.image_height = Int64(c.pixelsHigh)
+        d.image_pixel_format = UInt32(format)
+        d.rank = 3
+        withUnsafeMutableBytes(of: &d.shape) {
+            writeInt64s([c.pixelsHigh, c.pixelsWide, layout.channels], into: $0)
+        }
+        d.flexible = c.sizeConstraint.type == .unspecified ? 0 : 1
     default:
         d.kind = CMB_FEATURE_OTHER
     }
     return d
+}
+
+/// The same description marked as a kind the bridge cannot pass (name kept).
+private func other(_ d: cmb_feature_desc) -> cmb_feature_desc {
+    var o = cmb_feature_desc()
+    o.name = d.name
+    o.kind = CMB_FEATURE_OTHER
+    o.dtype = -1
+    o.image_format = -1
+    return o
+}
+
+/// The ABI layout and channel count for a CoreVideo pixel format the bridge can fill and read.
+func imageLayout(_ format: OSType) -> (code: Int32, channels: Int)? {
+    switch format {
+    case kCVPixelFormatType_OneComponent8: return (CMB_IMAGE_GRAY, 1)
+    case kCVPixelFormatType_32BGRA, kCVPixelFormatType_32ARGB: return (CMB_IMAGE_RGB, 3)
+    default: return nil
+    }
 }

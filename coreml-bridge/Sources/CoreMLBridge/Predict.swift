@@ -1,5 +1,6 @@
-// Predict.swift - cmb_model_predict: inputs as MLMultiArrays over caller memory (or
-// CVPixelBuffers for image features), outputs copied into caller buffers respecting strides.
+// Predict.swift - cmb_model_predict and cmb_model_cancel: inputs as MLMultiArrays over caller
+// memory (or CVPixelBuffers for image features), the async prediction on macOS 14+ (cancellable)
+// or the synchronous one on macOS 13; outputs are copied out by Output.swift.
 import CoreML
 import CoreMLBridgeC
 import CoreVideo
@@ -15,6 +16,8 @@ public func cmbModelPredict(
         guard nInputs == 0 || inputs != nil, nOutputs == 0 || outputs != nil else {
             throw fail(CMB_ERR_INVALID_ARGUMENT, "NULL tensor array")
         }
+        b.beginPrediction()
+        defer { b.endPrediction() }
         var features: [String: Any] = [:]
         for i in 0..<Int(nInputs) {
             guard let t = inputs?[i] else { continue }
@@ -23,16 +26,66 @@ public func cmbModelPredict(
         }
         let provider = try MLDictionaryFeatureProvider(dictionary: features)
         let result: MLFeatureProvider
-        do {
-            result = try b.model.prediction(from: provider)
-        } catch {
-            throw fail(CMB_ERR_PREDICT, "prediction failed: \(describeError(error))")
+        if #available(macOS 14.0, iOS 17.0, *) {
+            result = try predictAsync(b, provider)
+        } else {
+            do {
+                result = try b.model.prediction(from: provider)
+            } catch {
+                throw fail(CMB_ERR_PREDICT, "prediction failed: \(describeError(error))")
+            }
         }
+        var tooSmall: [String] = []
         for j in 0..<Int(nOutputs) {
             guard let slot = outputs?.advanced(by: j) else { continue }
-            try copyOutput(result, into: slot)
+            if let need = try copyOutput(result, into: slot) { tooSmall.append(need) }
         }
-        // `features` (and the MLMultiArrays over caller memory) die with this pool.
+        guard tooSmall.isEmpty else {
+            throw fail(CMB_ERR_OUTPUT, tooSmall.joined(separator: "; ")
+                + " (shape written to the descriptor: size the buffer from it and run again)")
+        }
+        // Core ML has finished with the caller's input memory: the prediction returned.
+    }
+}
+
+@_cdecl("cmb_model_cancel")
+public func cmbModelCancel(_ handle: OpaquePointer?, _ err: ErrOut) -> Int32 {
+    guarded(err, CMB_ERR_INTERNAL) {
+        let b = try box(handle)
+        guard #available(macOS 14.0, iOS 17.0, *) else {
+            throw fail(CMB_ERR_UNSUPPORTED,
+                       "a synchronous Core ML prediction cannot be stopped before macOS 14 / iOS 17")
+        }
+        b.requestCancel()
+    }
+}
+
+/// Runs the async prediction in a detached task and blocks this (C caller's) thread until it
+/// has finished, so the caller's input memory is never read after cmb_model_predict returns.
+/// cmb_model_cancel cancels the task; Core ML then stops at its next cancellation check.
+@available(macOS 14.0, iOS 17.0, *)
+func predictAsync(_ b: ModelBox, _ provider: MLFeatureProvider) throws -> MLFeatureProvider {
+    let input = Handoff(value: provider)
+    let slot = AsyncSlot<Handoff<MLFeatureProvider>>()
+    let task = Task.detached(priority: .userInitiated) {
+        do {
+            let output = try await b.model.prediction(from: input.value, options: MLPredictionOptions())
+            slot.finish(.success(Handoff(value: output)))
+        } catch {
+            slot.finish(.failure(error))
+        }
+    }
+    b.attach(task)
+    guard let result = slot.wait() else {
+        throw fail(CMB_ERR_INTERNAL, "the prediction task ended without a result")
+    }
+    do {
+        return try result.get().value
+    } catch {
+        if error is CancellationError || task.isCancelled {
+            throw fail(CMB_ERR_CANCELLED, "the prediction was cancelled (cmb_model_cancel)")
+        }
+        throw fail(CMB_ERR_PREDICT, "prediction failed: \(describeError(error))")
     }
 }
 
@@ -176,60 +229,3 @@ func pixelBuffer(
     return buffer
 }
 
-/// Copies one output into the caller's buffer densely, reading the array's strides.
-func copyOutput(_ result: MLFeatureProvider, into slot: UnsafeMutablePointer<cmb_tensor>) throws {
-    let name = try tensorName(slot.pointee)
-    guard let array = result.featureValue(for: name)?.multiArrayValue else {
-        throw fail(CMB_ERR_OUTPUT, "the model produced no multi-array output `\(name)`")
-    }
-    guard let dst = slot.pointee.data else { throw fail(CMB_ERR_INVALID_ARGUMENT, "output `\(name)`: NULL data") }
-    let shape = array.shape.map { $0.intValue }
-    let strides = array.strides.map { $0.intValue }
-    guard shape.count <= Int(CMB_MAX_RANK) else { throw fail(CMB_ERR_OUTPUT, "output `\(name)` has rank \(shape.count)") }
-    let want = slot.pointee.dtype
-    let size = elementSize(want)
-    let count = shape.reduce(1, *)
-    guard UInt64(count * size) <= slot.pointee.bytes else {
-        throw fail(CMB_ERR_OUTPUT,
-                   "output `\(name)` of shape \(shape) needs \(count * size) bytes; the buffer holds \(slot.pointee.bytes)")
-    }
-    let have = array.dataType
-    let src = array.dataPointer
-    var flat = 0
-    switch (have, want) {
-    case (.float32, CMB_DTYPE_F32), (.int32, CMB_DTYPE_I32):
-        forEachIndex(shape) { i in
-            let off = zip(i, strides).reduce(0) { $0 + $1.0 * $1.1 }
-            (dst + flat * 4).copyMemory(from: src + off * 4, byteCount: 4)
-            flat += 1
-        }
-    case (.float16, CMB_DTYPE_F16):
-        forEachIndex(shape) { i in
-            let off = zip(i, strides).reduce(0) { $0 + $1.0 * $1.1 }
-            (dst + flat * 2).copyMemory(from: src + off * 2, byteCount: 2)
-            flat += 1
-        }
-    case (.float16, CMB_DTYPE_F32):
-        let s = src.assumingMemoryBound(to: UInt16.self)
-        let d = dst.assumingMemoryBound(to: Float.self)
-        forEachIndex(shape) { i in
-            d[flat] = halfToFloat(s[zip(i, strides).reduce(0) { $0 + $1.0 * $1.1 }])
-            flat += 1
-        }
-    case (.double, CMB_DTYPE_F32):
-        let s = src.assumingMemoryBound(to: Double.self)
-        let d = dst.assumingMemoryBound(to: Float.self)
-        forEachIndex(shape) { i in
-            d[flat] = Float(s[zip(i, strides).reduce(0) { $0 + $1.0 * $1.1 }])
-            flat += 1
-        }
-    default:
-        throw fail(CMB_ERR_OUTPUT, "output `\(name)` has element type \(have.rawValue), not deliverable as dtype code \(want)")
-    }
-    slot.pointee.rank = UInt32(shape.count)
-    var dense = [Int](repeating: 1, count: shape.count)
-    for d in stride(from: shape.count - 2, through: 0, by: -1) { dense[d] = dense[d + 1] * shape[d + 1] }
-    withUnsafeMutableBytes(of: &slot.pointee.shape) { writeInt64s(shape, into: $0) }
-    withUnsafeMutableBytes(of: &slot.pointee.strides) { writeInt64s(dense, into: $0) }
-    slot.pointee.bytes_written = UInt64(count * size)
-}

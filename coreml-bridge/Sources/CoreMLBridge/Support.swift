@@ -4,7 +4,11 @@ import CoreML
 import CoreMLBridgeC
 import Foundation
 
-typealias ErrOut = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
+/// `char **err` (and other `char **` outputs) as Swift sees them. Public because the public
+/// `@_cdecl` entry points use them in their signatures.
+public typealias ErrOut = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
+/// A `char **` output other than the error message (a path, the OS build).
+public typealias StringOut = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
 
 /// A failure with the status it maps to.
 struct BridgeFailure: Error {
@@ -53,21 +57,125 @@ func guarded(_ err: ErrOut, _ fallback: Int32, _ body: () throws -> Void) -> Int
 }
 
 /// What a cmb_model handle points at (retained by Unmanaged until cmb_model_free).
-final class ModelBox {
+///
+/// `@unchecked Sendable`: the detached tasks of the async prediction and the compute plan use it
+/// while the C caller's thread waits. Its `let`s never change; the mutable state (cached plan,
+/// prediction in flight) is behind `lock`. `model` runs one prediction at a time per handle
+/// (the contract), and Core ML documents its async prediction as thread-safe.
+final class ModelBox: @unchecked Sendable {
     let model: MLModel
     let url: URL
-    let configuration: MLModelConfiguration
+    let computeUnits: MLComputeUnits
     let inputs: [MLFeatureDescription]
     let outputs: [MLFeatureDescription]
-    var plan: [cmb_plan_op]? = nil
+    private let lock = NSLock()
+    private var plan: [cmb_plan_op]? = nil
+    private var inCall = false
+    private var cancelRequested = false
+    private var running: Task<Void, Never>? = nil
 
-    init(model: MLModel, url: URL, configuration: MLModelConfiguration) {
+    init(model: MLModel, url: URL, computeUnits: MLComputeUnits) {
         self.model = model
         self.url = url
-        self.configuration = configuration
+        self.computeUnits = computeUnits
         let d = model.modelDescription
         inputs = d.inputDescriptionsByName.sorted { $0.key < $1.key }.map { $0.value }
         outputs = d.outputDescriptionsByName.sorted { $0.key < $1.key }.map { $0.value }
+    }
+
+    var cachedPlan: [cmb_plan_op]? {
+        lock.lock()
+        defer { lock.unlock() }
+        return plan
+    }
+
+    func cachePlan(_ entries: [cmb_plan_op]) {
+        lock.lock()
+        plan = entries
+        lock.unlock()
+    }
+
+    /// Marks the start of a cmb_model_predict call (cancel requests count from here).
+    func beginPrediction() {
+        lock.lock()
+        inCall = true
+        cancelRequested = false
+        running = nil
+        lock.unlock()
+    }
+
+    /// Records the task running the prediction; cancels it at once when cmb_model_cancel
+    /// arrived earlier in this call.
+    func attach(_ task: Task<Void, Never>) {
+        lock.lock()
+        running = task
+        let cancelNow = cancelRequested
+        lock.unlock()
+        if cancelNow { task.cancel() }
+    }
+
+    /// Marks the end of the call; returns whether a cancel was requested during it.
+    @discardableResult
+    func endPrediction() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        inCall = false
+        running = nil
+        return cancelRequested
+    }
+
+    /// cmb_model_cancel: cancels the prediction in flight, if any; a no-op otherwise.
+    func requestCancel() {
+        lock.lock()
+        guard inCall else {
+            lock.unlock()
+            return
+        }
+        cancelRequested = true
+        let task = running
+        lock.unlock()
+        task?.cancel()
+    }
+}
+
+/// Hands a value that is not `Sendable` (an Objective-C object, a raw pointer) to one detached
+/// task while the creating thread blocks until that task has finished with it. Nothing else
+/// touches the value meanwhile, which is what makes the unchecked conformance true.
+struct Handoff<T>: @unchecked Sendable {
+    let value: T
+}
+
+/// The result of one detached task, for a C caller's thread that blocks until it arrives.
+/// Callers are plain threads (Rust), never a Swift concurrency executor, so blocking cannot
+/// starve the cooperative pool.
+final class AsyncSlot<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private let done = DispatchSemaphore(value: 0)
+    private var result: Result<T, Error>? = nil
+
+    func finish(_ value: Result<T, Error>) {
+        lock.lock()
+        result = value
+        lock.unlock()
+        done.signal()
+    }
+
+    /// Waits until the task finished (nil only if it ended without a result).
+    func wait() -> Result<T, Error>? {
+        done.wait()
+        return take()
+    }
+
+    /// Waits at most `milliseconds`; nil when the time ran out.
+    func wait(milliseconds: UInt32) -> Result<T, Error>? {
+        if done.wait(timeout: .now() + .milliseconds(Int(milliseconds))) == .timedOut { return nil }
+        return take()
+    }
+
+    private func take() -> Result<T, Error>? {
+        lock.lock()
+        defer { lock.unlock() }
+        return result
     }
 }
 

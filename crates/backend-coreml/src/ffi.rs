@@ -16,6 +16,9 @@ use coreml_sys::{
 use inference_api::{ComputeUnits, DType, Error, Result, Tensor, TensorData};
 
 /// Name of a status code, for messages.
+/// How long the bridge may wait for Core ML to build a compute plan (ABI 2 bounds the wait).
+const COMPUTE_PLAN_TIMEOUT_MS: u32 = 60_000;
+
 pub(crate) fn status_name(status: i32) -> &'static str {
     match status {
         CMB_OK => "ok",
@@ -276,6 +279,7 @@ impl ModelHandle {
         let status = unsafe {
             (self.bridge.fns().compute_plan)(
                 self.ptr.as_ptr(),
+                COMPUTE_PLAN_TIMEOUT_MS,
                 std::ptr::null_mut(),
                 0,
                 &mut total,
@@ -294,6 +298,7 @@ impl ModelHandle {
         let status = unsafe {
             (self.bridge.fns().compute_plan)(
                 self.ptr.as_ptr(),
+                COMPUTE_PLAN_TIMEOUT_MS,
                 ops.as_mut_ptr(),
                 total,
                 &mut written,

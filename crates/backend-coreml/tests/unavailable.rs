@@ -34,7 +34,11 @@ fn assert_unavailable(engine: &CoreMlEngine, needle: &str) {
 #[test]
 fn abi_mismatch_is_unavailable_with_both_versions() {
     let engine = engine_at(common::fake_dir().join("libfake_bridge_bad_abi.so"));
-    assert_unavailable(&engine, "implements ABI version 999 but this build expects 1");
+    let expected = format!(
+        "implements ABI version 999 but this build expects {}",
+        coreml_sys::CMB_ABI_VERSION
+    );
+    assert_unavailable(&engine, &expected);
 }
 
 #[test]

@@ -8,7 +8,8 @@ use libloading::Library;
 
 use crate::types::{
     AbiVersionFn, CMB_ABI_VERSION, CompileModelFn, ComputeDevicesFn, ComputePlanFn, FeatureCountFn,
-    FeatureDescribeFn, FnTable, ModelFreeFn, ModelLoadFn, OsBuildFn, PredictFn, StringFreeFn,
+    FeatureDescribeFn, FnTable, ModelCancelFn, ModelFreeFn, ModelLoadFn, OsBuildFn, PredictFn,
+    StringFreeFn,
 };
 
 /// Environment variable naming the bridge library (a file, or a folder holding
@@ -210,6 +211,7 @@ impl Bridge {
                 )?,
                 compute_plan: resolve::<ComputePlanFn>(&lib, &path, "cmb_model_compute_plan")?,
                 predict: resolve::<PredictFn>(&lib, &path, "cmb_model_predict")?,
+                model_cancel: resolve::<ModelCancelFn>(&lib, &path, "cmb_model_cancel")?,
                 string_free: resolve::<StringFreeFn>(&lib, &path, "cmb_string_free")?,
             }
         };

@@ -3,7 +3,7 @@
 use std::ffi::{c_char, c_void};
 
 /// The ABI version this crate mirrors; the library's `cmb_abi_version()` must return it.
-pub const CMB_ABI_VERSION: u32 = 1;
+pub const CMB_ABI_VERSION: u32 = 2;
 /// Largest tensor rank that crosses the boundary.
 pub const CMB_MAX_RANK: usize = 8;
 /// Capacity of fixed name buffers, including the terminating NUL.
@@ -29,6 +29,32 @@ pub const CMB_ERR_UNSUPPORTED: i32 = 6;
 pub const CMB_ERR_IO: i32 = 7;
 /// Anything else.
 pub const CMB_ERR_INTERNAL: i32 = 8;
+/// `cmb_model_cancel` stopped the prediction (ABI 2).
+pub const CMB_ERR_CANCELLED: i32 = 9;
+/// A bounded wait ran out, e.g. building the compute plan (ABI 2).
+pub const CMB_ERR_TIMEOUT: i32 = 10;
+
+/// Compute units: every device (`MLComputeUnits.all`).
+pub const CMB_COMPUTE_ALL: i32 = 0;
+/// Compute units: CPU only.
+pub const CMB_COMPUTE_CPU_ONLY: i32 = 1;
+/// Compute units: CPU and GPU.
+pub const CMB_COMPUTE_CPU_AND_GPU: i32 = 2;
+/// Compute units: CPU and Neural Engine.
+pub const CMB_COMPUTE_CPU_AND_NEURAL_ENGINE: i32 = 3;
+
+/// Element type code: f32.
+pub const CMB_DTYPE_F32: i32 = 0;
+/// Element type code: f16.
+pub const CMB_DTYPE_F16: i32 = 1;
+/// Element type code: i32.
+pub const CMB_DTYPE_I32: i32 = 2;
+/// Element type code: i64.
+pub const CMB_DTYPE_I64: i32 = 3;
+/// Element type code: i8.
+pub const CMB_DTYPE_I8: i32 = 4;
+/// Element type code: u8.
+pub const CMB_DTYPE_U8: i32 = 5;
 
 /// Feature kind: dense multi-array.
 pub const CMB_FEATURE_MULTIARRAY: i32 = 0;
@@ -183,9 +209,15 @@ pub type FeatureCountFn =
 /// `int32_t cmb_model_feature_describe(const cmb_model *, int32_t io, uint32_t index, cmb_feature_desc *out, char **err)`.
 pub type FeatureDescribeFn =
     unsafe extern "C" fn(*const CmbModel, i32, u32, *mut CmbFeatureDesc, *mut *mut c_char) -> i32;
-/// `int32_t cmb_model_compute_plan(cmb_model *, cmb_plan_op *ops, uint32_t capacity, uint32_t *out_total, char **err)`.
-pub type ComputePlanFn =
-    unsafe extern "C" fn(*mut CmbModel, *mut CmbPlanOp, u32, *mut u32, *mut *mut c_char) -> i32;
+/// `int32_t cmb_model_compute_plan(cmb_model *, uint32_t timeout_ms, cmb_plan_op *ops, uint32_t capacity, uint32_t *out_total, char **err)`.
+pub type ComputePlanFn = unsafe extern "C" fn(
+    *mut CmbModel,
+    u32,
+    *mut CmbPlanOp,
+    u32,
+    *mut u32,
+    *mut *mut c_char,
+) -> i32;
 /// `int32_t cmb_model_predict(cmb_model *, const cmb_tensor *inputs, uint32_t n_inputs, cmb_tensor *outputs, uint32_t n_outputs, char **err)`.
 pub type PredictFn = unsafe extern "C" fn(
     *mut CmbModel,
@@ -195,6 +227,8 @@ pub type PredictFn = unsafe extern "C" fn(
     u32,
     *mut *mut c_char,
 ) -> i32;
+/// `int32_t cmb_model_cancel(cmb_model *model, char **err)` (ABI 2).
+pub type ModelCancelFn = unsafe extern "C" fn(*mut CmbModel, *mut *mut c_char) -> i32;
 /// `void cmb_string_free(char *s)`.
 pub type StringFreeFn = unsafe extern "C" fn(*mut c_char);
 
@@ -221,6 +255,8 @@ pub struct FnTable {
     pub compute_plan: ComputePlanFn,
     /// `cmb_model_predict`.
     pub predict: PredictFn,
+    /// `cmb_model_cancel` (ABI 2).
+    pub model_cancel: ModelCancelFn,
     /// `cmb_string_free`.
     pub string_free: StringFreeFn,
 }

@@ -244,9 +244,9 @@ int32_t cmb_model_feature_describe(const cmb_model *model, int32_t io, uint32_t 
     return CMB_OK;
 }
 
-int32_t cmb_model_compute_plan(cmb_model *model, cmb_plan_op *ops, uint32_t capacity,
-                               uint32_t *out_total, char **err) {
-    if (!model || !out_total)
+int32_t cmb_model_compute_plan(cmb_model *model, uint32_t timeout_ms, cmb_plan_op *ops,
+                               uint32_t capacity, uint32_t *out_total, char **err) {
+    if (!model || !out_total || timeout_ms == 0)
         return fail(err, CMB_ERR_INVALID_ARGUMENT, "fake bridge: bad argument to %s",
                     "cmb_model_compute_plan");
     if (!strstr(model->mode, "plan"))
@@ -268,6 +268,15 @@ int32_t cmb_model_compute_plan(cmb_model *model, cmb_plan_op *ops, uint32_t capa
         ops[i].estimated_cost = plan[i].cost;
     }
     return CMB_OK;
+}
+
+/* ABI 2: the fake's predictions are synchronous, like Core ML before macOS 14. */
+int32_t cmb_model_cancel(cmb_model *model, char **err) {
+    if (!model)
+        return fail(err, CMB_ERR_INVALID_ARGUMENT, "fake bridge: bad argument to %s",
+                    "cmb_model_cancel");
+    return fail(err, CMB_ERR_UNSUPPORTED, "fake bridge: %s cannot stop a prediction",
+                "cmb_model_cancel");
 }
 
 #ifndef FAKE_OMIT_PREDICT
