@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use backend_coreml::{CompileCache, content_hash};
-use inference_api::{ComputeUnits, Error};
+use inference_api::Error;
 
 fn fake_compile(staging: &Path) -> inference_api::Result<PathBuf> {
     let out = staging.join("m.mlmodelc");
@@ -28,14 +28,14 @@ fn names(dir: &Path) -> Vec<String> {
 fn install_is_atomic_and_hits_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let cache = CompileCache::open(dir.path(), "os A", 1, Duration::from_secs(3600)).unwrap();
-    let a = cache.get_or_compile("hash1", ComputeUnits::All, fake_compile).unwrap();
+    let a = cache.get_or_compile("hash1", fake_compile).unwrap();
     assert!(a.join("weights").join("weight.bin").is_file());
     let b = cache
-        .get_or_compile("hash1", ComputeUnits::All, |_| panic!("must not compile on a hit"))
+        .get_or_compile("hash1", |_| panic!("must not compile on a hit"))
         .unwrap();
     assert_eq!(a, b);
-    let c = cache.get_or_compile("hash1", ComputeUnits::CpuOnly, fake_compile).unwrap();
-    assert_ne!(a, c, "compute units are part of the key");
+    let c = cache.get_or_compile("hash2", fake_compile).unwrap();
+    assert_ne!(a, c, "the content hash is part of the key");
     let s = cache.stats();
     assert_eq!((s.hits, s.misses), (1, 2));
     assert_eq!(names(dir.path()).len(), 2, "no staging folder is left: {:?}", names(dir.path()));
@@ -47,7 +47,7 @@ fn a_failed_compile_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cache = CompileCache::open(dir.path(), "os A", 1, Duration::from_secs(3600)).unwrap();
     let err = cache
-        .get_or_compile("h", ComputeUnits::All, |staging| {
+        .get_or_compile("h", |staging| {
             std::fs::write(staging.join("partial"), b"x").unwrap();
             Err(Error::Compile("scripted".into()))
         })
@@ -60,7 +60,7 @@ fn a_failed_compile_leaves_nothing() {
 fn sweep_removes_half_written_and_stale_entries_only() {
     let dir = tempfile::tempdir().unwrap();
     let old = CompileCache::open(dir.path(), "os A", 1, Duration::from_secs(3600)).unwrap();
-    let stale = old.get_or_compile("h", ComputeUnits::All, fake_compile).unwrap();
+    let stale = old.get_or_compile("h", fake_compile).unwrap();
     // The half-written leftovers of a crashed compile.
     std::fs::create_dir_all(dir.path().join(".staging-999-0-0").join("m.mlmodelc")).unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"not ours").unwrap();
@@ -70,7 +70,7 @@ fn sweep_removes_half_written_and_stale_entries_only() {
     assert!(dir.path().join("notes.txt").exists(), "unknown files are left alone");
     assert!(!dir.path().join(".staging-999-0-0").exists());
     assert_eq!(fresh.stats().swept, 2);
-    let kept = fresh.get_or_compile("h", ComputeUnits::All, fake_compile).unwrap();
+    let kept = fresh.get_or_compile("h", fake_compile).unwrap();
 
     // A young staging folder may belong to a live compile in another process: kept.
     std::fs::create_dir_all(dir.path().join(".staging-1-0-0")).unwrap();
@@ -86,7 +86,7 @@ fn concurrent_installs_agree_on_one_entry() {
     let cache = CompileCache::open(dir.path(), "os A", 1, Duration::from_secs(3600)).unwrap();
     let paths: Vec<PathBuf> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| cache.get_or_compile("same", ComputeUnits::All, fake_compile)))
+            .map(|_| s.spawn(|| cache.get_or_compile("same", fake_compile)))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
     });

@@ -182,6 +182,8 @@ fn packages_compile_once_through_the_cache() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
-    assert!(names[0].ends_with(".mlmodelc") && !names[0].starts_with(".staging"), "{names:?}");
+    assert!(names[0].starts_with("v") && !names[0].starts_with(".staging"), "{names:?}");
+    let entry = cache_dir.join(&names[0]);
+    assert!(entry.join("model.mlmodelc").is_dir() && entry.join("complete").is_file());
     assert_balanced(&before);
 }
