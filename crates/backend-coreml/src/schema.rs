@@ -278,6 +278,53 @@ mod tests {
         assert!(planned_share(&[]).is_empty());
     }
 
+    fn desc(kind: i32, dtype: i32, shape: &[i64], flexible: bool) -> CmbFeatureDesc {
+        let mut d =
+            CmbFeatureDesc { kind, dtype, flexible: i32::from(flexible), ..Default::default() };
+        d.name[0] = b'f' as std::ffi::c_char;
+        d.rank = shape.len() as u32;
+        d.shape[..shape.len()].copy_from_slice(shape);
+        d
+    }
+
+    #[test]
+    fn flexible_features_keep_their_default_size_for_the_first_buffer() {
+        let d = desc(CMB_FEATURE_MULTIARRAY, 0, &[2, 8], true);
+        let Ok(Feature::Tensor(spec, default)) = feature_spec(&d, Side::Output) else { panic!() };
+        assert_eq!((spec.shape.len(), default, output_capacity(&spec)), (2, 16, 1));
+        // An image output with a flexible size accepts any height and width; an input only
+        // the constraint's size (the one the bridge fills).
+        let mut img = desc(CMB_FEATURE_IMAGE, 5, &[4, 6, 3], true);
+        (img.image_width, img.image_height, img.image_format) = (6, 4, CMB_IMAGE_RGB);
+        let Ok(Feature::Tensor(out, n)) = feature_spec(&img, Side::Output) else { panic!() };
+        assert_eq!(
+            (out.shape[0], out.shape[2], n),
+            (Dim::Range { min: 1, max: None }, Dim::Fixed(3), 72)
+        );
+        let Ok(Feature::Tensor(inp, _)) = feature_spec(&img, Side::Input) else { panic!() };
+        assert_eq!(inp.fixed_shape(), Some(vec![4, 6, 3]));
+    }
+
+    #[test]
+    fn shapes_the_bridge_cannot_mean_are_refused() {
+        // No declared shape: fine for an output (any rank), not for an input.
+        let none = desc(CMB_FEATURE_MULTIARRAY, 0, &[], true);
+        assert!(
+            matches!(feature_spec(&none, Side::Output), Ok(Feature::Tensor(s, 1)) if s.shape.is_empty())
+        );
+        assert!(matches!(feature_spec(&none, Side::Input), Ok(Feature::Unsupported(..))));
+        let fixed_zero = desc(CMB_FEATURE_MULTIARRAY, 0, &[1, 0], false);
+        assert!(matches!(feature_spec(&fixed_zero, Side::Output), Err(Error::Load(_))));
+        // i64 and u8 multi-arrays are not passed by the bridge.
+        for code in [3, 5, -1, 42] {
+            let d = desc(CMB_FEATURE_MULTIARRAY, code, &[1], false);
+            assert!(
+                matches!(feature_spec(&d, Side::Output), Ok(Feature::Unsupported(..))),
+                "{code}"
+            );
+        }
+    }
+
     #[test]
     fn lying_output_sizes_are_refused() {
         let spec = TensorSpec::fixed("out", DType::F32, &[1, 4]);

@@ -168,9 +168,12 @@ fn packages_compile_once_through_the_cache() {
     {
         let engine = engine(&cache_dir);
         let artifact = ModelArtifact::from_path(&pkg).unwrap();
-        for _ in 0..2 {
-            let model = engine.prepare(&artifact, &PrepareOptions::default()).unwrap();
+        // One compiled model serves every compute-units setting.
+        for units in [inference_api::ComputeUnits::CpuOnly, inference_api::ComputeUnits::All] {
+            let options = PrepareOptions { compute_units: units, ..PrepareOptions::default() };
+            let model = engine.prepare(&artifact, &options).unwrap();
             assert_eq!(model.run(&input([0.0; 4])).unwrap().len(), 1);
+            assert_eq!(model.placement().requested, units);
         }
         let cache = engine.cache().unwrap().stats();
         assert_eq!((cache.hits, cache.misses), (1, 1));
