@@ -85,9 +85,8 @@ pub(crate) fn time_runs(
 /// differ in length (different models).
 pub(crate) fn linf(a: &Tensor, b: &Tensor) -> Option<f64> {
     let (a, b) = (a.to_f32_vec(), b.to_f32_vec());
-    (a.len() == b.len() && !a.is_empty()).then(|| {
-        a.iter().zip(&b).map(|(x, y)| f64::from((x - y).abs())).fold(0.0, f64::max)
-    })
+    (a.len() == b.len() && !a.is_empty())
+        .then(|| a.iter().zip(&b).map(|(x, y)| f64::from((x - y).abs())).fold(0.0, f64::max))
 }
 
 /// Deterministic values in [-1, 1) (xorshift), so every engine gets the same input.
@@ -106,7 +105,10 @@ fn seeded(seed: u64, n: usize) -> Vec<f32> {
 /// Inputs for `model`: a fixture tensor of the same name, dtype and shape when `fixture`
 /// holds one, else seeded values (f32) or zeros of the schema's shape (default size for
 /// flexible dimensions).
-pub(crate) fn inputs_for(model: &dyn PreparedModel, fixture: Option<&Path>) -> Result<NamedTensors> {
+pub(crate) fn inputs_for(
+    model: &dyn PreparedModel,
+    fixture: Option<&Path>,
+) -> Result<NamedTensors> {
     let mut from_file = match fixture {
         Some(p) => read_safetensors(p)?,
         None => NamedTensors::new(),

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use backend_coreml::{CoreMlConfig, CoreMlEngine};
-use inference_api::{ComputeUnits, Engine, ModelArtifact, NamedTensors, PrepareOptions, PreparedModel};
+use inference_api::{
+    ComputeUnits, Engine, ModelArtifact, NamedTensors, PrepareOptions, PreparedModel,
+};
 use serde::Serialize;
 
 use measure::{Timing, inputs_for, linf, rss_kib, time_runs};
@@ -72,11 +74,19 @@ impl Options {
                 "--iters" => o.iters = num(it.next(), "--iters")?,
                 "--warmup" => o.warmup = num(it.next(), "--warmup")?,
                 "--cycles" => o.cycles = num(it.next(), "--cycles")?,
-                "--soak" => o.soak = Some(parse_duration(it.next().context("--soak needs a duration")?)?),
+                "--soak" => {
+                    o.soak = Some(parse_duration(it.next().context("--soak needs a duration")?)?)
+                }
                 "--out" => o.out = PathBuf::from(it.next().context("--out needs a folder")?),
-                "--bridge" => o.bridge = Some(PathBuf::from(it.next().context("--bridge needs a path")?)),
-                "--model" => o.models.push(PathBuf::from(it.next().context("--model needs a path")?)),
-                "--fixtures" => o.fixtures = PathBuf::from(it.next().context("--fixtures needs a folder")?),
+                "--bridge" => {
+                    o.bridge = Some(PathBuf::from(it.next().context("--bridge needs a path")?))
+                }
+                "--model" => {
+                    o.models.push(PathBuf::from(it.next().context("--model needs a path")?))
+                }
+                "--fixtures" => {
+                    o.fixtures = PathBuf::from(it.next().context("--fixtures needs a folder")?)
+                }
                 "-h" | "--help" => bail!("{USAGE}"),
                 other => bail!("unknown argument `{other}`\n\n{USAGE}"),
             }
@@ -93,7 +103,8 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().with_context(|| format!("`{text}` is not a duration like 1h, 30m, 90s"))?;
+    let n: u64 =
+        n.parse().with_context(|| format!("`{text}` is not a duration like 1h, 30m, 90s"))?;
     Ok(match unit {
         "h" => Duration::from_secs(n * 3600),
         "m" | "min" => Duration::from_secs(n * 60),
@@ -122,7 +133,13 @@ pub(crate) struct Row {
 }
 
 impl Row {
-    fn new(engine: &str, model: &str, precision: &str, units: &str, status: impl Into<String>) -> Row {
+    fn new(
+        engine: &str,
+        model: &str,
+        precision: &str,
+        units: &str,
+        status: impl Into<String>,
+    ) -> Row {
         Row {
             engine: engine.into(),
             model: model.into(),
@@ -285,7 +302,9 @@ pub(crate) fn gather(o: &Options) -> Result<Gates> {
             None => "available".to_string(),
             Some(why) => format!("unavailable: {why}"),
         },
-        (Some(_), false) => "needs a Mac (a non-Apple bridge was given: its rows are a harness check)".into(),
+        (Some(_), false) => {
+            "needs a Mac (a non-Apple bridge was given: its rows are a harness check)".into()
+        }
         (None, _) => "needs a Mac".into(),
     };
     let real = coreml.as_ref().filter(|e| mac && e.probe().available);
@@ -308,7 +327,13 @@ pub(crate) fn gather(o: &Options) -> Result<Gates> {
             let fixture = noise_file(&o.fixtures.join(&stem).join("reference"));
             let want = fixture.as_deref().map(measure::read_safetensors).transpose()?;
             let label = "PyTorch fp32 logits (fixture)";
-            measure_row(&mut row, model.as_ref(), fixture.as_deref(), want.as_ref().map(|w| (w, label)), o)?;
+            measure_row(
+                &mut row,
+                model.as_ref(),
+                fixture.as_deref(),
+                want.as_ref().map(|w| (w, label)),
+                o,
+            )?;
             Ok(())
         })();
         matrix.push(match result {
@@ -324,8 +349,11 @@ pub(crate) fn gather(o: &Options) -> Result<Gates> {
         for (precision, path) in &pkg.variants {
             let Some(path) = path else {
                 let why = if precision == "fp32" {
-                    format!("skipped: no {}_fp32.mlpackage beside the package (coremltools \
-                             compute_precision=FLOAT32 makes one)", pkg.name)
+                    format!(
+                        "skipped: no {}_fp32.mlpackage beside the package (coremltools \
+                             compute_precision=FLOAT32 makes one)",
+                        pkg.name
+                    )
                 } else {
                     "skipped: package not found".to_string()
                 };
@@ -338,9 +366,18 @@ pub(crate) fn gather(o: &Options) -> Result<Gates> {
             let mut row = Row::new("candle-cpu", &pkg.name, precision, "cpu", "measured");
             let want = pkg.fixture.as_deref().map(measure::read_safetensors).transpose()?;
             let label = "PyTorch fp32 logits (fixture)";
-            let cpu_out = cpu.prepare(&artifact, &PrepareOptions::default()).map_err(anyhow::Error::from).and_then(|m| {
-                measure_row(&mut row, m.as_ref(), pkg.fixture.as_deref(), want.as_ref().map(|w| (w, label)), o)
-            });
+            let cpu_out = cpu
+                .prepare(&artifact, &PrepareOptions::default())
+                .map_err(anyhow::Error::from)
+                .and_then(|m| {
+                    measure_row(
+                        &mut row,
+                        m.as_ref(),
+                        pkg.fixture.as_deref(),
+                        want.as_ref().map(|w| (w, label)),
+                        o,
+                    )
+                });
             match cpu_out {
                 Ok(out) => {
                     cpu_outputs.push((pkg.name.clone(), precision.clone(), out));
@@ -360,10 +397,13 @@ pub(crate) fn gather(o: &Options) -> Result<Gates> {
                     continue;
                 };
                 let options = PrepareOptions { compute_units: units, ..PrepareOptions::default() };
-                let result = engine.prepare(&artifact, &options).map_err(anyhow::Error::from).and_then(|m| {
-                    let r = reference.map(|r| (r, "CPU engine (ML Program executor)"));
-                    measure_row(&mut row, m.as_ref(), pkg.fixture.as_deref(), r, o)
-                });
+                let result = engine
+                    .prepare(&artifact, &options)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|m| {
+                        let r = reference.map(|r| (r, "CPU engine (ML Program executor)"));
+                        measure_row(&mut row, m.as_ref(), pkg.fixture.as_deref(), r, o)
+                    });
                 matrix.push(match result {
                     Ok(_) => row,
                     Err(e) => error_row(row, &e),
@@ -387,7 +427,8 @@ pub(crate) fn gather(o: &Options) -> Result<Gates> {
         match real {
             Some(engine) => cycles.push(run_cycles("coreml", &pkg.name, o.cycles, || {
                 let _ = std::fs::remove_dir_all(&cache);
-                let fresh = coreml_engine(bridge.as_deref().unwrap_or(Path::new("")), cache.clone());
+                let fresh =
+                    coreml_engine(bridge.as_deref().unwrap_or(Path::new("")), cache.clone());
                 drop(fresh.prepare(&artifact, &PrepareOptions::default())?);
                 let _ = engine;
                 Ok(())
@@ -418,13 +459,21 @@ pub(crate) fn gather(o: &Options) -> Result<Gates> {
         let artifact = ModelArtifact::from_path(&model)?;
         const FAKE: &str = "measured on the fake bridge (harness check, not Core ML)";
         for units in UNITS {
-            let mut row = Row::new("coreml-fake-bridge", "gates_plan", "fp16", units.as_str(), FAKE);
+            let mut row =
+                Row::new("coreml-fake-bridge", "gates_plan", "fp16", units.as_str(), FAKE);
             let options = PrepareOptions { compute_units: units, ..PrepareOptions::default() };
-            let result = fake.prepare(&artifact, &options).map_err(anyhow::Error::from).and_then(|m| {
-                let inputs = inputs_for(m.as_ref(), None)?;
-                let want = m.run(&inputs)?;
-                measure_row(&mut row, m.as_ref(), None, Some((&want, "itself (harness check)")), o)
-            });
+            let result =
+                fake.prepare(&artifact, &options).map_err(anyhow::Error::from).and_then(|m| {
+                    let inputs = inputs_for(m.as_ref(), None)?;
+                    let want = m.run(&inputs)?;
+                    measure_row(
+                        &mut row,
+                        m.as_ref(),
+                        None,
+                        Some((&want, "itself (harness check)")),
+                        o,
+                    )
+                });
             matrix.push(match result {
                 Ok(_) => row,
                 Err(e) => error_row(row, &e),

@@ -17,9 +17,18 @@ pub(crate) struct Figure {
     pub(crate) from: String,
 }
 
-fn find<'a>(rows: &'a [Row], engine: &str, model: &str, precision: &str, units: &str) -> Option<&'a Row> {
+fn find<'a>(
+    rows: &'a [Row],
+    engine: &str,
+    model: &str,
+    precision: &str,
+    units: &str,
+) -> Option<&'a Row> {
     rows.iter().find(|r| {
-        r.engine == engine && r.model == model && r.precision == precision && r.compute_units == units
+        r.engine == engine
+            && r.model == model
+            && r.precision == precision
+            && r.compute_units == units
     })
 }
 
@@ -105,7 +114,9 @@ fn num(v: Option<f64>, digits: usize) -> String {
 }
 
 fn figure_table(out: &mut String, title: &str, figures: &[Figure]) {
-    out.push_str(&format!("\n## {title}\n\n| figure | value | unit | status | from |\n|---|---|---|---|---|\n"));
+    out.push_str(&format!(
+        "\n## {title}\n\n| figure | value | unit | status | from |\n|---|---|---|---|---|\n"
+    ));
     for f in figures {
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} |\n",

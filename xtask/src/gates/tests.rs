@@ -36,7 +36,12 @@ fn percentiles_are_nearest_rank_and_linf_is_the_largest_gap() {
 
 fn row(units: &str, p50: f64, share: Option<f64>) -> Row {
     let mut r = Row::new("coreml", "m", "fp16", units, "measured");
-    r.timing = Some(Timing { runs: 10, p50_ms: p50, p99_ms: p50 * 2.0, mem_growth_kib_per_1000: Some(4.0) });
+    r.timing = Some(Timing {
+        runs: 10,
+        p50_ms: p50,
+        p99_ms: p50 * 2.0,
+        mem_growth_kib_per_1000: Some(4.0),
+    });
     r.neural_engine_share = share;
     r.parity_linf = Some(0.01);
     r
@@ -92,7 +97,12 @@ fn a_quick_linux_run_measures_what_it_can_and_marks_core_ml_rows() {
     let find = |engine: &str, precision: &str, units: &str| {
         g.matrix
             .iter()
-            .find(|r| r.engine == engine && r.precision == precision && r.compute_units == units)
+            .find(|r| {
+                r.engine == engine
+                    && r.precision == precision
+                    && r.compute_units == units
+                    && !r.model.contains('-') // not a bundled folder's native-model row
+            })
             .unwrap_or_else(|| panic!("no row {engine} {precision} {units}: {:#?}", g.matrix))
     };
     // Core ML: every compute-units row says it needs a Mac; so do the figures.
@@ -104,15 +114,22 @@ fn a_quick_linux_run_measures_what_it_can_and_marks_core_ml_rows() {
     // The ML Program executor ran and agrees with PyTorch's logits within the fp16 bound.
     let cpu = find("candle-cpu", "fp16", "cpu");
     assert_eq!(cpu.status, "measured");
-    assert!(cpu.timing.as_ref().is_some_and(|t| t.runs == 2 && t.p50_ms > 0.0 && t.p99_ms >= t.p50_ms));
+    assert!(
+        cpu.timing.as_ref().is_some_and(|t| t.runs == 2 && t.p50_ms > 0.0 && t.p99_ms >= t.p50_ms)
+    );
     let reference = super::measure::read_safetensors(
         &fixtures.join("efficientnet_lite0/reference/noise.safetensors"),
     )
     .unwrap();
-    let peak = reference.get("logits").unwrap().to_f32_vec().iter().fold(0f32, |m, v| m.max(v.abs()));
+    let peak =
+        reference.get("logits").unwrap().to_f32_vec().iter().fold(0f32, |m, v| m.max(v.abs()));
     let linf = cpu.parity_linf.expect("parity against the fixture");
-    assert!(linf / f64::from(peak) <= f64::from(inference_api::tolerance::FP16.max_rel_to_peak), "{linf}");
-    assert!(find("candle-cpu", "fp32", "cpu").status.starts_with("skipped: no efficientnet_lite0_fp32"));
+    assert!(
+        linf / f64::from(peak) <= f64::from(inference_api::tolerance::FP16.max_rel_to_peak),
+        "{linf}"
+    );
+    let fp32 = find("candle-cpu", "fp32", "cpu");
+    assert!(fp32.status.starts_with("skipped: no efficientnet_lite0_fp32"), "{fp32:?}");
     // The fake bridge exercised the Core ML path of the harness: its plan puts 0.6 + 0.1 of
     // 1.0 of the estimated cost on the Neural Engine.
     let fake = find("coreml-fake-bridge", "fp16", "all");
@@ -136,5 +153,10 @@ fn a_quick_linux_run_measures_what_it_can_and_marks_core_ml_rows() {
     assert_eq!(g.cycles.len(), 3);
     assert!(g.soak.as_ref().is_some_and(|s| s.engine == "candle-cpu" && s.timing.runs >= 1));
     let md = super::report::markdown(&g);
-    assert!(md.contains("| coreml | efficientnet_lite0 | fp16 | all |") && md.contains("needs a Mac"));
+    assert!(
+        md.contains("| coreml | efficientnet_lite0 | fp16 | all |") && md.contains("needs a Mac")
+    );
+    let native = g.matrix.iter().find(|r| r.model == "efficientnet-lite0").unwrap();
+    assert_eq!(native.status, "measured", "{native:?}");
+    assert!(native.parity_linf.is_some_and(|d| d / f64::from(peak) <= 1e-3), "{native:?}");
 }
