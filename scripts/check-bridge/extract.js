@@ -289,8 +289,11 @@ function extractSwift() {
           const close = header.lastIndexOf(')');
           const arrow = header.indexOf('->', close);
           const retText = arrow >= 0 ? header.slice(arrow + 2).trim() : 'Void';
+          // Wrapped: the body's statements all run inside guarded(...) or autoreleasepool {...}.
+          const bodyText = body ? body.text : '';
+          const wrapped = /\b(guarded\s*\(|autoreleasepool\s*[({])/.test(bodyText);
           cdecls.push({
-            symbol: cdecl[1], swift_name: declName(n), file: rel, line: line(n),
+            symbol: cdecl[1], swift_name: declName(n), file: rel, line: line(n), wrapped,
             visibility: visibility(n), params, ret: normalizeSwiftType(retText, aliases), ret_swift: retText,
           });
         }

@@ -7,12 +7,12 @@ import Foundation
 
 @_cdecl("cmb_abi_version")
 public func cmbAbiVersion() -> UInt32 {
-    UInt32(CMB_ABI_VERSION)
+    autoreleasepool { UInt32(CMB_ABI_VERSION) }
 }
 
 @_cdecl("cmb_string_free")
 public func cmbStringFree(_ s: UnsafeMutablePointer<CChar>?) {
-    free(s)
+    autoreleasepool { free(s) }
 }
 
 @_cdecl("cmb_os_build")
@@ -92,16 +92,16 @@ public func cmbModelLoad(
             throw fail(CMB_ERR_INVALID_ARGUMENT, "NULL argument to cmb_model_load")
         }
         let url = URL(fileURLWithPath: String(cString: compiledPath), isDirectory: true)
-        let units = try computeUnits(units)
+        let unitsValue = try computeUnits(units)
         let configuration = MLModelConfiguration()
-        configuration.computeUnits = units
+        configuration.computeUnits = unitsValue
         let model: MLModel
         do {
             model = try MLModel(contentsOf: url, configuration: configuration)
         } catch {
             throw fail(CMB_ERR_LOAD, "cannot load \(url.path): \(describeError(error))")
         }
-        let box = ModelBox(model: model, url: url, computeUnits: units)
+        let box = ModelBox(model: model, url: url, computeUnits: unitsValue)
         out.pointee = OpaquePointer(Unmanaged.passRetained(box).toOpaque())
     }
 }
@@ -109,9 +109,15 @@ public func cmbModelLoad(
 @_cdecl("cmb_model_free")
 public func cmbModelFree(_ handle: OpaquePointer?) {
     guard let handle = handle else { return }
-    autoreleasepool {
-        Unmanaged<ModelBox>.fromOpaque(UnsafeRawPointer(handle)).release()
-    }
+    // No status to report: an Objective-C exception while Core ML tears the model down is
+    // stopped here and dropped rather than unwinding into the caller.
+    var exceptionText: UnsafeMutablePointer<CChar>? = nil
+    _ = cmb_internal_catch({
+        autoreleasepool {
+            Unmanaged<ModelBox>.fromOpaque(UnsafeRawPointer(handle)).release()
+        }
+    }, &exceptionText)
+    free(exceptionText)
 }
 
 @_cdecl("cmb_model_feature_count")

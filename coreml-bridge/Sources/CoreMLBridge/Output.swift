@@ -47,7 +47,7 @@ private func copyArray(_ array: MLMultiArray, _ name: String, _ slot: UnsafeMuta
     guard let dst = slot.pointee.data else { throw fail(CMB_ERR_INVALID_ARGUMENT, "output `\(name)`: NULL data") }
     let have = array.dataType
     let src = array.dataPointer
-    let offset = { (i: [Int]) in zip(i, strides).reduce(0) { $0 + $1.0 * $1.1 } }
+    let offset = { (i: [Int]) -> Int in zip(i, strides).reduce(0) { $0 + $1.0 * $1.1 } }
     var flat = 0
     switch (have, want) {
     case (.float32, CMB_DTYPE_F32), (.int32, CMB_DTYPE_I32):

@@ -56,7 +56,8 @@ func loadPlan(_ b: ModelBox, timeoutMs: UInt32) throws -> [cmb_plan_op] {
             configuration.computeUnits = units
             let plan = try await MLComputePlan.load(contentsOf: url, configuration: configuration)
             try Task.checkCancellation()
-            slot.finish(.success(try flatten(plan, function: wanted, inputNames: inputNames)))
+            let entries = try flatten(plan, function: wanted, inputNames: inputNames)
+            slot.finish(.success(entries))
         } catch {
             slot.finish(.failure(error))
         }

@@ -1,6 +1,8 @@
-//! The two lints for the defect classes a review found in the Swift bridge: a public
-//! declaration whose signature names a non-public type, and an API newer than the package's
-//! deployment target used outside an `@available` / `#available` guard.
+//! Lints for the defect classes a review found in the Swift bridge: a public declaration whose
+//! signature names a non-public type; an API newer than the package's deployment target used
+//! outside an `@available` / `#available` guard; an entry point whose body does not run inside
+//! `guarded(...)` (autorelease pool, errors and Objective-C exceptions to a status) or at least
+//! an `autoreleasepool`.
 
 use std::collections::BTreeMap;
 
@@ -207,6 +209,20 @@ pub(crate) fn availability(model: &Model, s: &mut Section) {
                 show(target),
                 show(need),
                 show(need)
+            )
+        });
+    }
+}
+
+/// Every `@_cdecl` body runs inside `guarded(...)` or `autoreleasepool`, so no Swift error or
+/// Objective-C exception crosses the boundary and autoreleased objects never leak into the
+/// caller's thread (which has no pool).
+pub(crate) fn entry_points(model: &Model, s: &mut Section) {
+    for c in &model.swift.cdecls {
+        s.check(c.wrapped, || {
+            format!(
+                "{}:{} entry point `{}` does not run its body inside guarded(...) or autoreleasepool",
+                c.file, c.line, c.symbol
             )
         });
     }

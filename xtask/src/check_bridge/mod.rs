@@ -2,8 +2,8 @@
 //! `scripts/check-bridge/extract.js` parses the Swift sources, the C header and coreml-sys with
 //! tree-sitter and prints one JSON model; this module checks it: (1) no parse error anywhere,
 //! (2) the ABI (symbols, signatures, constants, struct fields and layout) agrees across the
-//! three, (3) two lints (public API naming non-public types; APIs newer than the deployment
-//! target outside an availability guard). Every failure names the file, line and both sides.
+//! three, (3) lints (public API naming non-public types; APIs newer than the deployment
+//! target outside an availability guard; entry points outside guarded()/autoreleasepool). Every failure names the file, line and both sides.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -149,7 +149,7 @@ pub(crate) fn check_tree(root: &Path) -> anyhow::Result<Report> {
         &[m.header.file.clone(), m.rust.types_file.clone(), m.rust.loader_file.clone()],
         &m.header.errors.iter().chain(&m.rust.errors).collect::<Vec<_>>(),
     ));
-    let checks: [(&'static str, Check); 8] = [
+    let checks: [(&'static str, Check); 9] = [
         ("ABI: the same symbols in header, Swift, coreml-sys", abi::symbols),
         ("ABI: @_cdecl signatures match the header", abi::swift_signatures),
         ("ABI: coreml-sys fn types match the header", abi::rust_signatures),
@@ -158,6 +158,7 @@ pub(crate) fn check_tree(root: &Path) -> anyhow::Result<Report> {
         ("ABI: struct layout (header LP64 = coreml-sys asserts)", abi::layouts),
         ("lint: public declarations use only public types", lints::public_types),
         ("lint: newer APIs only under @available/#available", lints::availability),
+        ("lint: every entry point inside guarded()/autoreleasepool", lints::entry_points),
     ];
     for (title, run) in checks {
         let mut s = Section::new(title);

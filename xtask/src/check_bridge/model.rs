@@ -42,6 +42,7 @@ pub(crate) struct Cdecl {
     pub file: String,
     pub line: u32,
     pub visibility: String,
+    pub wrapped: bool,
     pub params: Vec<SwiftParam>,
     pub ret: String,
     pub ret_swift: String,

@@ -274,3 +274,16 @@ fn calling_an_available_function_without_a_guard_fails() {
     );
     assert_named(&f, &["Predict.swift", "predictAsync", "macOS 14.0"]);
 }
+
+#[test]
+fn an_entry_point_outside_guarded_fails() {
+    let f = failures_after(
+        &[(
+            PREDICT,
+            "public func cmbModelCancel(_ handle: OpaquePointer?, _ err: ErrOut) -> Int32 {\n    guarded(err, CMB_ERR_INTERNAL) {",
+            "public func cmbModelCancel(_ handle: OpaquePointer?, _ err: ErrOut) -> Int32 {\n    run(err, CMB_ERR_INTERNAL) {",
+        )],
+        "entry point",
+    );
+    assert_named(&f, &["cmb_model_cancel", "guarded(...)"]);
+}
