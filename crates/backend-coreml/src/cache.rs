@@ -1,15 +1,22 @@
 //! The compile cache: compiled `.mlmodelc` bundles installed by atomic rename, keyed by content
-//! hash + OS build + bridge ABI version + compute units; stale and half-written entries swept.
+//! hash + OS build + bridge ABI version (not compute units: a compiled model does not depend on
+//! them); every entry carries a completeness marker with the hash of its files, checked on each
+//! use, so a damaged entry is rebuilt instead of reused; stale and half-written entries swept.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use inference_api::{ComputeUnits, Error, Result};
+use inference_api::{Error, Result};
 use sha2::{Digest, Sha256};
 
 const STAGING_PREFIX: &str = ".staging-";
-const ENTRY_SUFFIX: &str = ".mlmodelc";
+/// The entry layout of ABI 1 builds (`<key>.mlmodelc`, no marker); swept when seen.
+const LEGACY_SUFFIX: &str = ".mlmodelc";
+/// The compiled bundle inside an entry folder.
+const BUNDLE: &str = "model.mlmodelc";
+/// The completeness marker inside an entry folder: `sha256 <hex of the bundle>`.
+const MARKER: &str = "complete";
 
 /// Counters of one cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -20,6 +27,8 @@ pub struct CacheStats {
     pub misses: u64,
     /// Entries removed by sweeps (stale versions and half-written staging folders).
     pub swept: u64,
+    /// Entries found damaged (no marker, or files that no longer match its hash) and rebuilt.
+    pub corrupt: u64,
 }
 
 /// A folder of compiled models. Safe to share between threads and processes: entries appear
@@ -33,6 +42,7 @@ pub struct CompileCache {
     hits: AtomicU64,
     misses: AtomicU64,
     swept: AtomicU64,
+    corrupt: AtomicU64,
     staging_seq: AtomicU64,
 }
 
@@ -60,6 +70,7 @@ impl CompileCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             swept: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
             staging_seq: AtomicU64::new(0),
         };
         cache.sweep()?;
@@ -77,14 +88,15 @@ impl CompileCache {
         format!("v{}-{os}-", self.abi_version)
     }
 
-    /// The entry name for a model's content hash and compute units.
-    pub fn entry_name(&self, content_hash: &str, units: ComputeUnits) -> String {
+    /// The entry folder name for a model's content hash. Compute units are not part of it:
+    /// one compiled model serves every compute-units setting.
+    pub fn entry_name(&self, content_hash: &str) -> String {
         let mut h = Sha256::new();
-        for part in [content_hash, &self.os_build, &self.abi_version.to_string(), units.as_str()] {
+        for part in [content_hash, &self.os_build, &self.abi_version.to_string()] {
             h.update(part.as_bytes());
             h.update([0u8]);
         }
-        format!("{}{}{ENTRY_SUFFIX}", self.generation_prefix(), &hex(&h.finalize())[..32])
+        format!("{}{}", self.generation_prefix(), &hex(&h.finalize())[..32])
     }
 
     /// Removes staging folders older than `stale_after` and entries from another OS build or
@@ -105,7 +117,8 @@ impl CompileCache {
                     .unwrap_or(Duration::MAX);
                 age >= self.stale_after
             } else {
-                name.ends_with(ENTRY_SUFFIX) && name.starts_with('v') && !name.starts_with(&prefix)
+                is_entry_name(&name)
+                    && (!name.starts_with(&prefix) || name.ends_with(LEGACY_SUFFIX))
             };
             if doomed && remove_any(&path).is_ok() {
                 removed += 1;
@@ -115,21 +128,37 @@ impl CompileCache {
         Ok(removed)
     }
 
-    /// The compiled bundle for `content_hash` and `units`: from the cache, or compiled by
-    /// `compile` (given an empty staging folder, returning the bundle it wrote inside it) and
-    /// installed by atomic rename.
+    /// The compiled bundle for `content_hash`: from the cache when its entry is complete and
+    /// its files still match the hash recorded at install, else compiled by `compile` (given
+    /// an empty staging folder, returning the bundle it wrote inside it), marked and installed
+    /// by atomic rename. A damaged entry is moved aside, removed, counted and rebuilt.
     pub fn get_or_compile(
         &self,
         content_hash: &str,
-        units: ComputeUnits,
         compile: impl FnOnce(&Path) -> Result<PathBuf>,
     ) -> Result<PathBuf> {
-        let final_path = self.dir.join(self.entry_name(content_hash, units));
-        if final_path.is_dir() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(final_path);
+        let entry = self.dir.join(self.entry_name(content_hash));
+        match verify(&entry) {
+            Verdict::Good => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(entry.join(BUNDLE));
+            }
+            Verdict::Damaged => {
+                self.corrupt.fetch_add(1, Ordering::Relaxed);
+                self.discard(&entry);
+            }
+            Verdict::Missing => {}
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
+        let staging = self.new_staging()?;
+        let result =
+            compile(&staging).and_then(|compiled| self.install(&staging, &compiled, &entry));
+        let _ = std::fs::remove_dir_all(&staging);
+        result
+    }
+
+    /// A fresh, empty staging folder inside the cache (same filesystem as the entries).
+    fn new_staging(&self) -> Result<PathBuf> {
         let seq = self.staging_seq.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -138,23 +167,41 @@ impl CompileCache {
         let staging =
             self.dir.join(format!("{STAGING_PREFIX}{}-{seq}-{nanos}", std::process::id()));
         std::fs::create_dir(&staging).map_err(|e| Error::io(&staging, &e))?;
-        let result = compile(&staging).and_then(|compiled| {
-            if !compiled.starts_with(&staging) || !compiled.is_dir() {
-                return Err(Error::Compile(format!(
-                    "the compiler left {} outside its staging folder {}",
-                    compiled.display(),
-                    staging.display()
-                )));
-            }
-            match std::fs::rename(&compiled, &final_path) {
-                Ok(()) => Ok(final_path.clone()),
-                // Another thread or process installed the same entry first: use theirs.
-                Err(_) if final_path.is_dir() => Ok(final_path.clone()),
-                Err(e) => Err(Error::io(&final_path, &e)),
-            }
-        });
-        let _ = std::fs::remove_dir_all(&staging);
-        result
+        Ok(staging)
+    }
+
+    /// Builds the entry inside `staging` (bundle + marker) and renames it into place at once.
+    fn install(&self, staging: &Path, compiled: &Path, entry: &Path) -> Result<PathBuf> {
+        if !compiled.starts_with(staging) || !compiled.is_dir() {
+            return Err(Error::Compile(format!(
+                "the compiler left {} outside its staging folder {}",
+                compiled.display(),
+                staging.display()
+            )));
+        }
+        let folder = staging.join("entry");
+        std::fs::create_dir(&folder).map_err(|e| Error::io(&folder, &e))?;
+        let bundle = folder.join(BUNDLE);
+        std::fs::rename(compiled, &bundle).map_err(|e| Error::io(&bundle, &e))?;
+        let hash = content_hash(&bundle)?;
+        let marker = folder.join(MARKER);
+        std::fs::write(&marker, format!("sha256 {hash}\n")).map_err(|e| Error::io(&marker, &e))?;
+        match std::fs::rename(&folder, entry) {
+            Ok(()) => Ok(entry.join(BUNDLE)),
+            // Another thread or process installed the same entry first: use theirs if whole.
+            Err(_) if verify(entry) == Verdict::Good => Ok(entry.join(BUNDLE)),
+            Err(e) => Err(Error::io(entry, &e)),
+        }
+    }
+
+    /// Moves a damaged entry out of the way (one atomic rename, so no other process sees it
+    /// half-removed), then removes it. Losing the race to another process is fine.
+    fn discard(&self, entry: &Path) {
+        let seq = self.staging_seq.fetch_add(1, Ordering::Relaxed);
+        let aside = self.dir.join(format!("{STAGING_PREFIX}damaged-{}-{seq}", std::process::id()));
+        if std::fs::rename(entry, &aside).is_ok() {
+            let _ = std::fs::remove_dir_all(&aside);
+        }
     }
 
     /// Hit, miss and sweep counters.
@@ -163,6 +210,7 @@ impl CompileCache {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             swept: self.swept.load(Ordering::Relaxed),
+            corrupt: self.corrupt.load(Ordering::Relaxed),
         }
     }
 
@@ -170,6 +218,45 @@ impl CompileCache {
     pub fn size_bytes(&self) -> u64 {
         dir_size(&self.dir)
     }
+}
+
+/// What an entry folder holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Nothing there.
+    Missing,
+    /// A bundle whose files match the marker's hash.
+    Good,
+    /// Something there that is not a whole entry (no marker, or files changed since install).
+    Damaged,
+}
+
+fn verify(entry: &Path) -> Verdict {
+    if !entry.exists() {
+        return Verdict::Missing;
+    }
+    let Ok(marker) = std::fs::read_to_string(entry.join(MARKER)) else { return Verdict::Damaged };
+    let Some(recorded) = marker.trim().strip_prefix("sha256 ") else { return Verdict::Damaged };
+    match content_hash(&entry.join(BUNDLE)) {
+        Ok(actual) if actual == recorded => Verdict::Good,
+        _ => Verdict::Damaged,
+    }
+}
+
+/// `v<abi>-<8 hex>-<32 hex>` (and the same with `.mlmodelc`, the ABI 1 layout).
+fn is_entry_name(name: &str) -> bool {
+    let name = name.strip_suffix(LEGACY_SUFFIX).unwrap_or(name);
+    let mut parts = name.split('-');
+    let hexes = |s: Option<&str>, n: usize| {
+        s.is_some_and(|s| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    parts
+        .next()
+        .and_then(|v| v.strip_prefix('v'))
+        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        && hexes(parts.next(), 8)
+        && hexes(parts.next(), 32)
+        && parts.next().is_none()
 }
 
 fn remove_any(path: &Path) -> std::io::Result<()> {

@@ -1,6 +1,7 @@
 //! `CoreMlEngine`: finding the bridge, the availability policy, probe and doctor data, and
 //! preparing models (compile cache, describe, compute plan, instance pool).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +13,10 @@ use inference_api::{
 };
 
 use crate::cache::{CacheStats, CompileCache, content_hash};
-use crate::ffi::{self, ModelHandle};
+use crate::ffi::{self, ModelHandle, PlanOutcome};
 use crate::model::CoreMlModel;
 use crate::pool::{Factory, Pool};
-use crate::schema::{Feature, feature_spec, planned_share};
+use crate::schema::{Feature, Side, feature_spec, planned_share};
 
 /// How the engine finds the bridge, caches compiled models and bounds predictions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,9 @@ pub struct CoreMlConfig {
     pub max_abandoned: usize,
     /// Age after which a staging folder in the cache counts as half-written and is swept.
     pub stale_after: Duration,
+    /// Longest wait for Core ML to build a model's compute plan at prepare (passed to the
+    /// bridge); past it the model serves with no planned placement rather than a guess.
+    pub plan_timeout: Duration,
 }
 
 impl Default for CoreMlConfig {
@@ -45,6 +49,7 @@ impl Default for CoreMlConfig {
             deadline: Duration::from_secs(30),
             max_abandoned: 4,
             stale_after: Duration::from_secs(3600),
+            plan_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -240,7 +245,7 @@ impl CoreMlEngine {
                     Some(h) => h.clone(),
                     None => content_hash(&artifact.path)?,
                 };
-                cache.get_or_compile(&hash, units, |staging| {
+                cache.get_or_compile(&hash, |staging| {
                     ffi::compile(&ready.bridge, &artifact.path, staging)
                 })?
             }
@@ -253,15 +258,33 @@ impl CoreMlEngine {
             }
         };
         let cache_key = format!("{}:{}:{units}", crate::ENGINE_NAME, compiled.display());
+        let mut first = ModelHandle::load(&ready.bridge, &compiled, units)?;
+        let described = describe(&first, &artifact.name)?;
+        let hints = Arc::new(described.size_hints);
+        first = first.with_size_hints(hints.clone());
+        let schema = described.schema;
+        let mut notes = described.notes;
+        // The plan of the function that runs (ABI 2), bounded by `plan_timeout`; never a guess.
+        let planned = match first.compute_plan(self.config.plan_timeout) {
+            Ok(PlanOutcome::Planned(ops)) => planned_share(&ops),
+            Ok(PlanOutcome::None(why)) => {
+                notes.push(format!("no compute plan: {why}"));
+                Vec::new()
+            }
+            Ok(PlanOutcome::TimedOut(why)) => {
+                notes.push(format!("no compute plan: {why}"));
+                Vec::new()
+            }
+            Err(e) => {
+                notes.push(format!("no compute plan: {e}"));
+                Vec::new()
+            }
+        };
         let bridge = ready.bridge.clone();
         let path = compiled.clone();
-        let factory: Factory = Box::new(move || ModelHandle::load(&bridge, &path, units));
-        let mut first = factory()?;
-        let schema = describe(&first, &artifact.name)?;
-        let planned = match first.compute_plan() {
-            Ok(Some(ops)) => planned_share(&ops),
-            _ => Vec::new(),
-        };
+        let factory: Factory = Box::new(move || {
+            ModelHandle::load(&bridge, &path, units).map(|h| h.with_size_hints(hints.clone()))
+        });
         let placement = PlacementReport::new(units, planned, format!("coreml ({units})"));
         let pool = Pool::new(
             &artifact.name,
@@ -277,30 +300,64 @@ impl CoreMlEngine {
             cache_key,
             placement,
             deadline: self.config.deadline,
+            notes,
         }))
     }
 }
 
-fn describe(handle: &ModelHandle, model: &str) -> Result<IoSchema> {
-    let mut schema = IoSchema::default();
-    for desc in handle.describe(CMB_IO_INPUT)? {
-        match feature_spec(&desc)? {
-            Feature::Tensor(spec) => schema.inputs.push(spec),
-            Feature::Unsupported(name) => {
+/// A model's schema as the bridge describes it, with the first-buffer size of each output
+/// and notes on what was left out.
+struct Described {
+    schema: IoSchema,
+    size_hints: HashMap<String, usize>,
+    notes: Vec<String>,
+}
+
+fn describe(handle: &ModelHandle, model: &str) -> Result<Described> {
+    let mut out =
+        Described { schema: IoSchema::default(), size_hints: HashMap::new(), notes: Vec::new() };
+    let unreadable = |side: &str, e: Error| {
+        Error::Unavailable(format!(
+            "the Core ML bridge cannot describe the {side} of model `{model}` ({e}); a feature \
+             name longer than {} bytes is one cause. Serve it with the CPU engine",
+            coreml_sys::CMB_NAME_CAPACITY - 1
+        ))
+    };
+    let inputs = handle.describe(CMB_IO_INPUT).map_err(|e| unreadable("inputs", e))?;
+    for desc in inputs {
+        match feature_spec(&desc, Side::Input)? {
+            Feature::Tensor(spec, _) => out.schema.inputs.push(spec),
+            Feature::Unsupported(name, why) => {
                 return Err(Error::Unavailable(format!(
-                    "model `{model}` takes input `{name}` of a kind the Core ML bridge cannot \
-                     pass (only multi-arrays and images); serve it with the CPU engine"
+                    "model `{model}` takes input `{name}` with {why}, which the Core ML bridge \
+                     cannot pass (it passes f32/f16/i32/float64 multi-arrays and 8-bit RGB or \
+                     gray images); serve it with the CPU engine"
                 )));
             }
         }
     }
-    // Outputs the bridge cannot pass (class labels, dictionaries) are left out of the schema.
-    for desc in handle.describe(CMB_IO_OUTPUT)? {
-        if let Feature::Tensor(spec) = feature_spec(&desc)? {
-            schema.outputs.push(spec);
+    // Outputs the bridge cannot deliver are left out of the schema; the model stays usable.
+    let outputs = handle.describe(CMB_IO_OUTPUT).map_err(|e| unreadable("outputs", e))?;
+    for desc in outputs {
+        match feature_spec(&desc, Side::Output)? {
+            Feature::Tensor(spec, default) => {
+                out.size_hints.insert(spec.name.clone(), default);
+                out.schema.outputs.push(spec);
+            }
+            Feature::Unsupported(name, why) => out.notes.push(format!(
+                "output `{name}` is left out of the schema: {why}, which the Core ML bridge \
+                 cannot deliver"
+            )),
         }
     }
-    Ok(schema)
+    if out.schema.outputs.is_empty() {
+        return Err(Error::Unavailable(format!(
+            "model `{model}` has no output the Core ML bridge can deliver ({}); serve it with \
+             the CPU engine",
+            out.notes.join("; ")
+        )));
+    }
+    Ok(out)
 }
 
 impl Engine for CoreMlEngine {

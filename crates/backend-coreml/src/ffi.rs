@@ -2,23 +2,22 @@
 //! owning model handle (freed exactly once on Drop) and marshalling of tensor descriptors.
 #![allow(unsafe_code)]
 
+use std::collections::HashMap;
 use std::ffi::{CString, c_char, c_void};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
+use std::time::Duration;
 
 use coreml_sys::{
-    Bridge, CMB_DEVICE_CPU, CMB_DEVICE_GPU, CMB_DEVICE_NEURAL_ENGINE, CMB_ERR_COMPILE,
-    CMB_ERR_INTERNAL, CMB_ERR_INVALID_ARGUMENT, CMB_ERR_IO, CMB_ERR_LOAD, CMB_ERR_OUTPUT,
-    CMB_ERR_PREDICT, CMB_ERR_UNSUPPORTED, CMB_IO_INPUT, CMB_IO_OUTPUT, CMB_MAX_RANK, CMB_OK,
-    CmbFeatureDesc, CmbModel, CmbPlanOp, CmbTensor,
+    Bridge, CMB_DEVICE_CPU, CMB_DEVICE_GPU, CMB_DEVICE_NEURAL_ENGINE, CMB_ERR_CANCELLED,
+    CMB_ERR_COMPILE, CMB_ERR_INTERNAL, CMB_ERR_INVALID_ARGUMENT, CMB_ERR_IO, CMB_ERR_LOAD,
+    CMB_ERR_OUTPUT, CMB_ERR_PREDICT, CMB_ERR_TIMEOUT, CMB_ERR_UNSUPPORTED, CMB_IO_INPUT,
+    CMB_IO_OUTPUT, CMB_MAX_RANK, CMB_OK, CmbFeatureDesc, CmbModel, CmbPlanOp, CmbTensor,
 };
 use inference_api::{ComputeUnits, DType, Error, Result, Tensor, TensorData};
 
 /// Name of a status code, for messages.
-/// How long the bridge may wait for Core ML to build a compute plan (ABI 2 bounds the wait).
-const COMPUTE_PLAN_TIMEOUT_MS: u32 = 60_000;
-
 pub(crate) fn status_name(status: i32) -> &'static str {
     match status {
         CMB_OK => "ok",
@@ -30,6 +29,8 @@ pub(crate) fn status_name(status: i32) -> &'static str {
         CMB_ERR_UNSUPPORTED => "unsupported",
         CMB_ERR_IO => "io",
         CMB_ERR_INTERNAL => "internal",
+        CMB_ERR_CANCELLED => "cancelled",
+        CMB_ERR_TIMEOUT => "timeout",
         _ => "unknown status",
     }
 }
@@ -204,6 +205,10 @@ fn input_descriptor(name: &CString, tensor: &Tensor) -> Result<CmbTensor> {
 pub(crate) struct ModelHandle {
     bridge: Arc<Bridge>,
     ptr: NonNull<CmbModel>,
+    /// First-buffer sizes of outputs by name (declared default shapes).
+    hints: Arc<HashMap<String, usize>>,
+    /// Largest size, in elements, this handle has seen for each output.
+    seen: HashMap<String, usize>,
 }
 
 // SAFETY: the contract lets any thread use a handle as long as calls on it never overlap;
@@ -233,7 +238,12 @@ impl ModelHandle {
         let status = unsafe {
             (bridge.fns().model_load)(path_c.as_ptr(), units.abi_code() as i32, &mut out, &mut err)
         };
-        let owned = NonNull::new(out).map(|ptr| ModelHandle { bridge: bridge.clone(), ptr });
+        let owned = NonNull::new(out).map(|ptr| ModelHandle {
+            bridge: bridge.clone(),
+            ptr,
+            hints: Arc::default(),
+            seen: HashMap::new(),
+        });
         check(bridge, status, err, &format!("loading {}", compiled.display()))?;
         owned.ok_or_else(|| Error::Load("cmb_model_load succeeded but returned no model".into()))
     }
@@ -269,26 +279,38 @@ impl ModelHandle {
         Ok(out)
     }
 
-    /// The compute plan, or `None` when the OS or model has none (never a guess).
-    pub(crate) fn compute_plan(&mut self) -> Result<Option<Vec<CmbPlanOp>>> {
+    /// The compute plan of the function the model runs, waiting at most `timeout` for Core ML
+    /// to build it. Never a guess: no plan (old OS, not an ML Program) or a wait that ran out
+    /// is reported as such.
+    pub(crate) fn compute_plan(&mut self, timeout: Duration) -> Result<PlanOutcome> {
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX).max(1);
         let mut total = 0u32;
         let mut err: *mut c_char = std::ptr::null_mut();
         // SAFETY: `ptr` is live; capacity 0 with a NULL array is allowed by the contract.
         let status = unsafe {
             (self.bridge.fns().compute_plan)(
                 self.ptr.as_ptr(),
-                COMPUTE_PLAN_TIMEOUT_MS,
+                timeout_ms,
                 std::ptr::null_mut(),
                 0,
                 &mut total,
                 &mut err,
             )
         };
-        if status == CMB_ERR_UNSUPPORTED {
-            take_string(&self.bridge, err);
-            return Ok(None);
+        match status {
+            CMB_ERR_UNSUPPORTED => {
+                let why = take_string(&self.bridge, err);
+                return Ok(PlanOutcome::None(why.unwrap_or_else(|| "no compute plan".into())));
+            }
+            CMB_ERR_TIMEOUT => {
+                let why = take_string(&self.bridge, err);
+                return Ok(PlanOutcome::TimedOut(format!(
+                    "the compute plan was not ready within {timeout_ms} ms ({})",
+                    why.unwrap_or_else(|| "no message".into())
+                )));
+            }
+            _ => check(&self.bridge, status, err, "reading the compute plan")?,
         }
-        check(&self.bridge, status, err, "reading the compute plan")?;
         let mut ops = vec![CmbPlanOp::default(); total as usize];
         let mut written = 0u32;
         let mut err: *mut c_char = std::ptr::null_mut();
@@ -296,7 +318,7 @@ impl ModelHandle {
         let status = unsafe {
             (self.bridge.fns().compute_plan)(
                 self.ptr.as_ptr(),
-                COMPUTE_PLAN_TIMEOUT_MS,
+                timeout_ms,
                 ops.as_mut_ptr(),
                 total,
                 &mut written,
@@ -305,11 +327,22 @@ impl ModelHandle {
         };
         check(&self.bridge, status, err, "reading the compute plan")?;
         ops.truncate(written.min(total) as usize);
-        Ok(Some(ops))
+        Ok(PlanOutcome::Planned(ops))
+    }
+
+    /// Sets the first-buffer size of outputs by name (from the declared default shapes);
+    /// every handle of a model gets the same hints from the engine's factory.
+    pub(crate) fn with_size_hints(mut self, hints: Arc<HashMap<String, usize>>) -> Self {
+        self.hints = hints;
+        self
     }
 
     /// Runs one prediction. Inputs are read in place; outputs land in fresh buffers of the
-    /// requested capacity. The caller validates inputs first and outputs afterwards.
+    /// requested capacity, or of the declared default shape, or of the largest size this
+    /// handle has seen for that output, whichever is largest. When an output does not fit
+    /// (a flexible or undeclared shape), the bridge reports its shape (ABI 2): the buffer is
+    /// sized from it and the prediction runs once more. The caller validates inputs first and
+    /// outputs afterwards.
     pub(crate) fn predict(
         &mut self,
         inputs: &[(CString, Tensor)],
@@ -317,16 +350,52 @@ impl ModelHandle {
     ) -> Result<Vec<RawOutput>> {
         let in_desc: Vec<CmbTensor> =
             inputs.iter().map(|(n, t)| input_descriptor(n, t)).collect::<Result<_>>()?;
+        let mut capacities: Vec<usize> = outputs
+            .iter()
+            .map(|o| {
+                let name = o.name.to_string_lossy();
+                let hint = self.hints.get(name.as_ref()).copied().unwrap_or(0);
+                let seen = self.seen.get(name.as_ref()).copied().unwrap_or(0);
+                o.capacity.max(hint).max(seen).max(1)
+            })
+            .collect();
+        match self.predict_once(&in_desc, outputs, &capacities)? {
+            Attempt::Done(raw) => Ok(raw),
+            Attempt::TooSmall(needed, first_message) => {
+                for (i, need) in needed {
+                    capacities[i] = need;
+                    let name = outputs[i].name.to_string_lossy().into_owned();
+                    let seen = self.seen.entry(name).or_insert(0);
+                    *seen = (*seen).max(need);
+                }
+                match self.predict_once(&in_desc, outputs, &capacities)? {
+                    Attempt::Done(raw) => Ok(raw),
+                    Attempt::TooSmall(_, message) => Err(Error::Runtime(format!(
+                        "prediction: an output still did not fit a buffer sized from the shape \
+                         the bridge reported ({message}; first attempt: {first_message}); the \
+                         bridge is inconsistent: rebuild it with `cargo xtask build-bridge`"
+                    ))),
+                }
+            }
+        }
+    }
+
+    fn predict_once(
+        &mut self,
+        in_desc: &[CmbTensor],
+        outputs: &[OutputRequest],
+        capacities: &[usize],
+    ) -> Result<Attempt> {
         let mut buffers: Vec<TensorData> =
-            outputs.iter().map(|o| TensorData::zeros(o.dtype, o.capacity)).collect();
+            outputs.iter().zip(capacities).map(|(o, &n)| TensorData::zeros(o.dtype, n)).collect();
         let mut out_desc: Vec<CmbTensor> = outputs
             .iter()
             .zip(buffers.iter_mut())
             .map(|(o, buf)| {
                 let mut d = empty_descriptor();
                 d.name = o.name.as_ptr();
+                d.bytes = (buf.len() * o.dtype.size_of()) as u64;
                 d.data = data_ptr_mut(buf);
-                d.bytes = (o.capacity * o.dtype.size_of()) as u64;
                 d.dtype = o.dtype.abi_code() as i32;
                 d
             })
@@ -345,16 +414,75 @@ impl ModelHandle {
                 &mut err,
             )
         };
+        if status == CMB_ERR_OUTPUT {
+            let needed: Vec<(usize, usize)> = out_desc
+                .iter()
+                .zip(outputs)
+                .enumerate()
+                .filter_map(|(i, (d, o))| reported_need(d, o.dtype).map(|n| (i, n)))
+                .collect();
+            if !needed.is_empty() {
+                let message = take_string(&self.bridge, err)
+                    .unwrap_or_else(|| "the bridge gave no message".into());
+                for &(i, n) in &needed {
+                    if n > MAX_OUTPUT_ELEMENTS {
+                        return Err(Error::Runtime(format!(
+                            "prediction: output `{}` reports {n} elements, more than the \
+                             {MAX_OUTPUT_ELEMENTS} this engine allocates ({message})",
+                            outputs[i].name.to_string_lossy()
+                        )));
+                    }
+                }
+                return Ok(Attempt::TooSmall(needed, message));
+            }
+        }
         check(&self.bridge, status, err, "prediction")?;
-        Ok(out_desc
-            .iter()
-            .zip(buffers)
-            .map(|(d, data)| RawOutput {
-                rank: d.rank,
-                shape: d.shape[..(d.rank as usize).min(CMB_MAX_RANK)].to_vec(),
-                bytes_written: d.bytes_written,
-                data,
-            })
-            .collect())
+        Ok(Attempt::Done(
+            out_desc
+                .iter()
+                .zip(buffers)
+                .map(|(d, data)| RawOutput {
+                    rank: d.rank,
+                    shape: d.shape[..(d.rank as usize).min(CMB_MAX_RANK)].to_vec(),
+                    bytes_written: d.bytes_written,
+                    data,
+                })
+                .collect(),
+        ))
     }
+}
+
+/// Largest output buffer, in elements, that a reported shape may ask for (4 Gi elements).
+const MAX_OUTPUT_ELEMENTS: usize = 1 << 32;
+
+/// The element count a too-small output needs, when the bridge reported its shape for it:
+/// nothing written, a valid rank and shape, and more elements than the buffer holds.
+fn reported_need(d: &CmbTensor, dtype: DType) -> Option<usize> {
+    let rank = d.rank as usize;
+    if d.bytes_written != 0 || rank == 0 || rank > CMB_MAX_RANK {
+        return None;
+    }
+    let n = d.shape[..rank]
+        .iter()
+        .try_fold(1usize, |acc, &s| usize::try_from(s).ok().and_then(|s| acc.checked_mul(s)))?;
+    let have = usize::try_from(d.bytes).ok()? / dtype.size_of();
+    (n > have).then_some(n)
+}
+
+/// One call to `cmb_model_predict`.
+enum Attempt {
+    /// Every output fitted.
+    Done(Vec<RawOutput>),
+    /// Outputs (index, elements needed) that did not fit, and the bridge's message.
+    TooSmall(Vec<(usize, usize)>, String),
+}
+
+/// What the bridge said about the compute plan.
+pub(crate) enum PlanOutcome {
+    /// The plan's operations.
+    Planned(Vec<CmbPlanOp>),
+    /// The OS or the model has none (the bridge's words).
+    None(String),
+    /// Core ML did not build it within the bound.
+    TimedOut(String),
 }

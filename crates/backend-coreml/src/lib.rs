@@ -29,3 +29,16 @@ pub use pool::PoolStats;
 
 /// The engine's name, as reported by [`inference_api::Engine::name`] and in timeouts.
 pub const ENGINE_NAME: &str = "coreml";
+
+/// Test support only, never a backend: lets other crates' tests (e.g. `cargo xtask gates`'s)
+/// drive the engine against the scripted fake bridge this crate's build script compiles.
+#[doc(hidden)]
+pub mod test_support {
+    /// The fake bridge library (`tests/fake_bridge/`), when the build script built it (Linux
+    /// targets with a C compiler); `None` elsewhere.
+    pub fn fake_bridge_library() -> Option<std::path::PathBuf> {
+        let dir = env!("COREML_FAKE_BRIDGE_DIR");
+        let lib = std::path::PathBuf::from(dir).join("libfake_bridge.so");
+        (!dir.is_empty() && lib.is_file()).then_some(lib)
+    }
+}

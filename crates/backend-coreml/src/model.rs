@@ -19,6 +19,8 @@ pub struct CoreMlModel {
     pub(crate) cache_key: String,
     pub(crate) placement: PlacementReport,
     pub(crate) deadline: Duration,
+    /// What prepare left out or could not tell (outputs left out of the schema, no plan).
+    pub(crate) notes: Vec<String>,
 }
 
 impl std::fmt::Debug for CoreMlModel {
@@ -72,6 +74,12 @@ impl CoreMlModel {
         }
         let timings = RunTimings { marshal_in, compute: done.compute, marshal_out: t1.elapsed() };
         Ok((result, timings))
+    }
+
+    /// What prepare left out or could not tell: outputs the bridge cannot deliver (left out
+    /// of the schema, the model stays usable) and why there is no compute plan, if none.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// The deadline `run` uses.

@@ -11,49 +11,100 @@ use inference_api::{
 
 use crate::ffi::{RawOutput, device_name};
 
-fn c_text(chars: &[std::ffi::c_char]) -> String {
-    let bytes: Vec<u8> = chars.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+/// The name in a fixed `char[CMB_NAME_CAPACITY]` buffer. A buffer with no NUL inside its
+/// capacity is a bridge bug (the contract says longer names are an error, never truncated).
+fn c_text(chars: &[std::ffi::c_char]) -> Result<String> {
+    let Some(len) = chars.iter().position(|&c| c == 0) else {
+        return Err(Error::Load(format!(
+            "the Core ML bridge described a feature whose name fills all {} bytes of its buffer \
+             without a terminating NUL; the bridge is faulty: rebuild it with `cargo xtask \
+             build-bridge`",
+            chars.len()
+        )));
+    };
+    let bytes: Vec<u8> = chars[..len].iter().map(|&c| c as u8).collect();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Which side of the model a description is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// An input: a feature the bridge cannot fill makes the model unusable on Core ML.
+    Input,
+    /// An output: a feature the bridge cannot deliver is left out of the schema.
+    Output,
 }
 
 /// What a feature description turned into.
+#[derive(Debug)]
 pub(crate) enum Feature {
-    /// A tensor the engine can pass.
-    Tensor(TensorSpec),
-    /// A feature the bridge cannot pass (string, dictionary...), by name.
-    Unsupported(String),
+    /// A tensor the engine can pass, and the element count of its declared (default) shape,
+    /// which sizes an output's first buffer.
+    Tensor(TensorSpec, usize),
+    /// A feature the bridge cannot pass: its name and why.
+    Unsupported(String, String),
 }
 
-/// Converts one bridge description. Image features become u8 tensors `[height, width, channels]`.
-pub(crate) fn feature_spec(desc: &CmbFeatureDesc) -> Result<Feature> {
-    let name = c_text(&desc.name);
+/// Element types the bridge passes for multi-arrays (float64 crosses as f32).
+fn multiarray_dtype(code: i32) -> Option<DType> {
+    match u32::try_from(code).ok().and_then(DType::from_abi_code)? {
+        d @ (DType::F32 | DType::F16 | DType::I32) => Some(d),
+        _ => None,
+    }
+}
+
+fn count(dims: &[usize]) -> usize {
+    dims.iter().try_fold(1usize, |acc, &n| acc.checked_mul(n)).unwrap_or(0)
+}
+
+/// Converts one bridge description. Multi-arrays keep their declared shape; a flexible one
+/// accepts any size per dimension (the bridge does not pass the ranges), and an output with no
+/// declared shape at all gets an empty shape, meaning "any rank" (Core ML multi-arrays have
+/// rank >= 1). Images become u8 tensors `[height, width, channels]`; a flexible image output
+/// accepts any height and width, while an image input must have the constraint's default
+/// size, the only one the bridge fills.
+pub(crate) fn feature_spec(desc: &CmbFeatureDesc, side: Side) -> Result<Feature> {
+    let name = c_text(&desc.name)?;
+    let unsupported = |why: String| Ok(Feature::Unsupported(name.clone(), why));
+    let flexible = desc.flexible != 0;
     match desc.kind {
         CMB_FEATURE_MULTIARRAY => {
-            let dtype =
-                u32::try_from(desc.dtype).ok().and_then(DType::from_abi_code).ok_or_else(|| {
-                    Error::Unavailable(format!(
-                        "Core ML feature `{name}` has an element type the bridge cannot pass \
-                         (code {})",
-                        desc.dtype
-                    ))
-                })?;
+            let Some(dtype) = multiarray_dtype(desc.dtype) else {
+                return unsupported(format!(
+                    "element type code {} (the bridge passes f32, f16, i32 and float64)",
+                    desc.dtype
+                ));
+            };
             let rank = desc.rank as usize;
             if rank > CMB_MAX_RANK {
+                return unsupported(format!("rank {rank}, above the bridge's {CMB_MAX_RANK}"));
+            }
+            let declared = &desc.shape[..rank];
+            if rank == 0 && !flexible {
                 return Err(Error::Load(format!(
-                    "Core ML feature `{name}` has rank {rank}, above the bridge's {CMB_MAX_RANK}"
+                    "the Core ML bridge described `{name}` with no shape and as not flexible; \
+                     the bridge is faulty: rebuild it with `cargo xtask build-bridge`"
                 )));
             }
-            let shape = desc.shape[..rank]
+            if rank == 0 && side == Side::Input {
+                return unsupported("no declared shape, so inputs cannot be checked".into());
+            }
+            if !flexible && declared.iter().any(|&d| d <= 0) {
+                return Err(Error::Load(format!(
+                    "the Core ML bridge described `{name}` with shape {declared:?}; a fixed \
+                     shape needs positive sizes. Rebuild the bridge or recompile the model"
+                )));
+            }
+            // The default shape sizes an output's first buffer (at least one element per dim).
+            let default: Vec<usize> =
+                declared.iter().map(|&d| usize::try_from(d).unwrap_or(1).max(1)).collect();
+            let shape = default
                 .iter()
-                .map(|&d| {
-                    if desc.flexible != 0 {
-                        Dim::Range { min: 1, max: None }
-                    } else {
-                        Dim::Fixed(usize::try_from(d).unwrap_or(0))
-                    }
-                })
+                .map(|&d| if flexible { Dim::Range { min: 1, max: None } } else { Dim::Fixed(d) })
                 .collect();
-            Ok(Feature::Tensor(TensorSpec { name, dtype, shape, kind: FeatureKind::MultiArray }))
+            let spec =
+                TensorSpec { name: name.clone(), dtype, shape, kind: FeatureKind::MultiArray };
+            Ok(Feature::Tensor(spec, count(&default)))
         }
         CMB_FEATURE_IMAGE => {
             let (format, channels) = match desc.image_format {
@@ -61,23 +112,40 @@ pub(crate) fn feature_spec(desc: &CmbFeatureDesc) -> Result<Feature> {
                 CMB_IMAGE_BGR => (ImageFormat::Bgr, 3),
                 CMB_IMAGE_GRAY => (ImageFormat::Gray, 1),
                 other => {
-                    return Err(Error::Unavailable(format!(
-                        "Core ML image feature `{name}` has a pixel format the bridge cannot \
-                         fill (layout code {other}, OSType {:#x})",
+                    return unsupported(format!(
+                        "an image pixel format the bridge cannot pass (layout code {other}, \
+                         CoreVideo OSType {:#010x})",
                         desc.image_pixel_format
-                    )));
+                    ));
                 }
             };
-            let width = usize::try_from(desc.image_width).unwrap_or(0);
-            let height = usize::try_from(desc.image_height).unwrap_or(0);
-            Ok(Feature::Tensor(TensorSpec {
-                name,
+            let (Ok(width), Ok(height)) =
+                (usize::try_from(desc.image_width), usize::try_from(desc.image_height))
+            else {
+                return Err(Error::Load(format!(
+                    "the Core ML bridge described image `{name}` as {}x{} pixels",
+                    desc.image_width, desc.image_height
+                )));
+            };
+            if width == 0 || height == 0 {
+                return Err(Error::Load(format!(
+                    "the Core ML bridge described image `{name}` as {width}x{height} pixels"
+                )));
+            }
+            let open = flexible && side == Side::Output;
+            let dim =
+                |n: usize| if open { Dim::Range { min: 1, max: None } } else { Dim::Fixed(n) };
+            let spec = TensorSpec {
+                name: name.clone(),
                 dtype: DType::U8,
-                shape: vec![Dim::Fixed(height), Dim::Fixed(width), Dim::Fixed(channels)],
+                shape: vec![dim(height), dim(width), Dim::Fixed(channels)],
                 kind: FeatureKind::Image { width, height, format },
-            }))
+            };
+            Ok(Feature::Tensor(spec, count(&[height, width, channels])))
         }
-        _ => Ok(Feature::Unsupported(name)),
+        other => unsupported(format!(
+            "a kind the bridge cannot pass (kind code {other}: not a multi-array or an image)"
+        )),
     }
 }
 
@@ -103,21 +171,16 @@ pub(crate) fn planned_share(ops: &[CmbPlanOp]) -> Vec<(String, f64)> {
     totals.into_iter().map(|(n, c)| (n, c / sum)).collect()
 }
 
-/// Elements a spec's buffer must hold: the declared shape, or the smallest accepted size of
-/// each flexible dimension when the shape is open (larger results then fail clearly).
+/// Elements an output's buffer must hold at least: its shape when fixed, else 1. The model's
+/// handles raise this to the declared default shape (their size hints) and, when a result is
+/// larger still, to the shape the bridge reports (see `ffi::ModelHandle::predict`).
 pub(crate) fn output_capacity(spec: &TensorSpec) -> usize {
-    spec.shape
-        .iter()
-        .map(|d| match *d {
-            Dim::Fixed(n) => n,
-            Dim::Range { min, max } => max.unwrap_or(min.max(1)),
-        })
-        .try_fold(1usize, |acc, n| acc.checked_mul(n))
-        .unwrap_or(0)
+    spec.fixed_shape().map(|s| count(&s)).filter(|&n| n > 0).unwrap_or(1)
 }
 
 /// Checks what the bridge reported for one output against its spec and the buffer, then
-/// builds the tensor. Any inconsistency is a runtime error naming the output.
+/// builds the tensor. Any inconsistency is a runtime error naming the output. An empty spec
+/// shape (an output Core ML declares no shape for) accepts any rank up to `CMB_MAX_RANK`.
 pub(crate) fn output_tensor(spec: &TensorSpec, raw: RawOutput) -> Result<Tensor> {
     let name = &spec.name;
     let bad = |why: String| {
@@ -128,8 +191,11 @@ pub(crate) fn output_tensor(spec: &TensorSpec, raw: RawOutput) -> Result<Tensor>
             spec.shape_string()
         ))
     };
-    if raw.rank as usize > CMB_MAX_RANK {
+    if raw.rank as usize > CMB_MAX_RANK || raw.shape.len() != raw.rank as usize {
         return Err(bad(format!("with rank {}", raw.rank)));
+    }
+    if raw.data.dtype() != spec.dtype {
+        return Err(bad(format!("as {}", raw.data.dtype())));
     }
     let shape: Vec<usize> = raw
         .shape
@@ -149,8 +215,11 @@ pub(crate) fn output_tensor(spec: &TensorSpec, raw: RawOutput) -> Result<Tensor>
             "with shape {shape:?}, larger than its {capacity}-element buffer"
         )));
     }
-    let fits = shape.len() == spec.shape.len()
-        && spec.shape.iter().zip(&shape).all(|(d, &s)| d.accepts(s));
+    let fits = if spec.shape.is_empty() {
+        !shape.is_empty()
+    } else {
+        shape.len() == spec.shape.len() && spec.shape.iter().zip(&shape).all(|(d, &s)| d.accepts(s))
+    };
     if !fits {
         return Err(bad(format!("with shape {shape:?}")));
     }
@@ -207,6 +276,53 @@ mod tests {
         assert!((share[2].1 - 0.6).abs() < 1e-12 && (share[0].1 - 0.2).abs() < 1e-12);
         assert!(planned_share(&[op(CMB_DEVICE_CPU, -1.0)]).is_empty());
         assert!(planned_share(&[]).is_empty());
+    }
+
+    fn desc(kind: i32, dtype: i32, shape: &[i64], flexible: bool) -> CmbFeatureDesc {
+        let mut d =
+            CmbFeatureDesc { kind, dtype, flexible: i32::from(flexible), ..Default::default() };
+        d.name[0] = b'f' as std::ffi::c_char;
+        d.rank = shape.len() as u32;
+        d.shape[..shape.len()].copy_from_slice(shape);
+        d
+    }
+
+    #[test]
+    fn flexible_features_keep_their_default_size_for_the_first_buffer() {
+        let d = desc(CMB_FEATURE_MULTIARRAY, 0, &[2, 8], true);
+        let Ok(Feature::Tensor(spec, default)) = feature_spec(&d, Side::Output) else { panic!() };
+        assert_eq!((spec.shape.len(), default, output_capacity(&spec)), (2, 16, 1));
+        // An image output with a flexible size accepts any height and width; an input only
+        // the constraint's size (the one the bridge fills).
+        let mut img = desc(CMB_FEATURE_IMAGE, 5, &[4, 6, 3], true);
+        (img.image_width, img.image_height, img.image_format) = (6, 4, CMB_IMAGE_RGB);
+        let Ok(Feature::Tensor(out, n)) = feature_spec(&img, Side::Output) else { panic!() };
+        assert_eq!(
+            (out.shape[0], out.shape[2], n),
+            (Dim::Range { min: 1, max: None }, Dim::Fixed(3), 72)
+        );
+        let Ok(Feature::Tensor(inp, _)) = feature_spec(&img, Side::Input) else { panic!() };
+        assert_eq!(inp.fixed_shape(), Some(vec![4, 6, 3]));
+    }
+
+    #[test]
+    fn shapes_the_bridge_cannot_mean_are_refused() {
+        // No declared shape: fine for an output (any rank), not for an input.
+        let none = desc(CMB_FEATURE_MULTIARRAY, 0, &[], true);
+        assert!(
+            matches!(feature_spec(&none, Side::Output), Ok(Feature::Tensor(s, 1)) if s.shape.is_empty())
+        );
+        assert!(matches!(feature_spec(&none, Side::Input), Ok(Feature::Unsupported(..))));
+        let fixed_zero = desc(CMB_FEATURE_MULTIARRAY, 0, &[1, 0], false);
+        assert!(matches!(feature_spec(&fixed_zero, Side::Output), Err(Error::Load(_))));
+        // i64 and u8 multi-arrays are not passed by the bridge.
+        for code in [3, 5, -1, 42] {
+            let d = desc(CMB_FEATURE_MULTIARRAY, code, &[1], false);
+            assert!(
+                matches!(feature_spec(&d, Side::Output), Ok(Feature::Unsupported(..))),
+                "{code}"
+            );
+        }
     }
 
     #[test]

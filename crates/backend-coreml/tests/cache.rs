@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use backend_coreml::{CompileCache, content_hash};
-use inference_api::{ComputeUnits, Error};
+use inference_api::Error;
 
 fn fake_compile(staging: &Path) -> inference_api::Result<PathBuf> {
     let out = staging.join("m.mlmodelc");
@@ -28,14 +28,12 @@ fn names(dir: &Path) -> Vec<String> {
 fn install_is_atomic_and_hits_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let cache = CompileCache::open(dir.path(), "os A", 1, Duration::from_secs(3600)).unwrap();
-    let a = cache.get_or_compile("hash1", ComputeUnits::All, fake_compile).unwrap();
+    let a = cache.get_or_compile("hash1", fake_compile).unwrap();
     assert!(a.join("weights").join("weight.bin").is_file());
-    let b = cache
-        .get_or_compile("hash1", ComputeUnits::All, |_| panic!("must not compile on a hit"))
-        .unwrap();
+    let b = cache.get_or_compile("hash1", |_| panic!("must not compile on a hit")).unwrap();
     assert_eq!(a, b);
-    let c = cache.get_or_compile("hash1", ComputeUnits::CpuOnly, fake_compile).unwrap();
-    assert_ne!(a, c, "compute units are part of the key");
+    let c = cache.get_or_compile("hash2", fake_compile).unwrap();
+    assert_ne!(a, c, "the content hash is part of the key");
     let s = cache.stats();
     assert_eq!((s.hits, s.misses), (1, 2));
     assert_eq!(names(dir.path()).len(), 2, "no staging folder is left: {:?}", names(dir.path()));
@@ -47,7 +45,7 @@ fn a_failed_compile_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cache = CompileCache::open(dir.path(), "os A", 1, Duration::from_secs(3600)).unwrap();
     let err = cache
-        .get_or_compile("h", ComputeUnits::All, |staging| {
+        .get_or_compile("h", |staging| {
             std::fs::write(staging.join("partial"), b"x").unwrap();
             Err(Error::Compile("scripted".into()))
         })
@@ -60,7 +58,7 @@ fn a_failed_compile_leaves_nothing() {
 fn sweep_removes_half_written_and_stale_entries_only() {
     let dir = tempfile::tempdir().unwrap();
     let old = CompileCache::open(dir.path(), "os A", 1, Duration::from_secs(3600)).unwrap();
-    let stale = old.get_or_compile("h", ComputeUnits::All, fake_compile).unwrap();
+    let stale = old.get_or_compile("h", fake_compile).unwrap();
     // The half-written leftovers of a crashed compile.
     std::fs::create_dir_all(dir.path().join(".staging-999-0-0").join("m.mlmodelc")).unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"not ours").unwrap();
@@ -70,7 +68,7 @@ fn sweep_removes_half_written_and_stale_entries_only() {
     assert!(dir.path().join("notes.txt").exists(), "unknown files are left alone");
     assert!(!dir.path().join(".staging-999-0-0").exists());
     assert_eq!(fresh.stats().swept, 2);
-    let kept = fresh.get_or_compile("h", ComputeUnits::All, fake_compile).unwrap();
+    let kept = fresh.get_or_compile("h", fake_compile).unwrap();
 
     // A young staging folder may belong to a live compile in another process: kept.
     std::fs::create_dir_all(dir.path().join(".staging-1-0-0")).unwrap();
@@ -85,9 +83,8 @@ fn concurrent_installs_agree_on_one_entry() {
     let dir = tempfile::tempdir().unwrap();
     let cache = CompileCache::open(dir.path(), "os A", 1, Duration::from_secs(3600)).unwrap();
     let paths: Vec<PathBuf> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| cache.get_or_compile("same", ComputeUnits::All, fake_compile)))
-            .collect();
+        let handles: Vec<_> =
+            (0..4).map(|_| s.spawn(|| cache.get_or_compile("same", fake_compile))).collect();
         handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
     });
     assert!(paths.windows(2).all(|w| w[0] == w[1]));
@@ -106,4 +103,48 @@ fn content_hash_covers_package_files_and_names() {
     assert_ne!(h1, h2, "a weight-only change changes the key");
     assert_eq!(h2.len(), 64);
     assert!(content_hash(&dir.path().join("missing")).is_err());
+}
+
+#[test]
+fn a_damaged_entry_is_detected_and_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CompileCache::open(dir.path(), "os A", 2, Duration::from_secs(3600)).unwrap();
+    let bundle = cache.get_or_compile("h", fake_compile).unwrap();
+    let entry = bundle.parent().unwrap().to_path_buf();
+    let marker = std::fs::read_to_string(entry.join("complete")).unwrap();
+    assert_eq!(marker.trim(), format!("sha256 {}", content_hash(&bundle).unwrap()));
+
+    // A weight file changed after install (disk damage, a partial copy, a stray edit).
+    std::fs::write(bundle.join("weights").join("weight.bin"), b"01").unwrap();
+    let mut compiled = 0;
+    let again = cache
+        .get_or_compile("h", |s| {
+            compiled += 1;
+            fake_compile(s)
+        })
+        .unwrap();
+    assert_eq!((compiled, cache.stats().corrupt), (1, 1), "rebuilt, not reused");
+    assert_eq!(std::fs::read(again.join("weights").join("weight.bin")).unwrap(), b"0123");
+
+    // An entry without its completeness marker is not trusted either.
+    std::fs::remove_file(entry.join("complete")).unwrap();
+    cache.get_or_compile("h", fake_compile).unwrap();
+    assert_eq!(cache.stats().corrupt, 2);
+    // Whole again: a plain hit.
+    cache.get_or_compile("h", |_| panic!("must not compile on a hit")).unwrap();
+    assert_eq!(cache.stats().hits, 1);
+    assert_eq!(names(dir.path()).len(), 1, "nothing left aside: {:?}", names(dir.path()));
+}
+
+#[test]
+fn entries_of_the_abi_1_layout_are_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CompileCache::open(dir.path(), "os A", 2, Duration::from_secs(3600)).unwrap();
+    let current = cache.entry_name("h");
+    // Same generation prefix, old layout (`<key>.mlmodelc`, no marker).
+    let legacy = format!("{current}.mlmodelc");
+    std::fs::create_dir_all(dir.path().join(&legacy)).unwrap();
+    let reopened = CompileCache::open(dir.path(), "os A", 2, Duration::from_secs(3600)).unwrap();
+    assert_eq!(reopened.stats().swept, 1);
+    assert!(!dir.path().join(legacy).exists());
 }

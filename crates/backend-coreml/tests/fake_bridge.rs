@@ -171,9 +171,12 @@ fn packages_compile_once_through_the_cache() {
     {
         let engine = engine(&cache_dir);
         let artifact = ModelArtifact::from_path(&pkg).unwrap();
-        for _ in 0..2 {
-            let model = engine.prepare(&artifact, &PrepareOptions::default()).unwrap();
+        // One compiled model serves every compute-units setting.
+        for units in [inference_api::ComputeUnits::CpuOnly, inference_api::ComputeUnits::All] {
+            let options = PrepareOptions::new().with_compute_units(units);
+            let model = engine.prepare(&artifact, &options).unwrap();
             assert_eq!(model.run(&input([0.0; 4]), &RunContext::new()).unwrap().len(), 1);
+            assert_eq!(model.placement().requested, units);
         }
         let cache = engine.cache().unwrap().stats();
         assert_eq!((cache.hits, cache.misses), (1, 1));
@@ -185,6 +188,8 @@ fn packages_compile_once_through_the_cache() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
-    assert!(names[0].ends_with(".mlmodelc") && !names[0].starts_with(".staging"), "{names:?}");
+    assert!(names[0].starts_with("v") && !names[0].starts_with(".staging"), "{names:?}");
+    let entry = cache_dir.join(&names[0]);
+    assert!(entry.join("model.mlmodelc").is_dir() && entry.join("complete").is_file());
     assert_balanced(&before);
 }

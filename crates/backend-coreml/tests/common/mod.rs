@@ -24,6 +24,8 @@ pub struct FakeStats {
     pub overlaps: u64,
     pub max_in_flight: u64,
     pub hung_now: u64,
+    pub outputs_too_small: u64,
+    pub last_plan_timeout_ms: u64,
 }
 
 /// Folder holding the fake libraries built by build.rs.
@@ -92,6 +94,7 @@ pub fn config(cache: &Path) -> CoreMlConfig {
         deadline: Duration::from_secs(10),
         max_abandoned: 2,
         stale_after: Duration::from_secs(3600),
+        plan_timeout: Duration::from_secs(10),
     }
 }
 
