@@ -1,6 +1,10 @@
 //! `cargo xtask bench-peers`: our CPU engine (`infer bench --json`) and ONNX Runtime
 //! (`benches/peers/ort_bench.py`) timed alternately on the same models, inputs and thread
-//! counts, with the ratio table printed as Markdown.
+//! counts, with the ratio table printed as Markdown: p50/p99 of both, ours/ORT, our achieved
+//! GFLOP/s and its share of this CPU's FMA peak (measured first by the kernels' register-only
+//! FMA loop, `cargo run -p kernels --example fma_peak`), peak RSS, and the load average at each
+//! row. The shared fixtures' `.mlpackage` files run on our ML Program executor beside the native
+//! models, against the same ONNX export.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +24,15 @@ struct Case {
 
 fn cases(root: &Path) -> Vec<Case> {
     let fx = root.join("../shared/fixtures");
+    let package = |label: &'static str, dir: &str, input: &str| Case {
+        label,
+        ours: vec![
+            "--model".into(),
+            fx.join(format!("{dir}/{dir}.mlpackage")).display().to_string(),
+        ],
+        onnx: fx.join(format!("{dir}/{dir}.onnx")),
+        input: fx.join(format!("{dir}/reference/{input}")),
+    };
     vec![
         Case {
             label: "EfficientNet-Lite0 224",
@@ -41,6 +54,8 @@ fn cases(root: &Path) -> Vec<Case> {
             onnx: fx.join("fastvit_t8/fastvit_t8.onnx"),
             input: fx.join("fastvit_t8/reference/noise1.safetensors"),
         },
+        package("EfficientNet-Lite0 224 (.mlpackage)", "efficientnet_lite0", "noise.safetensors"),
+        package("FastViT-T8 256 (.mlpackage)", "fastvit_t8", "noise1.safetensors"),
     ]
 }
 
@@ -56,6 +71,36 @@ fn run_json(cmd: &mut Command) -> Result<Value> {
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
     serde_json::from_str(line).with_context(|| format!("parsing JSON from {cmd:?}: {text}"))
+}
+
+/// The 1-minute load average (`/proc/loadavg`), NaN where unavailable.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+/// This CPU's FMA peak in GFLOP/s on 1 and 2 threads, from the kernels' `fma_peak` example.
+fn fma_peak(root: &Path) -> Result<(String, f64, f64)> {
+    let mut c = Command::new("cargo");
+    c.args(["run", "--release", "-q", "-p", "kernels", "--example", "fma_peak"]).current_dir(root);
+    let v = run_json(&mut c)?;
+    let isa = v.get("isa").and_then(Value::as_str).unwrap_or("?").to_string();
+    Ok((isa, num(&v, "gflops_1t")?, num(&v, "gflops_2t")?))
+}
+
+/// The CPU's model name (`/proc/cpuinfo`).
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -92,6 +137,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let infer = target.join("release/infer");
+    let (isa, peak1, peak2) = fma_peak(&root)?;
+    eprintln!("FMA peak ({isa}): {peak1:.1} GFLOP/s on 1 thread, {peak2:.1} on 2");
     let ort = root.join("benches/peers/ort_bench.py");
     let tmp = target.join("bench-peers.json");
     let mut rows = Vec::new();
@@ -99,6 +146,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         for &t in &threads {
             let (mut o50, mut o99, mut r50, mut r99, mut orss, mut rrss) =
                 (vec![], vec![], vec![], vec![], vec![], vec![]);
+            let (mut gflop, mut loads) = (vec![], vec![]);
             for round in 0..rounds {
                 eprintln!("{} {t}t round {}/{rounds}", case.label, round + 1);
                 // Alternate which goes first so neither always gets the cooler machine.
@@ -115,6 +163,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                     o50.push(num(&v, "p50_ms")?);
                     o99.push(num(&v, "p99_ms")?);
                     orss.push(num(&v, "peak_rss_mb").unwrap_or(f64::NAN));
+                    gflop.push(num(&v, "gflop_per_run").unwrap_or(f64::NAN));
+                    loads.push(load_average());
                     Ok(())
                 };
                 let mut theirs = || -> Result<()> {
@@ -137,24 +187,37 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             }
             let (a50, a99, b50, b99) =
                 (median(&mut o50), median(&mut o99), median(&mut r50), median(&mut r99));
+            let gf = median(&mut gflop);
+            let rate = gf / (a50 / 1e3);
+            let peak = if t >= 2 { peak2 } else { peak1 };
+            let (lo, hi) = loads
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &l| (a.min(l), b.max(l)));
             rows.push(format!(
-                "| {} | {t} | {a50:.2} | {a99:.2} | {b50:.2} | {b99:.2} | {:.2} | {:.0} / {:.0} |",
+                "| {} | {t} | {a50:.2} | {a99:.2} | {b50:.2} | {b99:.2} | {:.2} | {gf:.3} | {rate:.0} | {:.0} % | {:.0} / {:.0} | {lo:.1}-{hi:.1} |",
                 case.label,
                 a50 / b50,
+                100.0 * rate / peak,
                 median(&mut orss),
                 median(&mut rrss)
             ));
         }
     }
     println!(
-        "| model | threads | ours p50 ms | ours p99 ms | ORT p50 ms | ORT p99 ms | ours/ORT p50 | peak RSS MB ours / ORT |"
+        "CPU: {} ({isa}); FMA peak {peak1:.1} GFLOP/s (1 thread), {peak2:.1} (2 threads)\n",
+        cpu_model()
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| model | threads | ours p50 ms | ours p99 ms | ORT p50 ms | ORT p99 ms | ours/ORT p50 | GFLOP/run | ours GFLOP/s | of FMA peak | peak RSS MB ours / ORT | load avg |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
     println!(
-        "\n(medians of {rounds} alternating rounds of {iters} timed runs each after 10 warm-up)"
+        "\n(medians of {rounds} alternating rounds of {iters} timed runs each after 10 warm-up; \
+         GFLOP/run = 2 x multiply-adds of convolutions and matmuls as counted by our kernels; \
+         load avg = 1-minute load average after each of our runs, min-max)"
     );
     Ok(())
 }

@@ -77,6 +77,8 @@ struct EngineResult {
     min_ms: f64,
     images_per_s: f64,
     peak_rss_mb: Option<f64>,
+    /// GFLOP (2 per multiply-add) of convolutions and matmuls per run, counted by the kernels.
+    gflop_per_run: Option<f64>,
     rss_before_mb: Option<f64>,
     rss_after_mb: Option<f64>,
     rss_growth_kb: Option<i64>,
@@ -101,6 +103,7 @@ struct EngineResultRef {
     iters: usize,
     load_ms: f64,
     peak_rss_mb: Option<f64>,
+    gflop_per_run: Option<f64>,
     rss_growth_kb: Option<i64>,
 }
 
@@ -225,7 +228,12 @@ pub(crate) fn main(args: Args) -> Result<()> {
         for _ in 0..args.warmup {
             run()?;
         }
+        let f0 = kernels::profile::flops();
         let output = run()?;
+        // Convolution and matmul work of one run as counted by the CPU kernels (none for an
+        // engine that does not run on them).
+        let flops = kernels::profile::flops().saturating_sub(f0);
+        let gflop_per_run = (flops > 0).then(|| flops as f64 / 1e9);
         let threads = args
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
@@ -297,6 +305,7 @@ pub(crate) fn main(args: Args) -> Result<()> {
             min_ms: percentile(&times, 0.0),
             images_per_s: args.iters as f64 / wall.as_secs_f64().max(1e-9),
             peak_rss_mb: mb(hwm),
+            gflop_per_run,
             rss_before_mb: mb(rss_before),
             rss_after_mb: mb(rss_after),
             rss_growth_kb: rss_before.zip(rss_after).map(|(b, a)| a as i64 - b as i64),
@@ -319,6 +328,7 @@ pub(crate) fn main(args: Args) -> Result<()> {
                 iters: first.iters,
                 load_ms: first.load_ms,
                 peak_rss_mb: first.peak_rss_mb,
+                gflop_per_run: first.gflop_per_run,
                 rss_growth_kb: first.rss_growth_kb,
             },
             engines: results,

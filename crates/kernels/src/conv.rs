@@ -1,11 +1,11 @@
 //! 2-D convolution prepared once (weights packed, BatchNorm folded, activation fused) and run
 //! by the fastest applicable kernel: depthwise direct, 1x1 as one GEMM, otherwise im2col + GEMM.
 
-use rayon::prelude::*;
+#![allow(unsafe_code)]
 
 use crate::depthwise::{DwGeometry, depthwise};
 use crate::pointwise::pointwise;
-use crate::{Activation, apply_activation, matmul, profile};
+use crate::{Activation, apply_activation, profile};
 
 /// How the input is padded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +226,7 @@ impl Conv2d {
         let (oh, ow) = self.output_hw(h, w)?;
         let [pt, _, pl, _] = self.pads(h, w);
         let cig = self.in_channels / self.groups;
+        profile::add_flops(2 * (n * self.out_channels * oh * ow * cig * self.kh * self.kw) as u64);
         if self.groups == self.in_channels && cig == 1 && !accumulate {
             let t = profile::start();
             let g = DwGeometry {
@@ -271,10 +272,10 @@ impl Conv2d {
             return Ok(());
         }
         let t = profile::start();
-        let pointwise = self.is_pointwise(h, w);
+        let is_pw = self.is_pointwise(h, w);
         let cog = self.out_channels / self.groups;
         let kk = cig * self.kh * self.kw;
-        let mut col = if pointwise { Vec::new() } else { vec![0f32; kk * oh * ow] };
+        let mut col = if is_pw { Vec::new() } else { vec![0f32; kk * oh * ow] };
         for b in 0..n {
             let xb = &x[b * self.in_channels * h * w..(b + 1) * self.in_channels * h * w];
             let ob =
@@ -283,26 +284,20 @@ impl Conv2d {
                 let xg = &xb[g * cig * h * w..(g + 1) * cig * h * w];
                 let wg = &self.weight[g * cog * kk..(g + 1) * cog * kk];
                 let og = &mut ob[g * cog * oh * ow..(g + 1) * cog * oh * ow];
-                let rhs: &[f32] = if pointwise {
+                let rhs: &[f32] = if is_pw {
                     xg
                 } else {
                     self.im2col(xg, h, w, oh, ow, pt, pl, &mut col);
                     &col
                 };
-                if !matmul(cog, oh * ow, kk, wg, rhs, og) {
+                // The column matrix is a pointwise convolution's input: same tiled GEMM, with
+                // bias and activation in its epilogue.
+                let bg = &self.bias[g * cog..(g + 1) * cog];
+                if !pointwise(cog, kk, oh * ow, wg, rhs, bg, self.act, false, og) {
                     return Err("conv: internal GEMM size mismatch".into());
                 }
             }
         }
-        let plane = oh * ow;
-        let channels = self.out_channels;
-        out.par_chunks_mut(plane).enumerate().for_each(|(p, o)| {
-            let bias = self.bias[p % channels];
-            if bias != 0.0 {
-                o.iter_mut().for_each(|v| *v += bias);
-            }
-            apply_activation(o, self.act);
-        });
         profile::record("im2col-gemm", t);
         Ok(())
     }
@@ -321,7 +316,13 @@ impl Conv2d {
     ) {
         let (sy, sx) = self.stride;
         let (dy, dx) = self.dilation;
-        col.par_chunks_mut(oh * ow).enumerate().for_each(|(row, dst)| {
+        let plane = oh * ow;
+        let rows = col.len() / plane.max(1);
+        let dst_all = crate::pool::SharedMut::new(col);
+        crate::pool::for_each_task(rows, &|row| {
+            // SAFETY: each task writes only its own row `row < rows` of `col`, which outlives
+            // the loop.
+            let dst = unsafe { dst_all.slice(row * plane, plane) };
             let ci = row / (self.kh * self.kw);
             let ky = (row / self.kw) % self.kh;
             let kx = row % self.kw;

@@ -5,7 +5,7 @@
 
 #![allow(unsafe_code)]
 
-use rayon::prelude::*;
+use std::cell::RefCell;
 
 use super::{Activation, apply_activation};
 
@@ -41,14 +41,62 @@ pub(crate) fn depthwise(
     let in_plane = g.h * g.w;
     let out_plane = g.oh * g.ow;
     let in_channels = channels / mult.max(1);
-    out.par_chunks_mut(out_plane).enumerate().for_each_init(Vec::new, |scratch, (p, o)| {
-        let (b, c) = (p / channels, p % channels);
-        let ip = b * in_channels + c / mult.max(1);
-        let xin = &x[ip * in_plane..(ip + 1) * in_plane];
-        let wk = &weight[c * g.kh * g.kw..(c + 1) * g.kh * g.kw];
-        plane(xin, o, wk, bias[c], g, act, scratch);
+    let planes = out.len() / out_plane.max(1);
+    if planes == 0 {
+        return;
+    }
+    // A few tasks per thread (so a descheduled thread's share is picked up by the others),
+    // each a run of whole planes.
+    let tasks = (crate::pool::threads() * 4).min(planes);
+    let per = planes.div_ceil(tasks);
+    let tasks = planes.div_ceil(per);
+    let dst = OutPtr(out.as_mut_ptr());
+    crate::pool::for_each_task(tasks, &|t| {
+        let d = dst;
+        let run = |scratch: &mut Scratch| {
+            for p in t * per..((t + 1) * per).min(planes) {
+                // SAFETY: plane p < planes lies inside `out` (planes * out_plane <= out.len()),
+                // and each plane index belongs to exactly one task, so no two tasks write the
+                // same elements while `out` is exclusively borrowed for this call.
+                let o =
+                    unsafe { std::slice::from_raw_parts_mut(d.0.add(p * out_plane), out_plane) };
+                let (b, c) = (p / channels, p % channels);
+                let ip = b * in_channels + c / mult.max(1);
+                let xin = &x[ip * in_plane..(ip + 1) * in_plane];
+                let wk = &weight[c * g.kh * g.kw..(c + 1) * g.kh * g.kw];
+                plane(xin, o, wk, bias[c], g, act, scratch);
+            }
+        };
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut s) => run(&mut s),
+            Err(_) => run(&mut Scratch::default()),
+        });
     });
 }
+
+/// Per-thread buffers of the depthwise kernel: the padded stride-phase planes and the tap
+/// offsets.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    padded: Vec<f32>,
+    taps: Vec<usize>,
+}
+
+thread_local! {
+    /// Each thread's padded-plane scratch, kept between calls (no allocation in steady state).
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch { padded: Vec::new(), taps: Vec::new() })
+    };
+}
+
+/// A raw output pointer shared by tasks that write disjoint planes.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: only dereferenced for pairwise-disjoint planes of one live `&mut [f32]` that
+// outlives the parallel loop (see `depthwise`).
+unsafe impl Send for OutPtr {}
+// SAFETY: as above; shared references only copy the address.
+unsafe impl Sync for OutPtr {}
 
 /// One output plane. The input is first copied into `scratch` as zero-padded stride-phase
 /// planes (phase `q` holds padded columns `q, q+sx, ...`), so every tap of a block of output
@@ -61,7 +109,7 @@ fn plane(
     bias: f32,
     g: DwGeometry,
     act: Activation,
-    scratch: &mut Vec<f32>,
+    scratch: &mut Scratch,
 ) {
     if g.ow <= 8 {
         plane_blocked::<8>(xin, o, wk, bias, g, act, scratch)
@@ -80,7 +128,7 @@ fn plane_blocked<const B: usize>(
     bias: f32,
     g: DwGeometry,
     act: Activation,
-    scratch: &mut Vec<f32>,
+    scratch: &mut Scratch,
 ) {
     let (sy, sx) = g.stride;
     let (dy, dx) = g.dilation;
@@ -89,6 +137,7 @@ fn plane_blocked<const B: usize>(
     let ph = (g.oh - 1) * sy + (g.kh - 1) * dy + 1;
     // Phase plane width: column block j reaches j + ((kw-1)*dx)/sx.
     let pw = owr + ((g.kw - 1) * dx) / sx + 1;
+    let Scratch { padded: scratch, taps } = scratch;
     scratch.clear();
     scratch.resize(ph * sx * pw, 0.0);
     for py in 0..ph {
@@ -116,12 +165,12 @@ fn plane_blocked<const B: usize>(
     }
     let src: &[f32] = scratch;
     // Offset of every tap relative to its output block's origin, computed once per plane.
-    let taps: Vec<usize> = (0..g.kh * g.kw)
-        .map(|t| {
-            let (ky, off) = (t / g.kw, (t % g.kw) * dx);
-            (ky * dy * sx + off % sx) * pw + off / sx
-        })
-        .collect();
+    taps.clear();
+    taps.extend((0..g.kh * g.kw).map(|t| {
+        let (ky, off) = (t / g.kw, (t % g.kw) * dx);
+        (ky * dy * sx + off % sx) * pw + off / sx
+    }));
+    let taps: &[usize] = taps;
     let row_step = sy * sx * pw;
     let max_tap = taps.iter().copied().max().unwrap_or(0);
     // Every block reads src[origin + t .. origin + t + B] with origin <= (oh-1)*row_step + owr - B.
@@ -131,7 +180,7 @@ fn plane_blocked<const B: usize>(
     #[cfg(target_arch = "x86_64")]
     if in_bounds && B >= 16 && super::simd::has_avx512() {
         // SAFETY: AVX-512F was detected at run time; bounds as for the AVX2 path below.
-        unsafe { rows_avx512::<B>(src, o, wk, &taps, bias, g.oh, g.ow, owr, row_step) };
+        unsafe { rows_avx512::<B>(src, o, wk, taps, bias, g.oh, g.ow, owr, row_step) };
         apply_activation(o, act);
         return;
     }
@@ -139,7 +188,7 @@ fn plane_blocked<const B: usize>(
     if in_bounds && super::simd::has_avx2_fma() {
         // SAFETY: AVX2/FMA were detected at run time; `in_bounds` establishes that every load
         // (src up to (oh-1)*row_step + owr + max_tap) and store (o up to oh*ow) is in range.
-        unsafe { rows_avx2::<B>(src, o, wk, &taps, bias, g.oh, g.ow, owr, row_step) };
+        unsafe { rows_avx2::<B>(src, o, wk, taps, bias, g.oh, g.ow, owr, row_step) };
         apply_activation(o, act);
         return;
     }
@@ -147,7 +196,7 @@ fn plane_blocked<const B: usize>(
     if in_bounds {
         // SAFETY: NEON is part of the aarch64 baseline; `in_bounds` establishes that every
         // load and store is in range, as for the AVX2 path.
-        unsafe { rows_neon::<B>(src, o, wk, &taps, bias, g.oh, g.ow, owr, row_step) };
+        unsafe { rows_neon::<B>(src, o, wk, taps, bias, g.oh, g.ow, owr, row_step) };
         apply_activation(o, act);
         return;
     }
@@ -158,7 +207,7 @@ fn plane_blocked<const B: usize>(
         for x0 in (0..owr).step_by(B) {
             let origin = oy * row_step + x0;
             let mut acc = [bias; B];
-            for (&wv, &t) in wk.iter().zip(&taps) {
+            for (&wv, &t) in wk.iter().zip(taps) {
                 let s = &src[origin + t..origin + t + B];
                 for i in 0..B {
                     acc[i] += wv * s[i];

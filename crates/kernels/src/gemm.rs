@@ -10,6 +10,19 @@ use ::gemm::Parallelism;
 /// # Panics
 /// Never for well-formed slices; returns without work when a length does not match.
 pub fn matmul(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) -> bool {
+    crate::profile::add_flops(2 * (m * n * k) as u64);
+    matmul_uncounted(m, n, k, a, b, c)
+}
+
+/// [`matmul`] without adding to the FLOP counter (for callers that counted the work already).
+pub(crate) fn matmul_uncounted(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+) -> bool {
     if a.len() < m * k || b.len() < k * n || c.len() < m * n {
         return false;
     }

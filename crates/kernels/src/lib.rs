@@ -23,7 +23,9 @@ mod activation;
 mod conv;
 mod depthwise;
 mod gemm;
+pub mod peak;
 mod pointwise;
+mod pool;
 pub mod profile;
 mod simd;
 

@@ -1,11 +1,9 @@
 //! 1x1 stride-1 convolution as one GEMM per image, `out[co x hw] = w[co x ci] * x[ci x hw]`,
 //! tiled over output columns (and rows when there are few columns) so each tile's bias,
 //! activation and optional residual are applied while it is still in cache. Tiles run on the
-//! current rayon pool, one single-threaded GEMM each: no nested parallelism.
+//! kernels' pool ([`crate::pool`]), one single-threaded GEMM each: no nested parallelism.
 
 #![allow(unsafe_code)]
-
-use rayon::prelude::*;
 
 use super::{Activation, apply_activation};
 
@@ -39,7 +37,7 @@ pub(crate) fn pointwise(
     if co == 0 || hw == 0 {
         return true;
     }
-    let threads = rayon::current_num_threads().max(1);
+    let threads = crate::pool::threads();
     // Column tiles sized so a tile of x (ci x nt) stays within about 256 KB.
     let nt_cache = ((64 * 1024) / ci.max(1)).clamp(64, 1024) / 16 * 16;
     let mut nt = nt_cache.min(hw);
@@ -132,11 +130,7 @@ pub(crate) fn pointwise(
         }
     };
     let tiles = row_tiles * col_tiles;
-    if tiles == 1 || threads == 1 {
-        (0..tiles).for_each(tile);
-    } else {
-        (0..tiles).into_par_iter().for_each(tile);
-    }
+    crate::pool::for_each_task(tiles, &tile);
     true
 }
 

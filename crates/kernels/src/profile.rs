@@ -4,9 +4,12 @@
 
 use std::sync::Mutex;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 static ENABLED: OnceLock<bool> = OnceLock::new();
+/// Multiply-add work of convolutions and matmuls, counted always (one relaxed add per call).
+static FLOPS: AtomicU64 = AtomicU64::new(0);
 static TABLE: Mutex<Vec<(&'static str, u64, Duration)>> = Mutex::new(Vec::new());
 
 /// True when the `profile` feature is built in and `INFER_PROFILE` is set (to anything but `0`).
@@ -46,4 +49,16 @@ pub fn reset() {
     if let Ok(mut t) = TABLE.lock() {
         t.clear();
     }
+}
+
+/// Adds `n` floating-point operations (2 per multiply-add) to the counter behind [`flops`].
+pub fn add_flops(n: u64) {
+    FLOPS.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Floating-point operations (2 per multiply-add) of every convolution and matmul run since the
+/// process started; with or without the `profile` feature. Benchmarks read it before and after
+/// one run to get the model's GFLOP per run.
+pub fn flops() -> u64 {
+    FLOPS.load(Ordering::Relaxed)
 }

@@ -1,0 +1,57 @@
+//! Runs EfficientNet-Lite0's depthwise convolutions (each shape once per iteration, one thread)
+//! and prints the mean wall time per iteration; for same-binary A/B runs of the depthwise
+//! kernels (`INFER_NO_AVX512=1`) and for `valgrind --tool=callgrind` instruction counts of the
+//! AVX2 and portable paths (valgrind does not run AVX-512). Usage: `dw_shapes [ITERS]`.
+
+use kernels::{Activation, Conv2d, Padding};
+
+fn main() {
+    let iters: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
+    // (channels, input size, kernel, stride) of Lite0's 16 blocks.
+    let shapes = [
+        (32, 112, 3, 1),
+        (96, 112, 3, 2),
+        (144, 56, 3, 1),
+        (144, 56, 5, 2),
+        (240, 28, 5, 1),
+        (240, 28, 3, 2),
+        (480, 14, 3, 1),
+        (480, 14, 5, 1),
+        (672, 14, 5, 1),
+        (672, 14, 5, 2),
+        (1152, 7, 5, 1),
+        (1152, 7, 3, 1),
+    ];
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("thread pool");
+    let convs: Vec<(Conv2d, Vec<f32>, usize)> = shapes
+        .iter()
+        .map(|&(c, hw, k, s)| {
+            let w: Vec<f32> = (0..c * k * k).map(|i| ((i % 13) as f32 - 6.0) * 0.05).collect();
+            let conv = Conv2d::new(
+                w,
+                [c, 1, k, k],
+                None,
+                (s, s),
+                (1, 1),
+                c,
+                Padding::Same,
+                Activation::Relu6,
+            )
+            .expect("valid conv");
+            let x: Vec<f32> = (0..c * hw * hw).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
+            (conv, x, hw)
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    let mut sum = 0f32;
+    pool.install(|| {
+        for _ in 0..iters {
+            for (conv, x, hw) in &convs {
+                let y = conv.forward(x, 1, *hw, *hw).expect("forward");
+                sum += y[y.len() / 2];
+            }
+        }
+    });
+    let ms = t.elapsed().as_secs_f64() * 1e3 / iters.max(1) as f64;
+    println!("depthwise (Lite0 shapes): {ms:.3} ms per iteration (checksum {sum})");
+}

@@ -1,0 +1,261 @@
+//! The kernels' parallel loop: a persistent pool built for inference. Each op hands its tasks
+//! (tiles, planes) to `threads - 1` long-lived workers plus the calling thread, which all claim
+//! task indices from one atomic counter; no allocation per op, no work-stealing deques. Idle
+//! workers spin for a short while (the next op usually follows within microseconds) and then
+//! park on a condition variable, so an idle engine costs no CPU.
+//!
+//! The thread count is the current rayon pool's (`rayon::current_num_threads()`, which the
+//! engine sets per model); one pool per thread count is created on first use and lives for the
+//! process. When that pool is busy (another model running at the same time), the loop falls
+//! back to rayon. `INFER_POOL=rayon` forces the fallback, for A/B measurements.
+
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+/// How long an idle worker spins before parking.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// One parallel loop: the closure, its task count, and the claim / completion counters.
+struct Job<'a> {
+    f: &'a (dyn Fn(usize) + Sync),
+    n: usize,
+    next: AtomicUsize,
+    completed: AtomicUsize,
+}
+
+impl Job<'_> {
+    /// Claims and runs tasks until none are left.
+    fn work(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.n {
+                return;
+            }
+            (self.f)(i);
+            self.completed.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// A pool of `workers` persistent threads (the caller is the extra one).
+struct Pool {
+    /// Held by the one caller currently using the pool.
+    busy: AtomicBool,
+    /// Bumped for every job; workers wait for it to change.
+    epoch: AtomicU64,
+    /// The current job (on the caller's stack), or null between jobs.
+    job: AtomicPtr<Job<'static>>,
+    /// Workers currently between noticing a job and finishing with it; the caller waits for
+    /// zero before its job goes out of scope.
+    active: AtomicUsize,
+    /// Parked workers, and what they park on.
+    sleeping: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl Pool {
+    fn start(workers: usize) -> &'static Pool {
+        let pool: &'static Pool = Box::leak(Box::new(Pool {
+            busy: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            active: AtomicUsize::new(0),
+            sleeping: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+        }));
+        for i in 0..workers {
+            let spawned = std::thread::Builder::new()
+                .name(format!("kernels-{i}"))
+                .spawn(move || pool.worker());
+            if spawned.is_err() {
+                // Without its workers the pool still runs every job on the caller.
+                break;
+            }
+        }
+        pool
+    }
+
+    fn worker(&self) {
+        let mut seen = self.epoch.load(Ordering::Acquire);
+        loop {
+            let t0 = Instant::now();
+            let mut spins = 0u32;
+            while self.epoch.load(Ordering::Acquire) == seen {
+                std::hint::spin_loop();
+                spins += 1;
+                if spins.is_multiple_of(256) && t0.elapsed() > SPIN {
+                    let Ok(mut g) = self.lock.lock() else { return };
+                    self.sleeping.fetch_add(1, Ordering::SeqCst);
+                    while self.epoch.load(Ordering::SeqCst) == seen {
+                        g = match self.wake.wait(g) {
+                            Ok(g) => g,
+                            Err(_) => return,
+                        };
+                    }
+                    self.sleeping.fetch_sub(1, Ordering::SeqCst);
+                    break;
+                }
+            }
+            seen = self.epoch.load(Ordering::Acquire);
+            self.active.fetch_add(1, Ordering::SeqCst);
+            let p = self.job.load(Ordering::SeqCst);
+            if !p.is_null() {
+                // SAFETY: `p` points to the job of a caller that is inside `run`: a caller
+                // nulls `job` and then waits for `active` to reach zero before its job goes
+                // out of scope, and we incremented `active` before loading `p` (both SeqCst),
+                // so either we saw null or the caller will wait for our decrement below.
+                unsafe { (*p).work() };
+            }
+            self.active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Runs `f(0..n)` on the workers and the calling thread; `false` (nothing run) when the
+    /// pool is in use.
+    fn run(&self, n: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
+        if self.busy.swap(true, Ordering::Acquire) {
+            return false;
+        }
+        let job = Job { f, n, next: AtomicUsize::new(0), completed: AtomicUsize::new(0) };
+        let p = (&job as *const Job<'_>).cast_mut().cast::<Job<'static>>();
+        self.job.store(p, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) > 0 {
+            let _g = self.lock.lock();
+            self.wake.notify_all();
+        }
+        job.work();
+        let mut spins = 0u32;
+        while job.completed.load(Ordering::Acquire) < n {
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(1024) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        self.job.store(std::ptr::null_mut(), Ordering::SeqCst);
+        while self.active.load(Ordering::SeqCst) > 0 {
+            std::hint::spin_loop();
+        }
+        self.busy.store(false, Ordering::Release);
+        true
+    }
+}
+
+/// The pool for `threads` threads (created on first use).
+fn pool_for(threads: usize) -> Option<&'static Pool> {
+    static POOLS: OnceLock<Mutex<Vec<(usize, &'static Pool)>>> = OnceLock::new();
+    let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
+    let mut v = pools.lock().ok()?;
+    if let Some(&(_, p)) = v.iter().find(|(t, _)| *t == threads) {
+        return Some(p);
+    }
+    let p = Pool::start(threads - 1);
+    v.push((threads, p));
+    Some(p)
+}
+
+fn rayon_only() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("INFER_POOL").is_ok_and(|v| v == "rayon"))
+}
+
+/// Runs `f(i)` for every `i` in `0..n`, in parallel over the current rayon pool's thread count
+/// (see the module docs); returns when all have finished. Tasks must be independent.
+pub(crate) fn for_each_task(n: usize, f: &(dyn Fn(usize) + Sync)) {
+    let threads = rayon::current_num_threads();
+    if n <= 1 || threads <= 1 {
+        (0..n).for_each(f);
+        return;
+    }
+    if !rayon_only() && pool_for(threads).is_some_and(|p| p.run(n, f)) {
+        return;
+    }
+    (0..n).into_par_iter().for_each(f);
+}
+
+/// A mutable slice shared by parallel tasks that each write their own disjoint part.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: only used to hand disjoint sub-slices of one exclusively borrowed slice to the tasks
+// of one parallel loop (see `slice`).
+unsafe impl Send for SharedMut {}
+// SAFETY: as above; sharing only copies the address.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// Wraps `s`, which must stay borrowed for as long as the wrapper is used.
+    pub(crate) fn new(s: &mut [f32]) -> SharedMut {
+        SharedMut { ptr: s.as_mut_ptr(), len: s.len() }
+    }
+
+    /// The sub-slice `start..start + len`.
+    ///
+    /// # Safety
+    /// The wrapped slice must still be live and not otherwise accessed, and no two live
+    /// sub-slices handed out may overlap.
+    ///
+    /// # Panics
+    /// When the range is out of bounds.
+    pub(crate) unsafe fn slice<'a>(&self, start: usize, len: usize) -> &'a mut [f32] {
+        assert!(start.checked_add(len).is_some_and(|e| e <= self.len), "SharedMut range");
+        // SAFETY: in bounds (checked); exclusivity is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// Number of threads [`for_each_task`] spreads over here.
+pub(crate) fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_task_runs_once_across_many_jobs() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        pool.install(|| {
+            for n in [0usize, 1, 2, 7, 64, 1000] {
+                let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                for_each_task(n, &|i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n = {n}");
+            }
+        });
+    }
+
+    #[test]
+    fn concurrent_callers_fall_back_and_still_finish() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let total = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    pool.install(|| {
+                        for _ in 0..200 {
+                            for_each_task(16, &|_| {
+                                total.fetch_add(1, Ordering::Relaxed);
+                            });
+                        }
+                    })
+                });
+            }
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 3 * 200 * 16);
+    }
+}
