@@ -13,6 +13,7 @@ mod inspect;
 mod package;
 mod parity;
 mod run;
+mod serve;
 mod tensors_io;
 
 /// On-device inference: Core ML on a Mac, a fast CPU engine everywhere.
@@ -37,6 +38,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Run two models on the same seeded random inputs and print the drift table.
     Parity(parity::Args),
+    /// Serve a model repository over HTTP: KServe v2 REST (JSON and binary tensors), /metrics.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Doctor(a) => doctor::main(a),
         Command::Inspect(a) => inspect::main(a),
         Command::Parity(a) => parity::main(a),
+        Command::Serve(a) => serve::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
