@@ -73,10 +73,10 @@ fn call(r: &mut BufReader<TcpStream>, head: &[u8], body: &[u8]) -> std::io::Resu
         if l.is_empty() {
             break;
         }
-        if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
+        if let Some((k, v)) = l.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().unwrap_or(0);
         }
     }
     let mut buf = vec![0u8; len];

@@ -123,10 +123,42 @@ impl LoadedModel {
     /// validation, outcome to the breaker and telemetry; on failure the next engine is tried
     /// while time remains. A timeout ends the call (its deadline is spent). (7) Sampled calls
     /// are compared against the reference engine off the hot path.
+    ///
+    /// Each call runs in a `tracing` span `infer.run` with fields `model`, `engine` (the
+    /// engine that served, or the last one tried), `outcome` (`ok` or the error kind) and
+    /// `fell_back`.
     pub fn run_with(
         &self,
         inputs: impl Into<Arc<NamedTensors>>,
         opts: &RunOptions,
+    ) -> Result<(NamedTensors, RunReport)> {
+        let span = tracing::info_span!(
+            "infer.run",
+            model = %self.inner.name,
+            engine = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            fell_back = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let result = self.run_traced(inputs.into(), opts, &span);
+        match &result {
+            Ok((_, report)) => {
+                span.record("engine", report.engine.as_str());
+                span.record("outcome", "ok");
+                span.record("fell_back", report.fell_back);
+            }
+            Err(e) => {
+                span.record("outcome", e.kind());
+            }
+        }
+        result
+    }
+
+    fn run_traced(
+        &self,
+        inputs: Arc<NamedTensors>,
+        opts: &RunOptions,
+        span: &tracing::Span,
     ) -> Result<(NamedTensors, RunReport)> {
         let started = Instant::now();
         let m = &*self.inner;
@@ -143,7 +175,6 @@ impl LoadedModel {
                 return Err(e);
             }
         };
-        let inputs: Arc<NamedTensors> = inputs.into();
         if let Err(e) = m.schema.validate_inputs(&inputs) {
             m.model_series.record_err(e.kind(), started.elapsed());
             return Err(e);
@@ -181,6 +212,7 @@ impl LoadedModel {
                 first_reason
                     .get_or_insert_with(|| format!("{}: {msg}", m.served[from].lane.engine_name));
             }
+            span.record("engine", s.lane.engine_name.as_str());
             let permit = match s.breaker.try_acquire() {
                 Ok(p) => p,
                 Err(rej) => {

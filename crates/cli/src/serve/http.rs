@@ -298,13 +298,13 @@ async fn infer_call(
         .retry(1));
     }
     let m = find(&s, &name, version.as_deref())?;
-    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
-        if enc.as_bytes() != b"identity" {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("Content-Encoding {enc:?} is not supported; send the body uncompressed"),
-            ));
-        }
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING)
+        && enc.as_bytes() != b"identity"
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Encoding {enc:?} is not supported; send the body uncompressed"),
+        ));
     }
     let header_len = header_number(&headers, HEADER_LEN)?.map(|n| n as usize);
     let header_timeout = header_number(&headers, TIMEOUT_MS)?.map(Duration::from_millis);
