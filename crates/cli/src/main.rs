@@ -16,6 +16,7 @@ mod output;
 mod package;
 mod parity;
 mod run;
+mod serve;
 mod soak;
 mod tensors_io;
 
@@ -44,6 +45,8 @@ enum Command {
     /// Call a model through the runtime for a while (optionally with injected faults) and
     /// record answers, errors, latency, RSS, threads and file descriptors over time.
     Soak(soak::Args),
+    /// Serve a model repository over HTTP: KServe v2 REST (JSON and binary tensors), /metrics.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::main(a),
         Command::Parity(a) => parity::main(a),
         Command::Soak(a) => soak::main(a),
+        Command::Serve(a) => serve::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -304,10 +304,12 @@ impl Runtime {
             let reference = served[idx].lane.prepared()?;
             Shadow::start(cfg.clone(), reference).map(|s| (s, idx))
         });
+        let model_series = b.telemetry.model(&name);
         Ok(LoadedModel {
             inner: Arc::new(ModelInner {
-                model_series: b.telemetry.model(&name),
-                admission: Admission::new(&name, b.queue_capacity),
+                admission: Admission::new(&name, b.queue_capacity)
+                    .with_series(Arc::clone(&model_series)),
+                model_series,
                 name,
                 schema: bundle.io_schema.clone(),
                 served,

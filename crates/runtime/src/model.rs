@@ -125,16 +125,33 @@ impl LoadedModel {
     /// (5) hand-off to the engine's worker bounded by the call's remaining deadline, (6) output
     /// validation, outcome to the breaker and telemetry; on failure the next engine is tried
     /// while time remains. A timeout ends the call (its deadline is spent). (7) Sampled calls
-    /// are compared against the reference engine off the hot path.
+    /// are compared against the reference engine off the hot path. Each call runs in a
+    /// `tracing` span `infer.run` with fields `model`, `engine`, `outcome` and `fell_back`.
     pub fn run_with(
         &self,
         inputs: impl Into<Arc<NamedTensors>>,
         opts: &RunOptions,
     ) -> Result<(NamedTensors, RunReport)> {
+        let span = tracing::info_span!(
+            "infer.run",
+            model = %self.inner.name,
+            engine = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            fell_back = tracing::field::Empty,
+        );
+        let _entered = span.enter();
         let started = Instant::now();
         let result = self.admitted(inputs.into(), opts, started);
-        if let Err(e) = &result {
-            self.inner.model_series.record_err(e.kind().as_str(), started.elapsed());
+        match &result {
+            Ok((_, report)) => {
+                span.record("engine", report.engine.as_str());
+                span.record("outcome", "ok");
+                span.record("fell_back", report.fell_back);
+            }
+            Err(e) => {
+                span.record("outcome", e.kind().as_str());
+                self.inner.model_series.record_err(e.kind().as_str(), started.elapsed());
+            }
         }
         result
     }

@@ -8,21 +8,51 @@ use serde::{Deserialize, Serialize};
 /// Significant decimal digits kept by every histogram: values are exact to 0.1 %.
 const SIGFIG: u8 = 3;
 
-/// One latency distribution in nanoseconds, plus the exact sum for Prometheus `_sum`.
+/// Upper bounds in seconds of the fixed Prometheus latency buckets (`le`); a `+Inf` bucket
+/// follows. The same in every process, so fleets can sum buckets and take quantiles of the sum.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Number of fixed buckets including `+Inf`.
+pub const BUCKETS: usize = LATENCY_BUCKETS_SECONDS.len() + 1;
+
+/// Upper bounds of [`LATENCY_BUCKETS_SECONDS`] in nanoseconds.
+const BUCKET_NS: [u64; BUCKETS - 1] = [
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// One latency distribution in nanoseconds: an HdrHistogram for quantiles, fixed-bucket
+/// counts for Prometheus, and the exact sum for `_sum`.
 #[derive(Debug, Clone)]
 pub(crate) struct LatencyHist {
     hist: Option<Histogram<u64>>,
+    buckets: [u64; BUCKETS],
     sum_ns: u128,
 }
 
 impl LatencyHist {
     pub(crate) fn new() -> LatencyHist {
         // Auto-resizing: memory grows with the largest value seen, not with the count.
-        LatencyHist { hist: Histogram::new(SIGFIG).ok(), sum_ns: 0 }
+        LatencyHist { hist: Histogram::new(SIGFIG).ok(), buckets: [0; BUCKETS], sum_ns: 0 }
     }
 
     pub(crate) fn record(&mut self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = BUCKET_NS.iter().position(|&b| ns <= b).unwrap_or(BUCKETS - 1);
+        self.buckets[i] += 1;
         if let Some(h) = self.hist.as_mut() {
             // `record` grows the auto-resizing histogram; if growing fails, clamp instead.
             if h.record(ns).is_err() {
@@ -33,12 +63,13 @@ impl LatencyHist {
     }
 
     pub(crate) fn quantiles(&self) -> Quantiles {
-        let Some(h) = self.hist.as_ref() else { return Quantiles::default() };
-        if h.is_empty() {
-            return Quantiles::default();
-        }
+        let buckets = self.buckets;
+        let Some(h) = self.hist.as_ref().filter(|h| !h.is_empty()) else {
+            return Quantiles { buckets, ..Quantiles::default() };
+        };
         let us = |ns: u64| ns as f64 / 1_000.0;
         Quantiles {
+            buckets,
             count: h.len(),
             sum_us: self.sum_ns as f64 / 1_000.0,
             min_us: us(h.min()),
@@ -56,7 +87,8 @@ impl LatencyHist {
 /// Quantiles of one latency distribution, in microseconds.
 ///
 /// Quantiles come from an HdrHistogram with 3 significant digits: each is within 0.1 % of the
-/// true order statistic. Empty distributions report zeros and `count = 0`.
+/// true order statistic. Empty distributions report zeros and `count = 0`. `buckets` are
+/// exact counts per fixed bucket ([`LATENCY_BUCKETS_SECONDS`], then `+Inf`), not cumulative.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Quantiles {
     /// Number of recorded values.
@@ -79,6 +111,10 @@ pub struct Quantiles {
     pub p999_us: f64,
     /// Largest value.
     pub max_us: f64,
+    /// Values per fixed bucket: `buckets[i]` counts values in
+    /// `(LATENCY_BUCKETS_SECONDS[i-1], LATENCY_BUCKETS_SECONDS[i]]`; the last counts the rest.
+    #[serde(default)]
+    pub buckets: [u64; BUCKETS],
 }
 
 impl Quantiles {
@@ -142,6 +178,26 @@ mod tests {
             assert!((got - want).abs() / want < 0.002, "want {want} got {got}");
         }
         assert!((q.sum_us - 50_005_000.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn fixed_buckets_count_each_value_once() {
+        let mut h = LatencyHist::new();
+        // On a bound (inclusive), just over it, and past the last bound.
+        for d in [
+            Duration::from_micros(500),
+            Duration::from_micros(501),
+            Duration::from_millis(3),
+            Duration::from_secs(11),
+        ] {
+            h.record(d);
+        }
+        let b = h.quantiles().buckets;
+        assert_eq!(b.iter().sum::<u64>(), 4);
+        assert_eq!((b[0], b[1], b[3], b[BUCKETS - 1]), (1, 1, 1, 1));
+        for (ns, s) in BUCKET_NS.iter().zip(LATENCY_BUCKETS_SECONDS) {
+            assert_eq!(*ns, (s * 1e9).round() as u64);
+        }
     }
 
     #[test]

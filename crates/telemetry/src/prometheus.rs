@@ -3,10 +3,12 @@
 use std::fmt::Write;
 
 use crate::snapshot::{SeriesSnapshot, Snapshot};
-use crate::{BreakerGauge, Quantiles};
+use crate::{BreakerGauge, LATENCY_BUCKETS_SECONDS, Quantiles};
 
-/// Renders a snapshot as Prometheus text. Latencies are summaries in seconds with quantiles
-/// 0.5, 0.9, 0.95, 0.99 and 0.999; every family has `# HELP` and `# TYPE` lines.
+/// Renders a snapshot as Prometheus text. Latencies are histograms in seconds with the fixed
+/// buckets of [`LATENCY_BUCKETS_SECONDS`], so they can be summed across processes (the HDR
+/// quantiles stay in the JSON snapshot and the summary); every family has `# HELP` and
+/// `# TYPE` lines. Every family name is documented in docs/metrics.md (a test checks).
 pub(crate) fn render(s: &Snapshot) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let mut fam = |name: &str, kind: &str, help: &str, lines: Vec<String>| {
@@ -87,10 +89,29 @@ pub(crate) fn render(s: &Snapshot) -> String {
             })
             .collect(),
     );
+    fam(
+        "infer_queue_depth",
+        "gauge",
+        "Calls in the model's queue now (running or waiting).",
+        s.models
+            .iter()
+            .map(|m| format!("infer_queue_depth{{{}}} {}", ml(&m.model), m.queue_depth))
+            .collect(),
+    );
+    fam(
+        "infer_queue_capacity",
+        "gauge",
+        "Calls the model's queue holds before rejecting as overloaded.",
+        s.models
+            .iter()
+            .filter(|m| m.queue_capacity > 0)
+            .map(|m| format!("infer_queue_capacity{{{}}} {}", ml(&m.model), m.queue_capacity))
+            .collect(),
+    );
     let mut lines = Vec::new();
     for m in &s.models {
         for (phase, q) in &m.latency_us {
-            summary(
+            histogram(
                 &mut lines,
                 "infer_model_latency_seconds",
                 &format!("{},phase=\"{phase}\"", ml(&m.model)),
@@ -98,7 +119,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
             );
         }
     }
-    fam("infer_model_latency_seconds", "summary", "Caller-seen latency of run calls.", lines);
+    fam("infer_model_latency_seconds", "histogram", "Caller-seen latency of run calls.", lines);
 
     // Series level.
     let counter = |f: &dyn Fn(&SeriesSnapshot) -> u64, name: &str| -> Vec<String> {
@@ -173,11 +194,34 @@ pub(crate) fn render(s: &Snapshot) -> String {
         counter(&|x| x.abandoned_workers, "infer_abandoned_workers"),
     );
     fam(
-        "infer_breaker_state",
+        "infer_engine_available",
         "gauge",
-        "Circuit breaker state (1 for the current state).",
+        "1 when the engine serves the model (its last load succeeded), 0 when loading failed.",
         s.series
             .iter()
+            .filter(|x| x.load.loads + x.load.failures > 0)
+            .map(|x| format!("infer_engine_available{{{}}} {}", sl(x), u8::from(x.load.available)))
+            .collect(),
+    );
+    fam(
+        "infer_loads_total",
+        "counter",
+        "Successful model loads on an engine (rebuilds after quarantine included).",
+        counter(&|x| x.load.loads, "infer_loads_total"),
+    );
+    fam(
+        "infer_load_failures_total",
+        "counter",
+        "Failed model loads on an engine (unavailable, unreadable format, prepare failed).",
+        counter(&|x| x.load.failures, "infer_load_failures_total"),
+    );
+    fam(
+        "infer_breaker_state",
+        "gauge",
+        "Circuit breaker state (1 for the current state); engines that never loaded have none.",
+        s.series
+            .iter()
+            .filter(|x| !(x.load.loads == 0 && x.load.failures > 0))
             .flat_map(|x| {
                 BreakerGauge::ALL.iter().map(move |g| {
                     format!(
@@ -245,7 +289,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
     let mut lines = Vec::new();
     for x in &s.series {
         for (phase, q) in &x.latency_us {
-            summary(
+            histogram(
                 &mut lines,
                 "infer_latency_seconds",
                 &format!("{},phase=\"{phase}\"", sl(x)),
@@ -253,7 +297,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
             );
         }
     }
-    fam("infer_latency_seconds", "summary", "Attempt latency per phase.", lines);
+    fam("infer_latency_seconds", "histogram", "Attempt latency per phase.", lines);
     out
 }
 
@@ -266,12 +310,16 @@ fn sl(x: &SeriesSnapshot) -> String {
     )
 }
 
-fn summary(lines: &mut Vec<String>, name: &str, labels: &str, q: &Quantiles) {
-    for (quantile, us) in q.pairs() {
-        lines.push(format!("{name}{{{labels},quantile=\"{quantile}\"}} {}", us / 1e6));
+/// Cumulative `_bucket` lines over the fixed bounds, `+Inf`, `_sum` and `_count`.
+fn histogram(lines: &mut Vec<String>, name: &str, labels: &str, q: &Quantiles) {
+    let mut cumulative = 0u64;
+    for (i, n) in q.buckets.iter().enumerate() {
+        cumulative += n;
+        let le = LATENCY_BUCKETS_SECONDS.get(i).map_or_else(|| "+Inf".to_string(), f64::to_string);
+        lines.push(format!("{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}"));
     }
     lines.push(format!("{name}_sum{{{labels}}} {}", q.sum_us / 1e6));
-    lines.push(format!("{name}_count{{{labels}}} {}", q.count));
+    lines.push(format!("{name}_count{{{labels}}} {cumulative}"));
 }
 
 /// Escapes a label value: backslash, double quote and newline.

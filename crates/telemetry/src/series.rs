@@ -155,6 +155,7 @@ impl KindCounters {
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct LoadStats {
+    pub(crate) available: bool,
     pub(crate) loads: u64,
     pub(crate) failures: u64,
     pub(crate) last: Option<Duration>,
@@ -307,14 +308,23 @@ impl Series {
         let mut l = self.load.lock();
         match result {
             Ok(d) => {
+                l.available = true;
                 l.loads += 1;
                 l.last = Some(d);
             }
             Err(reason) => {
+                l.available = false;
                 l.failures += 1;
                 l.last_error = Some(reason.to_string());
+                drop(l);
+                tracing::warn!(model = %self.key.model, engine = %self.key.engine, reason, "model load failed");
             }
         }
+    }
+
+    /// True when the last load on this engine succeeded (the engine serves the model).
+    pub fn available(&self) -> bool {
+        self.load.lock().available
     }
 
     /// One shadow parity comparison.
@@ -405,6 +415,8 @@ pub struct ModelSeries {
     pub(crate) failures: KindCounters,
     pub(crate) fallbacks: Mutex<BTreeMap<FallbackKey, u64>>,
     pub(crate) hists: Mutex<[LatencyHist; 2]>,
+    pub(crate) queue_depth: AtomicU64,
+    pub(crate) queue_capacity: AtomicU64,
 }
 
 impl ModelSeries {
@@ -416,7 +428,29 @@ impl ModelSeries {
             failures: KindCounters::default(),
             fallbacks: Mutex::new(BTreeMap::new()),
             hists: Mutex::new([LatencyHist::new(), LatencyHist::new()]),
+            queue_depth: AtomicU64::new(0),
+            queue_capacity: AtomicU64::new(0),
         }
+    }
+
+    /// The model's queue holds at most `n` calls (running or waiting).
+    pub fn set_queue_capacity(&self, n: usize) {
+        self.queue_capacity.store(n as u64, Relaxed);
+    }
+
+    /// A call entered the model's queue.
+    pub fn queue_enter(&self) {
+        self.queue_depth.fetch_add(1, Relaxed);
+    }
+
+    /// A call left the model's queue (answered, whatever the outcome).
+    pub fn queue_leave(&self) {
+        let _ = self.queue_depth.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+    }
+
+    /// Calls in the model's queue now (running or waiting).
+    pub fn queue_depth(&self) -> u64 {
+        self.queue_depth.load(Relaxed)
     }
 
     /// Model name.

@@ -48,6 +48,12 @@ pub struct ModelSnapshot {
     pub fallbacks: Vec<FallbackCount>,
     /// Caller-seen latency (`total`) and queue wait (`queue`).
     pub latency_us: BTreeMap<String, Quantiles>,
+    /// Calls in the model's queue (running or waiting) when the snapshot was taken.
+    #[serde(default)]
+    pub queue_depth: u64,
+    /// Capacity of the model's queue (0 when the runtime did not say).
+    #[serde(default)]
+    pub queue_capacity: u64,
 }
 
 /// One fallback route and how often it was taken.
@@ -127,6 +133,9 @@ pub struct TransitionCount {
 /// Model loads (prepare) on one engine.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct LoadSnapshot {
+    /// True when the last load succeeded: the engine serves the model.
+    #[serde(default)]
+    pub available: bool,
     /// Successful loads (including rebuilds after quarantine).
     pub loads: u64,
     /// Failed loads.
@@ -181,6 +190,8 @@ pub(crate) fn model_snapshot(m: &ModelSeries) -> ModelSnapshot {
         failures: m.failures.to_map(),
         fallbacks,
         latency_us,
+        queue_depth: m.queue_depth.load(Relaxed),
+        queue_capacity: m.queue_capacity.load(Relaxed),
     }
 }
 
@@ -218,6 +229,7 @@ pub(crate) fn series_snapshot(s: &Series) -> SeriesSnapshot {
         abandoned_workers_total: s.abandoned_total.load(Relaxed),
         breaker: BreakerSnapshot { state: s.breaker_state().as_str().into(), trips, transitions },
         load: LoadSnapshot {
+            available: load.available,
             loads: load.loads,
             failures: load.failures,
             last_ms: load.last.map(|d| d.as_secs_f64() * 1e3),

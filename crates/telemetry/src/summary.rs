@@ -36,6 +36,17 @@ pub(crate) fn render(s: &Snapshot) -> String {
             let _ = writeln!(o, "  fallback {} -> {} ({}): {}", f.from, f.to, f.reason, f.count);
         }
         for x in s.series.iter().filter(|x| x.model == m.model) {
+            if !x.load.available && x.load.failures > 0 {
+                let why = x.load.last_error.as_deref().unwrap_or("?");
+                let _ = writeln!(
+                    o,
+                    "  engine {} [{}]: not available, load failed {}x: {why}",
+                    x.engine, x.compute_units, x.load.failures
+                );
+                if x.requests == 0 {
+                    continue;
+                }
+            }
             let fails: u64 = x.failures.values().sum();
             let _ = write!(
                 o,

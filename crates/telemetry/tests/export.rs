@@ -108,10 +108,11 @@ fn prometheus_text_is_pinned_and_parses() {
         other => panic!("breaker: {other:?}"),
     }
     match find("infer_latency_seconds", &[("engine", "coreml"), ("phase", "compute")]) {
-        Some(prometheus_parse::Value::Summary(qs)) => {
-            assert_eq!(qs.len(), 5);
-            let p50 = qs.iter().find(|q| q.quantile == 0.5).unwrap().count;
-            assert!((p50 - 0.00094).abs() < 0.00001, "{p50}");
+        Some(prometheus_parse::Value::Histogram(bs)) => {
+            // Ten compute times of 0.90..0.99 ms: none by 0.5 ms, all by 1 ms.
+            assert_eq!(bs.len(), telemetry::LATENCY_BUCKETS_SECONDS.len() + 1);
+            let at = |le: f64| bs.iter().find(|b| b.less_than == le).unwrap().count;
+            assert_eq!((at(0.0005), at(0.001), at(f64::INFINITY)), (0.0, 10.0, 10.0));
         }
         other => panic!("latency: {other:?}"),
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use inference_api::Error;
+use telemetry::ModelSeries;
 
 /// Counts calls in flight (waiting or running) for one model, up to a capacity.
 #[derive(Debug)]
@@ -11,17 +12,22 @@ pub struct Admission {
     model: String,
     capacity: usize,
     in_flight: Arc<AtomicUsize>,
+    series: Option<Arc<ModelSeries>>,
 }
 
 /// A slot in the queue; released on drop.
 #[derive(Debug)]
 pub struct Slot {
     in_flight: Arc<AtomicUsize>,
+    series: Option<Arc<ModelSeries>>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(s) = &self.series {
+            s.queue_leave();
+        }
     }
 }
 
@@ -32,7 +38,15 @@ impl Admission {
             model: model.to_string(),
             capacity: capacity.max(1),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            series: None,
         }
+    }
+
+    /// Reports the queue's capacity and depth to the model's telemetry series.
+    pub fn with_series(mut self, series: Arc<ModelSeries>) -> Admission {
+        series.set_queue_capacity(self.capacity);
+        self.series = Some(series);
+        self
     }
 
     /// Takes a slot, or returns [`Error::Overloaded`] without waiting.
@@ -40,7 +54,12 @@ impl Admission {
         let cap = self.capacity;
         self.in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
-            .map(|_| Slot { in_flight: Arc::clone(&self.in_flight) })
+            .map(|_| {
+                if let Some(s) = &self.series {
+                    s.queue_enter();
+                }
+                Slot { in_flight: Arc::clone(&self.in_flight), series: self.series.clone() }
+            })
             .map_err(|_| Error::Overloaded { model: self.model.clone(), capacity: cap })
     }
 
@@ -68,5 +87,22 @@ mod tests {
         assert_eq!(e.kind(), "overloaded");
         drop(a);
         assert!(q.try_admit().is_ok());
+    }
+
+    #[test]
+    fn depth_and_capacity_reach_telemetry() {
+        let t = telemetry::Telemetry::new();
+        let q = Admission::new("m", 3).with_series(t.model("m"));
+        let a = q.try_admit().unwrap();
+        let b = q.try_admit().unwrap();
+        let snap = |t: &telemetry::Telemetry| {
+            let m = &t.snapshot().models[0];
+            (m.queue_depth, m.queue_capacity)
+        };
+        assert_eq!(snap(&t), (2, 3));
+        drop(a);
+        assert_eq!(snap(&t), (1, 3));
+        drop(b);
+        assert_eq!(snap(&t), (0, 3));
     }
 }
