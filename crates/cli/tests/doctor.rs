@@ -141,6 +141,6 @@ fn with_the_fake_bridge_reports_abi_os_build_and_devices() {
     let json: serde_json::Value =
         serde_json::from_str(&doctor(&["--json"], home.path(), Some(&lib))).unwrap();
     assert_eq!(json["coreml"]["bridge_found"], true);
-    assert_eq!(json["coreml"]["abi_version"], 1);
+    assert_eq!(json["coreml"]["abi_version"], abi);
     assert_eq!(json["coreml"]["bridge_path"], lib.display().to_string());
 }

@@ -86,15 +86,24 @@ pub const MAX_WEIGHT_FILE_BYTES: u64 = 16 << 30;
 /// opened (nor `max`) is ever read.
 pub(crate) fn read_file(path: &Path, max: u64) -> Result<Vec<u8>> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| open_error(path, &e))?;
-    let meta = file.metadata().map_err(|e| FormatError::io(path, &e))?;
-    if !meta.is_file() {
+    // Look before opening: opening a FIFO for reading blocks until a writer appears.
+    let before = std::fs::metadata(path).map_err(|e| open_error(path, &e))?;
+    let file = if before.is_file() {
+        Some(std::fs::File::open(path).map_err(|e| open_error(path, &e))?)
+    } else {
+        None
+    };
+    let meta = match &file {
+        Some(f) => f.metadata().map_err(|e| FormatError::io(path, &e))?,
+        None => before,
+    };
+    let (Some(file), true) = (file, meta.is_file()) else {
         let what = if meta.is_dir() { "a folder" } else { "a device, pipe or socket" };
         return Err(FormatError::Io {
             path: path.to_path_buf(),
             message: format!("is {what}, not a regular file: model files must be regular files"),
         });
-    }
+    };
     if meta.len() > max {
         return Err(FormatError::malformed(
             path,

@@ -59,7 +59,7 @@ pub enum Error {
     /// An engine produced NaN or infinite values in an output. Counted as the engine's failure:
     /// the breaker records it and the runtime falls back as for any engine error.
     #[error(
-        "engine `{engine}` produced {count} non-finite value(s) (NaN or infinity) in output          `{output}`; the result was discarded and counted as the engine's failure"
+        "engine `{engine}` produced {count} non-finite value(s) (NaN or infinity) in output `{output}`; the result was discarded and counted as the engine's failure"
     )]
     NonFinite {
         /// Engine that produced the values.

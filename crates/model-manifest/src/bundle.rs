@@ -84,6 +84,10 @@ impl ModelBundle {
 /// Reads `manifest.toml`: a regular file of at most [`MAX_MANIFEST_BYTES`].
 fn read_manifest(path: &Path) -> std::io::Result<String> {
     use std::io::{Error as IoError, ErrorKind, Read};
+    // Look before opening: opening a FIFO for reading blocks until a writer appears.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(IoError::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
     let file = std::fs::File::open(path)?;
     if !file.metadata()?.is_file() {
         return Err(IoError::new(ErrorKind::InvalidInput, "not a regular file"));

@@ -141,7 +141,7 @@ impl LoadedModel {
         );
         let _entered = span.enter();
         let started = Instant::now();
-        let result = self.admitted(inputs.into(), opts, started);
+        let result = self.admitted(inputs.into(), opts, started, &span);
         match &result {
             Ok((_, report)) => {
                 span.record("engine", report.engine.as_str());
@@ -162,6 +162,7 @@ impl LoadedModel {
         inputs: Arc<NamedTensors>,
         opts: &RunOptions,
         started: Instant,
+        span: &tracing::Span,
     ) -> Result<(NamedTensors, RunReport)> {
         let m = &*self.inner;
         let _slot = m.admission.try_admit().inspect_err(|_| {
@@ -178,6 +179,7 @@ impl LoadedModel {
             deadline: started + budget,
             deadline_ms: budget.as_millis() as u64,
             cancel: opts.cancel.as_ref(),
+            span,
         };
         let mut last_err: Option<Error> = None;
         let mut fallback: Option<(usize, &'static str, String)> = None; // (from, kind, message)
@@ -228,6 +230,8 @@ impl LoadedModel {
         let m = &*self.inner;
         let s = &m.served[i];
         let engine = &s.lane.engine_name;
+        // The call's `infer.run` span names the last engine tried.
+        call.span.record("engine", engine.as_str());
         let permit = match s.breaker.try_acquire() {
             Ok(p) => p,
             Err(rej) => {
@@ -365,6 +369,8 @@ struct Call<'a> {
     deadline: Instant,
     deadline_ms: u64,
     cancel: Option<&'a CancelToken>,
+    /// The call's `infer.run` span; each attempt records its engine on it.
+    span: &'a tracing::Span,
 }
 
 /// How one attempt on one engine ended.
