@@ -305,6 +305,13 @@ pub(crate) fn output_tensor(spec: &inference_api::TensorSpec, y: &CTensor) -> Re
         .and_then(|t| t.flatten_all())
         .and_then(|t| t.to_vec1::<f32>())
         .map_err(|e| Error::Runtime(format!("{ENGINE_NAME}: output `{}`: {e}", spec.name)))?;
+    if let inference_api::FeatureKind::Image { format, .. } = spec.kind {
+        // Image outputs leave as u8 [H, W, C] RGB (or gray), as the Core ML engine gives them.
+        let out = coreml_format::image::planes_to_image(&spec.name, &values, &dims, format)?;
+        spec.check(&out)
+            .map_err(|e| Error::Runtime(format!("{ENGINE_NAME} produced a bad output: {e}")))?;
+        return Ok(out);
+    }
     let data = match spec.dtype {
         DType::F16 => {
             inference_api::TensorData::F16(values.into_iter().map(half::f16::from_f32).collect())

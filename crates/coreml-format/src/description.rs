@@ -216,10 +216,12 @@ impl Feature {
                     }
                     _ => {}
                 }
+                // The one image convention of every engine: [height, width, channels], R, G, B
+                // (or gray); the engine applies the model's colour layout (crate::image).
                 let spec = TensorSpec {
                     name: f.name.clone(),
                     dtype,
-                    shape: vec![Dim::Fixed(1), Dim::Fixed(channels), hdim, wdim],
+                    shape: vec![hdim, wdim, Dim::Fixed(channels)],
                     kind: FeatureKind::Image { width, height, format },
                 };
                 (format!("image<{cname}>"), Some(spec))

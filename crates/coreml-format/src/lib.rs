@@ -29,6 +29,7 @@ pub mod blob;
 mod description;
 mod error;
 pub mod fuzz;
+pub mod image;
 mod model;
 mod program;
 mod summary;

@@ -12,8 +12,8 @@ use std::time::Instant;
 use candle_core::{Device, Tensor as CTensor};
 use coreml_format::MlModel;
 use inference_api::{
-    ComputeUnits, Error, IoSchema, ModelArtifact, NamedTensors, PlacementReport, PreparedModel,
-    Result, RunContext, RunTimings, Tensor,
+    ComputeUnits, Error, FeatureKind, IoSchema, ModelArtifact, NamedTensors, PlacementReport,
+    PreparedModel, Result, RunContext, RunTimings, Tensor,
 };
 
 use crate::ENGINE_NAME;
@@ -110,7 +110,14 @@ impl PreparedModel for MlProgramModel {
             let t = inputs.get(name).ok_or_else(|| {
                 Error::invalid_input(name, "an input `main` takes", "nothing (input missing)")
             })?;
-            args.push(to_candle(t)?);
+            // An image comes in as u8 [H, W, C] RGB (or gray), whatever the model's colour
+            // layout; the program reads float planes in that layout, as Core ML gives it.
+            match self.schema.input(name).map(|spec| spec.kind) {
+                Some(FeatureKind::Image { format, .. }) => {
+                    args.push(to_candle(&coreml_format::image::image_to_planes(name, t, format)?)?);
+                }
+                _ => args.push(to_candle(t)?),
+            }
         }
         let t1 = Instant::now();
         let stop = || ctx.should_stop();
