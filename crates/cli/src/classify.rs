@@ -109,7 +109,7 @@ pub(crate) fn main(args: Args) -> Result<()> {
     }
     let mut results = Vec::new();
     for photo in &photos {
-        let x = model_manifest::preprocess::preprocess_file(photo, &prep)?;
+        let x = crate::image_input::photo_tensor(photo, &prep, &model.io_schema().inputs[0])?;
         let inputs = NamedTensors::new().with(input_name.clone(), x);
         finite::check_inputs(&inputs, &photo.display().to_string())?;
         let (out, report) = model.run(inputs)?;

@@ -10,6 +10,7 @@ mod classify;
 mod common;
 mod doctor;
 mod finite;
+mod image_input;
 mod input_file;
 mod inspect;
 mod output;

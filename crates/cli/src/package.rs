@@ -4,13 +4,14 @@
 //! A package carries its I/O schema but no preprocessing or labels. They come from a donor
 //! model folder: `--preprocess-from DIR` where a subcommand offers it, else the bundled
 //! EfficientNet-Lite0 folder. Preprocessing is borrowed only when the package's input is an
-//! image-shaped `[1, 3, H, W]` tensor (the crop becomes `H x W`, the resize scales with it);
+//! image-shaped `[1, 3, H, W]` tensor or a Core ML image feature (the crop becomes `H x W`, the
+//! resize scales with it; an image feature gets the cropped u8 photo, not normalised planes);
 //! labels only when the output's last dimension equals the donor's label count.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use inference_api::{ArtifactFormat, ModelArtifact, TensorSpec};
+use inference_api::{ArtifactFormat, FeatureKind, ModelArtifact, TensorSpec};
 use model_manifest::ModelBundle;
 
 /// True for a path the CPU engine runs as an ML Program.
@@ -45,8 +46,12 @@ pub(crate) fn bundle(path: &Path, donor: Option<&Path>) -> Result<ModelBundle> {
         path.display(),
         donor_dir.display()
     );
-    let image_hw = match schema.inputs.first().and_then(TensorSpec::fixed_shape).as_deref() {
-        Some(&[1, 3, h, w]) => Some((h, w)),
+    let first = schema.inputs.first();
+    let image_hw = match (first.map(|s| s.kind), first.and_then(TensorSpec::fixed_shape).as_deref())
+    {
+        // A Core ML image feature ([height, width, channels]) or an image-shaped tensor.
+        (Some(FeatureKind::Image { width, height, .. }), _) => Some((height, width)),
+        (_, Some(&[1, 3, h, w])) => Some((h, w)),
         _ => None,
     };
     manifest.preprocessing = match (manifest.preprocessing.take(), image_hw) {

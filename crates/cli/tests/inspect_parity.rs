@@ -100,3 +100,17 @@ fn parity_native_vs_package_passes_and_mismatched_inputs_fail() {
     assert!(!ok);
     assert!(err.contains("take different inputs"), "{err}");
 }
+
+#[test]
+fn classify_takes_a_package_whose_input_is_an_image() {
+    // A BGR image feature with scale and bias: classify hands it the cropped u8 RGB photo (the
+    // package applies its own colour layout and normalisation), not normalised float planes.
+    let pkg = "crates/backend-candle/tests/image_inputs/bgr_scale_bias.mlpackage";
+    let (ok, out, err) = infer(&["classify", "--model", pkg, "--top", "2"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("chelsea") && out.contains("coffee"), "{out}");
+    let gray = "crates/backend-candle/tests/image_inputs/gray_scale.mlpackage";
+    let (ok, _, err) = infer(&["classify", "--model", gray]);
+    assert!(!ok);
+    assert!(err.contains("grayscale") && err.contains("infer run"), "{err}");
+}

@@ -1,0 +1,50 @@
+//! A photo as the model's input: normalised float planes for a model that takes a tensor (the
+//! manifest's preprocessing), or the cropped u8 `[height, width, 3]` RGB image for a model whose
+//! input is a Core ML image feature (which applies its own colour layout, scale and bias).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use inference_api::{FeatureKind, ImageFormat, Tensor, TensorData, TensorSpec};
+use model_manifest::Preprocessing;
+use model_manifest::preprocess::{decode_file, resize, resized_size};
+
+/// The input tensor for `photo`, shaped for `spec`.
+pub(crate) fn photo_tensor(
+    photo: &Path,
+    prep: &Preprocessing,
+    spec: &TensorSpec,
+) -> Result<Tensor> {
+    match spec.kind {
+        FeatureKind::MultiArray => Ok(model_manifest::preprocess::preprocess_file(photo, prep)?),
+        FeatureKind::Image { format: ImageFormat::Gray, .. } => bail!(
+            "input `{}` is a grayscale image; classify feeds colour photos. Pass a u8 \
+             [height, width, 1] tensor with `infer run` instead",
+            spec.name
+        ),
+        FeatureKind::Image { .. } => {
+            let img = decode_file(photo)?;
+            let (w, h) = resized_size(img.width, img.height, prep.resize_shorter)?;
+            let img = resize(&img, w, h, prep.interpolation)?;
+            let (ch, cw) = (prep.crop[0] as usize, prep.crop[1] as usize);
+            if ch > img.height || cw > img.width {
+                bail!(
+                    "{}: a {ch}x{cw} crop does not fit the {}x{} resized photo",
+                    photo.display(),
+                    img.height,
+                    img.width
+                );
+            }
+            // Centre crop, as the tensor preprocessing does.
+            let top = ((img.height - ch) as f64 / 2.0).round() as usize;
+            let left = ((img.width - cw) as f64 / 2.0).round() as usize;
+            let mut px = Vec::with_capacity(ch * cw * 3);
+            for y in top..top + ch {
+                let row = (y * img.width + left) * 3;
+                px.extend_from_slice(&img.pixels[row..row + cw * 3]);
+            }
+            Tensor::new(vec![ch, cw, 3], TensorData::U8(px))
+                .with_context(|| format!("building the image input from {}", photo.display()))
+        }
+    }
+}
