@@ -342,8 +342,14 @@ pub(crate) fn coverage_markdown() -> String {
     }
     s += "\n## Features\n\n\
           - Inputs: fp32, fp16 and int32 multi-arrays (int32 values are exact up to 2^24: the\n\
-            executor computes in f32). Image-typed inputs, flexible shapes and legacy\n\
-            NeuralNetwork `.mlmodel` files are not covered yet.\n\
+            executor computes in f32).\n\
+          - Image inputs: u8 `[height, width, channels]`, R, G, B order (or one gray channel),\n\
+            whatever the package's colour layout, as on the Core ML engine; the executor hands\n\
+            the program float planes in the package's layout (B, G, R for a BGR model) and the\n\
+            image scale and bias run as the ops coremltools wrote. Image outputs come back as u8\n\
+            `[height, width, channels]` RGB (rounded, clamped to 0-255).\n\
+          - Not covered yet: flexible input shapes beyond what the program's ops accept, and\n\
+            legacy NeuralNetwork `.mlmodel` files.\n\
           - Weights: fp32, fp16, and the compression ops above, decompressed to f32 at prepare.\n";
     s
 }
