@@ -24,6 +24,8 @@ mod act;
 mod compress;
 #[path = "compile_conv.rs"]
 mod conv;
+#[path = "op_conv_transpose.rs"]
+mod conv_transpose;
 #[path = "op_elementwise.rs"]
 mod elementwise;
 #[path = "func.rs"]

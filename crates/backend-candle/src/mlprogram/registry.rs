@@ -7,7 +7,10 @@ use std::sync::LazyLock;
 use coreml_format::Operation;
 use inference_api::Result;
 
-use super::{Builder, act, compress, elementwise, gather, norm, reduce, resize, tensor_ops as t};
+use super::{
+    Builder, act, compress, conv_transpose, elementwise, gather, norm, reduce, resize,
+    tensor_ops as t,
+};
 
 /// The op families of coremltools' MIL op definitions (and its op tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -122,6 +125,12 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
     l("constexpr_lut_to_dense", F::Compression, compress::lut_to_dense, "vector palettization"),
     e("constexpr_sparse_to_dense", F::Compression, compress::sparse_to_dense),
     l("conv", F::Conv, super::core_op, "2-D only; weight must be a const"),
+    l(
+        "conv_transpose",
+        F::Conv,
+        conv_transpose::conv_transpose,
+        "1-D and 2-D; weight must be a const",
+    ),
     e("cos", F::ElementwiseUnary, elementwise::unary),
     e("cosh", F::ElementwiseUnary, elementwise::unary),
     e("crop", F::ImageResizing, resize::crop),
@@ -264,7 +273,6 @@ pub(crate) static NOT_SUPPORTED: &[(&str, &str)] = &[
     ("constexpr_lut_to_sparse", "sparse palettization (iOS18 joint compression)"),
     ("constexpr_sparse_blockwise_shift_scale", "sparse quantization (iOS18 joint compression)"),
     ("conv_quantized", "legacy quantized conv"),
-    ("conv_transpose", "not yet implemented"),
     ("crop_resize", "ROI align; detector heads only"),
     ("dequantize", "iOS17 activation quantization"),
     ("einsum", "not yet implemented"),
