@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Make small op-level test packages: PyTorch modules converted by coremltools to ML Programs,
+each with a seeded input and PyTorch's output, for ops whose semantics are easy to get subtly
+wrong (transposed convolutions with output padding, groups and dilation; 1-D variants).
+
+`cargo test -p backend-candle --test op_packages` runs every `<case>.mlpackage` in the folder on
+the CPU executor and compares with `<case>.safetensors` (`input`, `output`, f32).
+
+    python3 -m venv target/zoo-venv
+    target/zoo-venv/bin/pip install "coremltools==9.0" "torch<=2.7" "numpy<2.4" safetensors
+    target/zoo-venv/bin/python scripts/make_op_fixtures.py
+
+Packages are fp32 (compute_precision FLOAT32) and a few kilobytes each; they are committed.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+
+def cases(torch):
+    nn = torch.nn
+    return {
+        # name: (module, input shape)
+        "conv_transpose2d_s2_outpad_groups": (
+            nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2),
+            (1, 4, 5, 7),
+        ),
+        "conv_transpose2d_dilated_asym": (
+            nn.ConvTranspose2d(3, 5, (2, 3), stride=(1, 3), padding=(0, 1), dilation=(2, 1)),
+            (2, 3, 4, 4),
+        ),
+        "conv_transpose2d_plain_nobias": (
+            nn.ConvTranspose2d(2, 3, 4, stride=4, bias=False),
+            (1, 2, 3, 3),
+        ),
+        "conv_transpose1d_s3": (
+            nn.ConvTranspose1d(3, 4, 5, stride=3, padding=2, output_padding=1),
+            (1, 3, 9),
+        ),
+    }
+
+
+def make(name, module, shape, out_dir, seed):
+    import coremltools as ct
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    for p in module.parameters():
+        torch.nn.init.uniform_(p, -1.0, 1.0)
+    module = module.eval()
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.no_grad():
+        y = module(x)
+    traced = torch.jit.trace(module, x)
+    mlmodel = ct.convert(
+        traced,
+        inputs=[ct.TensorType(name="input", shape=tuple(x.shape))],
+        outputs=[ct.TensorType(name="output")],
+        convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT32,
+        minimum_deployment_target=ct.target.macOS13,
+    )
+    target = os.path.join(out_dir, f"{name}.mlpackage")
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        staged = os.path.join(tmp, f"{name}.mlpackage")
+        mlmodel.save(staged)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.replace(staged, target)
+    ref = os.path.join(out_dir, f"{name}.safetensors")
+    save_file({"input": x.contiguous(), "output": y.contiguous()}, ref + ".tmp")
+    os.replace(ref + ".tmp", ref)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="crates/backend-candle/tests/op_packages")
+    parser.add_argument("--seed", type=int, default=5)
+    args = parser.parse_args()
+    import torch
+
+    os.makedirs(args.out, exist_ok=True)
+    for name, (module, shape) in cases(torch).items():
+        print(f"op fixture: {name}", file=sys.stderr)
+        make(name, module, shape, args.out, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
