@@ -36,6 +36,14 @@ def cases(torch):
             nn.ConvTranspose2d(2, 3, 4, stride=4, bias=False),
             (1, 2, 3, 3),
         ),
+        "conv1d_groups_dilated_same": (
+            nn.Conv1d(4, 6, 3, stride=1, padding="same", dilation=2, groups=2),
+            (1, 4, 11),
+        ),
+        "conv1d_strided": (
+            nn.Conv1d(3, 5, 4, stride=2, padding=1),
+            (2, 3, 13),
+        ),
         "conv_transpose1d_s3": (
             nn.ConvTranspose1d(3, 4, 5, stride=3, padding=2, output_padding=1),
             (1, 3, 9),

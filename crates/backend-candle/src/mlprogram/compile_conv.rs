@@ -37,8 +37,15 @@ pub(super) fn fusable_activation(
 
 pub(super) fn compile_conv(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
     let w = b.param(i, op, "weight")?.ok_or_else(|| b.bad(i, op, "no weight"))?;
+    if w.shape.len() == 3 {
+        return compile_conv1d(b, i, op, &w);
+    }
     let &[out, cig, kh, kw] = w.shape.as_slice() else {
-        return Err(b.unsupported(i, op, format!("only 2-D conv; weight shape {:?}", w.shape)));
+        return Err(b.unsupported(
+            i,
+            op,
+            format!("only 1-D and 2-D conv; weight shape {:?}", w.shape),
+        ));
     };
     let weight = w.to_f32_vec().ok_or_else(|| b.bad(i, op, "weight is not numeric"))?;
     let bias = b.param(i, op, "bias")?.and_then(|v| v.to_f32_vec());
@@ -117,5 +124,63 @@ pub(super) fn compile_conv(b: &mut Builder<'_>, i: usize, op: &Operation) -> Res
         None => b.var(i, op, "x")?,
     };
     b.push(i, out_op, Kind::Conv(ConvOp(Arc::new(conv))), vec![x]);
+    Ok(())
+}
+
+/// A 1-D conv (`x` `[n, c, length]`, weight `[out, c / groups, k]`) on the 2-D kernel with a
+/// unit height: the input is viewed as `[n, c, 1, length]` and the result reshaped back.
+fn compile_conv1d(
+    b: &mut Builder<'_>,
+    i: usize,
+    op: &Operation,
+    w: &coreml_format::ConstValue,
+) -> Result<()> {
+    let &[out, cig, k] = w.shape.as_slice() else {
+        return Err(b.bad(i, op, format!("1-D weight shape {:?}", w.shape)));
+    };
+    let weight = w.to_f32_vec().ok_or_else(|| b.bad(i, op, "weight is not numeric"))?;
+    let bias = b.param(i, op, "bias")?.and_then(|v| v.to_f32_vec());
+    let one = |v: Option<Vec<usize>>, what: &str| match v.as_deref() {
+        None => Ok(1),
+        Some(&[a]) => Ok(a),
+        Some(other) => Err(format!("`{what}` {other:?} is not one value")),
+    };
+    let strides = b.usizes(i, op, "strides")?;
+    let stride = one(strides, "strides").map_err(|e| b.bad(i, op, e))?;
+    let dilations = b.usizes(i, op, "dilations")?;
+    let dilation = one(dilations, "dilations").map_err(|e| b.bad(i, op, e))?;
+    let groups = b.ints(i, op, "groups")?.and_then(|g| g.first().copied()).unwrap_or(1);
+    let groups = usize::try_from(groups).map_err(|_| b.bad(i, op, "negative groups"))?;
+    let padding = match b.string(i, op, "pad_type")?.as_deref().unwrap_or("valid") {
+        "valid" => Padding::Explicit([0; 4]),
+        "same" => Padding::Same,
+        "custom" => match b.usizes(i, op, "pad")?.as_deref() {
+            Some(&[l, r]) => Padding::Explicit([0, 0, l, r]),
+            other => return Err(b.bad(i, op, format!("custom 1-D pad {other:?} is not 2 values"))),
+        },
+        other => return Err(b.unsupported(i, op, format!("pad_type `{other}`"))),
+    };
+    let conv = Conv2d::new(
+        weight,
+        [out, cig, 1, k],
+        bias,
+        (1, stride),
+        (1, dilation),
+        groups,
+        padding,
+        Activation::None,
+    )
+    .map_err(|e| b.bad(i, op, e))?;
+    let conv = ConvOp(Arc::new(conv));
+    let x = b.var(i, op, "x")?;
+    b.push_fn(i, op, vec![x], move |a| {
+        let x = super::func::arg(a, 0)?;
+        let &[n, c, len] = x.dims() else {
+            candle_core::bail!("1-D conv: input shape {:?} is not [n, c, length]", x.dims())
+        };
+        let y = x.reshape((n, c, 1, len))?.contiguous()?.apply_op1_no_bwd(&conv)?;
+        let (n, o, _, l) = y.dims4()?;
+        Ok(vec![y.reshape((n, o, l))?])
+    });
     Ok(())
 }

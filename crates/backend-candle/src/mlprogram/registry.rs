@@ -124,7 +124,7 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
     e("constexpr_cast", F::Compression, compress::cast),
     l("constexpr_lut_to_dense", F::Compression, compress::lut_to_dense, "vector palettization"),
     e("constexpr_sparse_to_dense", F::Compression, compress::sparse_to_dense),
-    l("conv", F::Conv, super::core_op, "2-D only; weight must be a const"),
+    l("conv", F::Conv, super::core_op, "1-D and 2-D; weight must be a const"),
     l(
         "conv_transpose",
         F::Conv,
