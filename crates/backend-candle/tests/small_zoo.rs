@@ -1,0 +1,117 @@
+//! The small zoo (`scripts/make_small_zoo.py`): reduced-width MobileNetV3, ConvNeXt, RegNetX,
+//! DeiT, a BERT-style encoder with int32 token ids, a segmentation head, an FPN neck with three
+//! outputs, a 4-bit palettized and an int8-quantized model, each converted from PyTorch by
+//! coremltools. Every output must be within 1e-4 of its peak of PyTorch's fp32 output, with the
+//! same arg-max.
+
+use std::path::{Path, PathBuf};
+
+use backend_candle::CandleEngine;
+use inference_api::{
+    Drift, Engine, ModelArtifact, NamedTensors, PrepareOptions, RunContext, Tensor, TensorData,
+};
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/small_zoo")
+}
+
+/// `(inputs, expected outputs)` from `in.<name>` / `out.<name>` tensors.
+fn reference(path: &Path) -> (NamedTensors, Vec<(String, Tensor)>) {
+    let bytes = std::fs::read(path).expect("reference file");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let (mut inputs, mut outputs) = (NamedTensors::new(), Vec::new());
+    for (name, view) in st.tensors() {
+        let data = match view.dtype() {
+            safetensors::Dtype::F32 => TensorData::F32(
+                view.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+            ),
+            safetensors::Dtype::I32 => TensorData::I32(
+                view.data()
+                    .chunks_exact(4)
+                    .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+            ),
+            other => panic!("{}: {name} has dtype {other:?}", path.display()),
+        };
+        let t = Tensor::new(view.shape().to_vec(), data).expect("tensor");
+        if let Some(n) = name.strip_prefix("in.") {
+            inputs.insert(n, t);
+        } else if let Some(n) = name.strip_prefix("out.") {
+            outputs.push((n.to_string(), t));
+        }
+    }
+    outputs.sort_by(|a, b| a.0.cmp(&b.0));
+    (inputs, outputs)
+}
+
+#[test]
+fn every_small_zoo_model_matches_pytorch() {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir())
+        .expect("tests/small_zoo")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mlpackage"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 9, "expected the generated small zoo, found {cases:?}");
+    let mut failures = Vec::new();
+    for pkg in &cases {
+        let name = pkg.file_stem().unwrap().to_string_lossy().into_owned();
+        let (inputs, want) = reference(&pkg.with_extension("safetensors"));
+        let artifact = ModelArtifact::from_path(pkg).expect("artifact");
+        let model = match CandleEngine::new().prepare(&artifact, &PrepareOptions::default()) {
+            Ok(m) => m,
+            Err(e) => {
+                failures.push(format!("{name}: prepare: {e}"));
+                continue;
+            }
+        };
+        let out = match model.run(&inputs, &RunContext::new()) {
+            Ok(o) => o,
+            Err(e) => {
+                failures.push(format!("{name}: run: {e}"));
+                continue;
+            }
+        };
+        for (oname, expected) in &want {
+            let got = out.get(oname).expect("declared output");
+            assert_eq!(got.shape(), expected.shape(), "{name}.{oname}");
+            let d = Drift::between(&got.to_f32_vec(), &expected.to_f32_vec());
+            println!(
+                "{name}.{oname}: max_abs {:.2e} rel_to_peak {:.2e} top1 {}",
+                d.max_abs, d.max_rel_to_peak, d.top1_agree
+            );
+            // Arg-max: of the logits for a classifier ([1, classes]); per pixel over the
+            // channels for a dense map, where the reference's top two differ by more than 1e-5
+            // (a flat arg-max over a whole map would compare near-ties of smooth upsampling).
+            let argmax_ok = match *expected.shape() {
+                [1, _] => d.top1_agree,
+                [1, c, h, w] => {
+                    class_maps_agree(&got.to_f32_vec(), &expected.to_f32_vec(), c, h * w)
+                }
+                _ => true,
+            };
+            if d.max_rel_to_peak > 1e-4 || !argmax_ok {
+                failures.push(format!("{name}.{oname}: {d:?} arg-max agrees: {argmax_ok}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Per-pixel arg-max over `c` channel planes of `hw` pixels agrees wherever the reference's best
+/// class leads the second by more than 1e-5.
+fn class_maps_agree(got: &[f32], want: &[f32], c: usize, hw: usize) -> bool {
+    let best = |v: &[f32], p: usize| {
+        let mut order: Vec<usize> = (0..c).collect();
+        order.sort_by(|&a, &b| v[b * hw + p].total_cmp(&v[a * hw + p]));
+        order
+    };
+    (0..hw).all(|p| {
+        let w = best(want, p);
+        let margin = if c > 1 { want[w[0] * hw + p] - want[w[1] * hw + p] } else { f32::INFINITY };
+        margin <= 1e-5 || best(got, p)[0] == w[0]
+    })
+}
