@@ -6,7 +6,7 @@ enough to commit (tens to hundreds of kilobytes each).
 Cases: MobileNetV3 (hard-swish, squeeze-excite), ConvNeXt, RegNetX (grouped convs), a ViT/DeiT,
 a BERT-style encoder (int32 token ids, embedding lookups), a segmentation head (bilinear
 upsampling), a detector-style FPN neck (nearest upsampling, three outputs), a 4-bit palettized and
-an int8-quantized model. The compressed models are compressed from weights that already lie on
+an int8-quantized model, and fp16 versions of two of them. The compressed models are compressed from weights that already lie on
 the compression grid, so PyTorch's fp32 output stays the exact reference.
 
 `cargo test -p backend-candle --test small_zoo` runs every `<case>.mlpackage` in the folder
@@ -169,7 +169,7 @@ def snap_int8(torch, model):
                 w.copy_((q * scale[:, None]).reshape(w.shape))
 
 
-def convert(torch, ct, model, example, out_names, int_input):
+def convert(torch, ct, model, example, out_names, int_input, fp16=False):
     traced = torch.jit.trace(model, example)
     if int_input:
         inputs = [ct.TensorType(name="input", shape=tuple(example.shape), dtype=__import__("numpy").int32)]
@@ -180,7 +180,7 @@ def convert(torch, ct, model, example, out_names, int_input):
         inputs=inputs,
         outputs=[ct.TensorType(name=n) for n in out_names],
         convert_to="mlprogram",
-        compute_precision=ct.precision.FLOAT32,
+        compute_precision=ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32,
         minimum_deployment_target=ct.target.macOS13,
     )
 
@@ -225,7 +225,7 @@ def make(name, model, shape, out_dir, compress=None):
         ys = model(example)
     ys = ys if isinstance(ys, tuple) else (ys,)
     out_names = ["output"] if len(ys) == 1 else [f"output{i}" for i in range(len(ys))]
-    mlmodel = convert(torch, ct, model, example, out_names, int_input)
+    mlmodel = convert(torch, ct, model, example, out_names, int_input, fp16=name.endswith("_fp16"))
     if compress == "palettize":
         cfg = ct.optimize.coreml.OptimizationConfig(
             global_config=ct.optimize.coreml.OpPalettizerConfig(mode="unique", weight_threshold=64))
@@ -257,6 +257,12 @@ def main():
     torch.manual_seed(SEED)
     pal, _ = timm_models(timm)["convnext_tiny_width"]
     make("convnext_palettized_4bit", pal, (1, 3, 64, 64), args.out, compress="palettize")
+    # fp16 packages (fp16 weights and compute, as coremltools converts by default): checked
+    # against the FP16 tolerance of inference_api::tolerance.
+    for base in ("convnext_tiny_width", "deit_tiny_width"):
+        torch.manual_seed(SEED)
+        model, shape = timm_models(timm)[base]
+        make(f"{base}_fp16", model, shape, args.out)
     q8, _ = custom_models(torch)["segmentation_head"]
     make("segmentation_int8", q8, (1, 3, 48, 64), args.out, compress="int8")
     return 0

@@ -1,8 +1,8 @@
 //! The small zoo (`scripts/make_small_zoo.py`): reduced-width MobileNetV3, ConvNeXt, RegNetX,
 //! DeiT, a BERT-style encoder with int32 token ids, a segmentation head, an FPN neck with three
-//! outputs, a 4-bit palettized and an int8-quantized model, each converted from PyTorch by
-//! coremltools. Every output must be within 1e-4 of its peak of PyTorch's fp32 output, with the
-//! same arg-max.
+//! outputs, a 4-bit palettized and an int8-quantized model, and fp16 versions of two of them,
+//! each converted from PyTorch by coremltools. Every output must be within 1e-4 of its peak of
+//! PyTorch's fp32 output (fp16 packages: the FP16 tolerance), with the same arg-max.
 
 use std::path::{Path, PathBuf};
 
@@ -55,7 +55,7 @@ fn every_small_zoo_model_matches_pytorch() {
         .filter(|p| p.extension().is_some_and(|e| e == "mlpackage"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 9, "expected the generated small zoo, found {cases:?}");
+    assert!(cases.len() >= 11, "expected the generated small zoo, found {cases:?}");
     let mut failures = Vec::new();
     for pkg in &cases {
         let name = pkg.file_stem().unwrap().to_string_lossy().into_owned();
@@ -68,6 +68,15 @@ fn every_small_zoo_model_matches_pytorch() {
                 continue;
             }
         };
+        // fp16 packages declare fp16 inputs: hand them the reference input rounded to fp16.
+        let mut inputs = inputs;
+        for spec in &model.io_schema().inputs {
+            if let (inference_api::DType::F16, Some(t)) = (spec.dtype, inputs.get(&spec.name)) {
+                let half = t.to_f32_vec().into_iter().map(half::f16::from_f32).collect();
+                let t = Tensor::new(t.shape().to_vec(), TensorData::F16(half)).expect("f16 input");
+                inputs.insert(spec.name.clone(), t);
+            }
+        }
         let out = match model.run(&inputs, &RunContext::new()) {
             Ok(o) => o,
             Err(e) => {
@@ -93,7 +102,13 @@ fn every_small_zoo_model_matches_pytorch() {
                 }
                 _ => true,
             };
-            if d.max_rel_to_peak > 1e-4 || !argmax_ok {
+            // fp16 packages (`*_fp16`): the FP16 tolerance; fp32: 1e-4 of the peak.
+            let close = if name.ends_with("_fp16") {
+                d.within(&inference_api::tolerance::FP16)
+            } else {
+                d.max_rel_to_peak <= 1e-4
+            };
+            if !close || !argmax_ok {
                 failures.push(format!("{name}.{oname}: {d:?} arg-max agrees: {argmax_ok}"));
             }
         }
