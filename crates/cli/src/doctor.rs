@@ -10,7 +10,7 @@ use serde::Serialize;
 /// Arguments of `infer doctor`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Print JSON instead of text.
+    /// Print one JSON document on stdout (docs/cli-json.md) instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -196,9 +196,9 @@ fn text(r: &Report) -> String {
 pub(crate) fn main(args: Args) -> Result<()> {
     let report = build_report();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::json::emit("doctor", &report)?;
     } else {
-        print!("{}", text(&report));
+        crate::json::write_human(&text(&report));
     }
     Ok(())
 }
