@@ -92,13 +92,13 @@ fn main() {
     println!("cargo:rustc-env=COREML_BRIDGE_BUILT={}", built.display());
     // OUT_DIR is <target>/<profile>/build/coreml-sys-<hash>/out: put a copy next to the
     // executables of this profile (what `cargo run` starts and an app bundles).
-    if let Some(profile_dir) = out_dir.ancestors().nth(3) {
-        if let Err(e) = install(&built, profile_dir) {
-            println!(
-                "cargo:warning=could not copy the Core ML bridge to {}: {e}",
-                profile_dir.display()
-            );
-        }
+    if let Some(profile_dir) = out_dir.ancestors().nth(3)
+        && let Err(e) = install(&built, profile_dir)
+    {
+        println!(
+            "cargo:warning=could not copy the Core ML bridge to {}: {e}",
+            profile_dir.display()
+        );
     }
 }
 
