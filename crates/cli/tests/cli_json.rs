@@ -116,6 +116,11 @@ fn exit_statuses_are_the_documented_ones() {
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("no-such-photo.png"), "{}", text(&o.stderr));
 
+    // Likewise a missing input tensor file for `infer run`.
+    let o = infer(&["run", "--model", "no-such-model", "--input", "no-such-input.safetensors"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("no-such-input.safetensors"), "{}", text(&o.stderr));
+
     for args in [["classify", "--top", "0"], ["classify", "--threads", "0"]] {
         let o = infer(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
