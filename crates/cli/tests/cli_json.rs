@@ -266,3 +266,31 @@ fn manifest_init_makes_a_package_a_model_folder_in_one_command() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("integrity"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn manifest_init_on_safetensors_records_the_hash_the_bundled_manifest_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = root().join("models/efficientnet-lite0");
+    let weights = dir.path().join("efficientnet-lite0.safetensors");
+    std::fs::copy(src.join("efficientnet-lite0.safetensors"), &weights).unwrap();
+    let w = weights.to_str().unwrap();
+    // Without --arch a weights-only file is a usage error.
+    assert_eq!(infer(&["manifest", "init", w]).status.code(), Some(2));
+    let o = infer(&["manifest", "init", w, "--arch", "efficientnet-lite0", "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The hash `cargo xtask import-weights` recorded for the same file.
+    let bundled = model_manifest::ModelBundle::load(&src).unwrap().manifest;
+    let want = bundled.weights().unwrap();
+    assert_eq!(v["files"][0]["sha256"], want.sha256.as_str());
+    assert_eq!(v["files"][0]["size"], want.size);
+    assert_eq!(v["inputs"][0]["shape"], serde_json::json!([1, 3, 224, 224]));
+    let o = infer(&[
+        "run",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--input",
+        "../shared/fixtures/efficientnet_lite0/reference/coffee.safetensors",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
