@@ -88,6 +88,8 @@ struct Level {
     clients: usize,
     ok: usize,
     rejected: usize,
+    /// Non-200 answers by status code.
+    statuses: std::collections::BTreeMap<u16, usize>,
     wall: Duration,
     lat: Vec<Duration>,
 }
@@ -111,12 +113,12 @@ fn run_level(addr: &str, clients: usize, o: &Opts, body: &Arc<(Vec<u8>, usize)>)
                     body.1,
                     body.0.len()
                 );
-                let (mut lat, mut rejected) = (Vec::new(), 0usize);
+                let (mut lat, mut rejected) = (Vec::new(), Vec::new());
                 while Instant::now() < stop_at && issued.fetch_add(1, Ordering::Relaxed) < limit {
                     let t0 = Instant::now();
                     match call(&mut r, head.as_bytes(), &body.0) {
                         Ok(200) => lat.push(t0.elapsed()),
-                        Ok(_) => rejected += 1,
+                        Ok(code) => rejected.push(code),
                         Err(e) => panic!("request failed: {e}"),
                     }
                 }
@@ -124,11 +126,21 @@ fn run_level(addr: &str, clients: usize, o: &Opts, body: &Arc<(Vec<u8>, usize)>)
             })
         })
         .collect();
-    let mut level = Level { clients, ok: 0, rejected: 0, wall: Duration::ZERO, lat: Vec::new() };
+    let mut level = Level {
+        clients,
+        ok: 0,
+        rejected: 0,
+        statuses: Default::default(),
+        wall: Duration::ZERO,
+        lat: Vec::new(),
+    };
     for h in handles {
         let (lat, rejected) = h.join().expect("client thread");
         level.ok += lat.len();
-        level.rejected += rejected;
+        level.rejected += rejected.len();
+        for code in rejected {
+            *level.statuses.entry(code).or_default() += 1;
+        }
         level.lat.extend(lat);
     }
     level.wall = started.elapsed();
@@ -182,16 +194,22 @@ fn main() {
         Opts { requests: 5, seconds: 30, workers: o.workers, threads: o.threads, clients: vec![1] };
     run_level(&addr, 1, &warm, &body);
     println!(
-        "| clients | calls ok | rejected | wall s | throughput calls/s | p50 ms | p99 ms |\n\
+        "| clients | calls ok | rejected (by status) | wall s | throughput calls/s | p50 ms | p99 ms |\n\
          | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for &c in &o.clients {
         let l = run_level(&addr, c, &o, &body);
         println!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {} | {}{} | {:.1} | {:.1} | {:.1} | {:.1} |",
             l.clients,
             l.ok,
             l.rejected,
+            if l.statuses.is_empty() {
+                String::new()
+            } else {
+                let by: Vec<String> = l.statuses.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+                format!(" ({})", by.join(", "))
+            },
             l.wall.as_secs_f64(),
             l.ok as f64 / l.wall.as_secs_f64(),
             pct(&l.lat, 0.50),

@@ -13,7 +13,9 @@ use inference_api::{
 use model_manifest::ModelBundle;
 use serde::Serialize;
 
-use crate::common;
+use crate::exit::{Exit, TagExit, fail};
+use crate::json::human;
+use crate::{common, json};
 
 /// Arguments of `infer bench`.
 #[derive(Debug, clap::Args)]
@@ -29,11 +31,11 @@ pub(crate) struct Args {
     /// Engine to time (`candle-cpu`, `coreml`), or `all` for every engine that loads it.
     #[arg(long, default_value = "candle-cpu")]
     engine: String,
-    /// CPU engine worker threads (default: all cores).
-    #[arg(long)]
+    /// CPU engine worker threads (at least 1; default: all cores).
+    #[arg(long, value_parser = common::at_least_one)]
     threads: Option<usize>,
-    /// Timed runs.
-    #[arg(long, default_value_t = 100)]
+    /// Timed runs (at least 1).
+    #[arg(long, default_value_t = 100, value_parser = common::at_least_one)]
     iters: usize,
     /// Untimed warm-up runs.
     #[arg(long, default_value_t = 10)]
@@ -42,7 +44,8 @@ pub(crate) struct Args {
     /// fixture reference for a known architecture when present, else a fixed pseudo-random input.
     #[arg(long)]
     reference: Option<PathBuf>,
-    /// Write the results as JSON here (`-` for stdout).
+    /// Write the results as one JSON document here (`-` for stdout; the text report then goes
+    /// to stderr). See docs/cli-json.md.
     #[arg(long)]
     json: Option<PathBuf>,
     /// No progress bar.
@@ -167,19 +170,31 @@ fn engines(threads: Option<usize>, wanted: &str) -> Vec<Arc<dyn Engine>> {
 }
 
 pub(crate) fn main(args: Args) -> Result<()> {
+    if args.json.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+        json::reserve_stdout();
+    }
+    if let Some(r) = &args.reference
+        && let Err(e) = std::fs::metadata(r)
+    {
+        return Err(fail(
+            Exit::BadInput,
+            format!("reference file {} cannot be read: {e}; check the path", r.display()),
+        ));
+    }
     let model_path =
         args.model.clone().unwrap_or_else(|| crate::models_dir().join("efficientnet-lite0"));
     let (artifact, name): (ModelArtifact, String) =
         if model_path.is_dir() && !crate::package::is_package(&model_path) {
             let bundle = ModelBundle::load(&model_path)
-                .with_context(|| format!("loading model folder {}", model_path.display()))?;
+                .with_context(|| format!("loading model folder {}", model_path.display()))
+                .exit(Exit::LoadFailed)?;
             let mut a = bundle.artifact.clone();
             if let Some(arch) = &args.arch {
                 a.architecture = Some(arch.clone());
             }
             (a, bundle.manifest.name.clone())
         } else {
-            let mut a = ModelArtifact::from_path(&model_path)?;
+            let mut a = ModelArtifact::from_path(&model_path).exit(Exit::LoadFailed)?;
             if args.arch.is_some() {
                 a.architecture = args.arch.clone();
             }
@@ -191,7 +206,10 @@ pub(crate) fn main(args: Args) -> Result<()> {
     let reference = args.reference.clone().or_else(|| default_reference(&arch));
     let engines = engines(args.threads, &args.engine);
     if engines.is_empty() {
-        bail!("no engine called `{}` (engines: coreml, candle-cpu, all)", args.engine);
+        return Err(fail(
+            Exit::Usage,
+            format!("no engine called `{}` (engines: coreml, candle-cpu, all)", args.engine),
+        ));
     }
     let options = PrepareOptions::new().with_threads(args.threads);
 
@@ -205,7 +223,11 @@ pub(crate) fn main(args: Args) -> Result<()> {
                 eprintln!("{}: skipped ({e})", engine.name());
                 continue;
             }
-            Err(e) => return Err(e).context(format!("preparing {name} on {}", engine.name())),
+            Err(e) => {
+                return Err(e)
+                    .context(format!("preparing {name} on {}", engine.name()))
+                    .exit(Exit::LoadFailed);
+            }
         };
         let load = t0.elapsed();
         let spec = model.io_schema().inputs.first().context("model has no input")?.clone();
@@ -219,17 +241,18 @@ pub(crate) fn main(args: Args) -> Result<()> {
                 inference_api::Dim::Range { min, .. } => min.max(1),
             })
             .collect();
-        let (x, want, input_desc) = load_input(reference.as_deref(), &shape)?;
+        let (x, want, input_desc) =
+            load_input(reference.as_deref(), &shape).exit(Exit::BadInput)?;
         let inputs = NamedTensors::new().with(spec.name.clone(), x);
         let run = || -> Result<Vec<f32>> {
             let out = model.run(&inputs, &RunContext::new())?;
             Ok(out.get(&out_name).context("output missing")?.as_f32()?.to_vec())
         };
         for _ in 0..args.warmup {
-            run()?;
+            run().exit(Exit::RunFailed)?;
         }
         let f0 = kernels::profile::flops();
-        let output = run()?;
+        let output = run().exit(Exit::RunFailed)?;
         // Convolution and matmul work of one run as counted by the CPU kernels (none for an
         // engine that does not run on them).
         let flops = kernels::profile::flops().saturating_sub(f0);
@@ -254,7 +277,7 @@ pub(crate) fn main(args: Args) -> Result<()> {
         let wall = Instant::now();
         for i in 0..args.iters {
             let t = Instant::now();
-            let out = model.run(&inputs, &RunContext::new())?;
+            let out = model.run(&inputs, &RunContext::new()).exit(Exit::RunFailed)?;
             times.push(t.elapsed());
             drop(out);
             if let Some(b) = &bar
@@ -312,7 +335,9 @@ pub(crate) fn main(args: Args) -> Result<()> {
             parity,
         });
     }
-    let Some(first) = results.first() else { bail!("no engine could load {name}") };
+    let Some(first) = results.first() else {
+        return Err(fail(Exit::LoadFailed, format!("no engine could load {name}")));
+    };
     for r in &results {
         print_result(r);
     }
@@ -333,12 +358,11 @@ pub(crate) fn main(args: Args) -> Result<()> {
             },
             engines: results,
         };
-        let text = serde_json::to_string_pretty(&report)?;
+        let text = json::document("bench", &report)?;
         if path.as_os_str() == "-" {
-            println!("{text}");
+            json::write_stdout(&text);
         } else {
-            std::fs::write(path, text + "\n")
-                .with_context(|| format!("writing {}", path.display()))?;
+            crate::output::write_bytes(path, text.as_bytes())?;
         }
     }
     Ok(())
@@ -351,18 +375,18 @@ fn print_profile(iters: usize, wall: Duration) {
         return;
     }
     let per_run = wall.as_secs_f64() * 1e3 / iters as f64;
-    println!("  profile  (INFER_PROFILE: mean ms per run by kernel; wall {per_run:.2} ms per run)");
+    human!("  profile  (INFER_PROFILE: mean ms per run by kernel; wall {per_run:.2} ms per run)");
     let mut covered = 0.0;
     for (kind, calls, total) in rows {
         let ms = total.as_secs_f64() * 1e3 / iters as f64;
         covered += ms;
-        println!(
+        human!(
             "    {kind:<16} {ms:>7.2} ms  {:>5.1}%  ({} calls per run)",
             100.0 * ms / per_run,
             calls / iters as u64
         );
     }
-    println!(
+    human!(
         "    {:<16} {:>7.2} ms  {:>5.1}%",
         "other",
         per_run - covered,
@@ -371,20 +395,28 @@ fn print_profile(iters: usize, wall: Duration) {
 }
 
 fn print_result(r: &EngineResult) {
-    println!(
+    human!(
         "{} on {} ({} threads, {} runs after {} warm-up)",
-        r.model, r.engine, r.threads, r.iters, r.warmup
+        r.model,
+        r.engine,
+        r.threads,
+        r.iters,
+        r.warmup
     );
-    println!(
+    human!(
         "  latency  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  mean {:.2} ms  min {:.2} ms",
-        r.p50_ms, r.p90_ms, r.p99_ms, r.mean_ms, r.min_ms
+        r.p50_ms,
+        r.p90_ms,
+        r.p99_ms,
+        r.mean_ms,
+        r.min_ms
     );
-    println!("  throughput {:.1} images/s   load {:.0} ms", r.images_per_s, r.load_ms);
+    human!("  throughput {:.1} images/s   load {:.0} ms", r.images_per_s, r.load_ms);
     if let (Some(peak), Some(g)) = (r.peak_rss_mb, r.rss_growth_kb) {
-        println!("  memory   peak RSS {peak:.1} MB   RSS growth over the run {g} KB");
+        human!("  memory   peak RSS {peak:.1} MB   RSS growth over the run {g} KB");
     }
     match &r.parity {
-        Some(p) => println!(
+        Some(p) => human!(
             "  parity   vs {}: max_abs {:.2e} rel {:.2e} cosine {:.7} top-5 {} ({})",
             p.against,
             p.max_abs,
@@ -393,6 +425,6 @@ fn print_result(r: &EngineResult) {
             if p.top5_agree { "agrees" } else { "DIFFERS" },
             if p.within_fp32 { "within fp32 tolerance" } else { "OUTSIDE fp32 tolerance" }
         ),
-        None => println!("  parity   no reference (pass --reference FILE or --engine all)"),
+        None => human!("  parity   no reference (pass --reference FILE or --engine all)"),
     }
 }

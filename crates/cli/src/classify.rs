@@ -1,17 +1,21 @@
-//! `infer classify`: top-K labels for photos, with the engine that served and its latency.
+//! `infer classify`: top-K labels for photos (files or folders of them), with the engine that
+//! served and its latency. Every named path is checked before the model loads; a photo that
+//! fails later (cannot be decoded, a failed call) is reported and the batch goes on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use inference_api::{NamedTensors, softmax, top_k};
 use serde::Serialize;
 
-use crate::{common, finite};
+use crate::exit::{Exit, TagExit, fail};
+use crate::json::human;
+use crate::{common, finite, json};
 
 /// Arguments of `infer classify`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// PNG or JPEG files (default: the bundled sample photos).
+    /// PNG or JPEG files, or folders of them (default: the bundled sample photos).
     photos: Vec<PathBuf>,
     /// Model folder with a manifest.toml, or a .mlpackage / .mlmodel (default: the bundled
     /// EfficientNet-Lite0).
@@ -21,20 +25,20 @@ pub(crate) struct Args {
     /// (default: the bundled EfficientNet-Lite0, when the package takes a [1, 3, H, W] input).
     #[arg(long)]
     preprocess_from: Option<PathBuf>,
-    /// How many labels to print per photo.
-    #[arg(long, default_value_t = 5)]
+    /// How many labels to print per photo (at least 1).
+    #[arg(long, default_value_t = 5, value_parser = common::at_least_one)]
     top: usize,
-    /// Print JSON instead of text.
+    /// Print one JSON document on stdout (docs/cli-json.md) instead of text.
     #[arg(long)]
     json: bool,
-    /// Print the run's telemetry summary after the results.
+    /// Add the run's telemetry: a summary after the results, or `stats` in the JSON.
     #[arg(long)]
     stats: bool,
     /// Serve only from this engine (`candle-cpu`, `coreml`).
     #[arg(long)]
     engine: Option<String>,
-    /// CPU engine worker threads (default: all cores).
-    #[arg(long)]
+    /// CPU engine worker threads (at least 1; default: all cores).
+    #[arg(long, value_parser = common::at_least_one)]
     threads: Option<usize>,
 }
 
@@ -45,47 +49,110 @@ struct Prediction {
     probability: f32,
 }
 
+/// One photo's outcome: predictions, or the error that stopped this photo alone.
 #[derive(Debug, Serialize)]
 struct PhotoResult {
     photo: String,
-    engine: String,
-    fell_back: bool,
-    latency_ms: f64,
-    top: Vec<Prediction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fell_back: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top: Option<Vec<Prediction>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ModelInfo {
+    name: String,
+    version: String,
+    license: String,
+    path: String,
 }
 
 #[derive(Debug, Serialize)]
 struct Report {
-    model: String,
+    model: ModelInfo,
     load_ms: f64,
     results: Vec<PhotoResult>,
+    failed: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats: Option<telemetry::Snapshot>,
 }
 
-fn default_photos() -> Result<Vec<PathBuf>> {
-    let dir = crate::models_dir().join("samples");
-    let mut photos: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("listing bundled photos in {}", dir.display()))?
+fn is_photo(p: &Path) -> bool {
+    p.extension()
+        .and_then(|x| x.to_str())
+        .is_some_and(|x| ["png", "jpg", "jpeg"].contains(&x.to_ascii_lowercase().as_str()))
+}
+
+/// The photos in `dir` (PNG/JPEG by extension, not recursive), sorted by name.
+fn photos_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing photos in {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "png" || x == "jpg" || x == "jpeg"))
+        .filter(|p| p.is_file() && is_photo(p))
         .collect();
     photos.sort();
     Ok(photos)
 }
 
+/// The photos the arguments name, folders expanded; every path must exist. Runs before the
+/// model loads, so a typo costs nothing.
+pub(crate) fn expand_photos(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if args.is_empty() {
+        return photos_in(&crate::models_dir().join("samples"));
+    }
+    let mut out = Vec::new();
+    for p in args {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => {
+                let found = photos_in(p).exit(Exit::BadInput)?;
+                if found.is_empty() {
+                    return Err(fail(
+                        Exit::BadInput,
+                        format!("{} holds no .png, .jpg or .jpeg files", p.display()),
+                    ));
+                }
+                out.extend(found);
+            }
+            Ok(_) => out.push(p.clone()),
+            Err(e) => {
+                return Err(fail(
+                    Exit::BadInput,
+                    format!("photo {} cannot be read: {e}; check the path", p.display()),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn main(args: Args) -> Result<()> {
+    if args.json {
+        json::reserve_stdout();
+    }
     let model_dir =
         args.model.clone().unwrap_or_else(|| crate::models_dir().join("efficientnet-lite0"));
-    let photos = if args.photos.is_empty() { default_photos()? } else { args.photos.clone() };
+    let photos = expand_photos(&args.photos)?;
     let (rt, model, bundle) = common::load_with(
         &model_dir,
         args.threads,
         args.engine.as_deref(),
         args.preprocess_from.as_deref(),
-    )?;
-    let prep = bundle.manifest.preprocessing.clone().with_context(|| {
-        format!(
-            "{} has no [preprocessing] section, so it cannot classify images",
-            model_dir.display()
+    )
+    .exit(Exit::LoadFailed)?;
+    let prep = bundle.manifest.preprocessing.clone().ok_or_else(|| {
+        fail(
+            Exit::LoadFailed,
+            format!(
+                "{} has no [preprocessing] section, so it cannot classify images: add one to \
+                 its manifest.toml (see `infer manifest init`) or pass --preprocess-from DIR",
+                model_dir.display()
+            ),
         )
     })?;
     let input_name = model.io_schema().inputs[0].name.clone();
@@ -98,65 +165,105 @@ pub(crate) fn main(args: Args) -> Result<()> {
         .map(|e| e.load_time.as_secs_f64() * 1e3)
         .next()
         .unwrap_or(0.0);
-    if !args.json {
-        println!(
-            "{} {} ({}): {}",
-            bundle.manifest.name,
-            bundle.manifest.version,
-            bundle.manifest.license,
-            common::load_line(&model)
-        );
-    }
+    let m = &bundle.manifest;
+    human!("{} {} ({}): {}", m.name, m.version, m.license, common::load_line(&model));
     let mut results = Vec::new();
+    let mut only_error = None;
     for photo in &photos {
-        let x = crate::image_input::photo_tensor(photo, &prep, &model.io_schema().inputs[0])?;
-        let inputs = NamedTensors::new().with(input_name.clone(), x);
-        finite::check_inputs(&inputs, &photo.display().to_string())?;
-        let (out, report) = model.run(inputs)?;
-        finite::check_outputs(&out, &bundle.manifest.name, &report.engine)?;
-        let logits = out
-            .get(&output_name)
-            .with_context(|| format!("model produced no `{output_name}`"))?
-            .to_f32_vec();
-        let probs = softmax(&logits);
-        let top = top_k(&probs, args.top)
-            .into_iter()
-            .map(|i| Prediction { class: i, label: bundle.label(i), probability: probs[i] })
-            .collect();
-        let r = PhotoResult {
-            photo: photo.display().to_string(),
-            engine: report.engine.clone(),
-            fell_back: report.fell_back,
-            latency_ms: report.total.as_secs_f64() * 1e3,
-            top,
+        let one = || -> Result<(PhotoResult, Option<String>)> {
+            let x = crate::image_input::photo_tensor(photo, &prep, &model.io_schema().inputs[0])
+                .exit(Exit::BadInput)?;
+            let inputs = NamedTensors::new().with(input_name.clone(), x);
+            finite::check_inputs(&inputs, &photo.display().to_string()).exit(Exit::BadInput)?;
+            let (out, report) = model.run(inputs).exit(Exit::RunFailed)?;
+            finite::check_outputs(&out, &m.name, &report.engine).exit(Exit::RunFailed)?;
+            let logits = out
+                .get(&output_name)
+                .ok_or_else(|| fail(Exit::RunFailed, format!("model produced no `{output_name}`")))?
+                .to_f32_vec();
+            let probs = softmax(&logits);
+            let top = top_k(&probs, args.top)
+                .into_iter()
+                .map(|i| Prediction { class: i, label: bundle.label(i), probability: probs[i] })
+                .collect();
+            let r = PhotoResult {
+                photo: photo.display().to_string(),
+                engine: Some(report.engine.clone()),
+                fell_back: Some(report.fell_back),
+                latency_ms: Some(report.total.as_secs_f64() * 1e3),
+                top: Some(top),
+                error: None,
+            };
+            Ok((r, report.fallback_reason.clone()))
         };
-        if !args.json {
-            print_result(&r, report.fallback_reason.as_deref());
+        match one() {
+            Ok((r, fallback)) => {
+                print_result(&r, fallback.as_deref());
+                results.push(r);
+            }
+            Err(e) => {
+                let msg = common::one_line(&e);
+                if photos.len() == 1 {
+                    // One photo: its error is the command's error (one line, its own status).
+                    only_error = Some(e);
+                } else {
+                    eprintln!("error: {}: {msg}", photo.display());
+                }
+                results.push(PhotoResult {
+                    photo: photo.display().to_string(),
+                    engine: None,
+                    fell_back: None,
+                    latency_ms: None,
+                    top: None,
+                    error: Some(msg),
+                });
+            }
         }
-        results.push(r);
     }
+    let failed = results.iter().filter(|r| r.error.is_some()).count();
     if args.json {
-        let report = Report { model: bundle.manifest.name.clone(), load_ms, results };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let report = Report {
+            model: ModelInfo {
+                name: m.name.clone(),
+                version: m.version.clone(),
+                license: m.license.clone(),
+                path: model_dir.display().to_string(),
+            },
+            load_ms,
+            results,
+            failed,
+            stats: args.stats.then(|| rt.telemetry().snapshot()),
+        };
+        json::emit("classify", &report)?;
+    } else if args.stats {
+        human!("\n{}", rt.telemetry().summary_text());
     }
-    if args.stats {
-        println!("\n{}", rt.telemetry().summary_text());
+    match (failed, only_error) {
+        (0, _) => Ok(()),
+        (_, Some(e)) => Err(e),
+        _ => Err(fail(
+            Exit::PartialBatch,
+            format!("{failed} of {} photos could not be classified (see above)", photos.len()),
+        )),
     }
-    Ok(())
 }
 
 fn print_result(r: &PhotoResult, fallback: Option<&str>) {
-    let name = std::path::Path::new(&r.photo)
+    let name = Path::new(&r.photo)
         .file_name()
         .map_or(r.photo.clone(), |n| n.to_string_lossy().into_owned());
-    let fb = if r.fell_back {
+    let fb = if r.fell_back == Some(true) {
         format!(", fell back: {}", fallback.unwrap_or("?"))
     } else {
         String::new()
     };
-    println!("\n{name}  [{} in {:.1} ms{fb}]", r.engine, r.latency_ms);
-    for (rank, p) in r.top.iter().enumerate() {
-        println!(
+    human!(
+        "\n{name}  [{} in {:.1} ms{fb}]",
+        r.engine.as_deref().unwrap_or("?"),
+        r.latency_ms.unwrap_or(0.0)
+    );
+    for (rank, p) in r.top.iter().flatten().enumerate() {
+        human!(
             "  {:>2}. {:>6.2}%  {:<28} (class {})",
             rank + 1,
             p.probability * 100.0,

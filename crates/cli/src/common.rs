@@ -86,6 +86,28 @@ pub(crate) fn load_line(model: &LoadedModel) -> String {
     line
 }
 
+/// Parses a count that must be at least 1 (`--top`, `--threads`, `--iters`): 0 is refused
+/// with a usage error (exit status 2) instead of meaning "nothing" or "unbounded".
+pub(crate) fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
+/// The model a subcommand was given: `--model PATH`, or the older positional form (still
+/// accepted, not advertised), or `default`.
+pub(crate) fn model_arg(
+    flag: Option<&Path>,
+    positional: Option<&Path>,
+    default: Option<std::path::PathBuf>,
+) -> Result<std::path::PathBuf> {
+    flag.or(positional).map(Path::to_path_buf).or(default).ok_or_else(|| {
+        crate::exit::fail(crate::exit::Exit::Usage, "name the model with --model PATH")
+    })
+}
+
 /// An error chain as one line: `context: cause: cause`.
 pub(crate) fn one_line(e: &anyhow::Error) -> String {
     let parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();

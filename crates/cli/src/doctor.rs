@@ -10,7 +10,7 @@ use serde::Serialize;
 /// Arguments of `infer doctor`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Print JSON instead of text.
+    /// Print one JSON document on stdout (docs/cli-json.md) instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -23,6 +23,8 @@ struct CoreMl {
     reason: Option<String>,
     bridge_found: bool,
     bridge_path: Option<String>,
+    /// What coreml-sys's build script did: the library it built, or why it did not.
+    bridge_build: String,
     searched: Vec<String>,
     abi_version: Option<u32>,
     os_build: Option<String>,
@@ -67,6 +69,11 @@ fn build_report() -> Report {
         reason: d.reason,
         bridge_found: d.bridge.is_some(),
         bridge_path: d.bridge.as_ref().map(|b| b.path.display().to_string()),
+        bridge_build: match (coreml_sys::BUILT_BRIDGE, coreml_sys::BUILD_NOTE) {
+            (Some(p), _) => format!("built by cargo: {p}"),
+            (None, Some(note)) => format!("not built by cargo: {note}"),
+            (None, None) => "not built by cargo (not a macOS build)".into(),
+        },
         searched: d.searched.iter().map(|p| p.display().to_string()).collect(),
         abi_version: d.bridge.as_ref().map(|b| b.abi_version),
         os_build: d.bridge.as_ref().and_then(|b| b.os_build.clone()),
@@ -150,6 +157,7 @@ fn text(r: &Report) -> String {
         None => "not found".into(),
     };
     let _ = writeln!(s, "  bridge library   {found}");
+    let _ = writeln!(s, "  bridge build     {}", c.bridge_build);
     if c.searched.is_empty() {
         let _ = writeln!(
             s,
@@ -196,9 +204,9 @@ fn text(r: &Report) -> String {
 pub(crate) fn main(args: Args) -> Result<()> {
     let report = build_report();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::json::emit("doctor", &report)?;
     } else {
-        print!("{}", text(&report));
+        crate::json::write_human(&text(&report));
     }
     Ok(())
 }

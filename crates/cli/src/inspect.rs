@@ -5,16 +5,23 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use inference_api::{FeatureKind, TensorSpec};
+use inference_api::{Dim, FeatureKind, TensorSpec};
 use model_manifest::ModelBundle;
 use serde::Serialize;
+
+use crate::exit::{Exit, TagExit, fail};
+use crate::{common, json};
 
 /// Arguments of `infer inspect`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Model folder with a manifest.toml, a .safetensors file, a .mlpackage or a .mlmodel.
-    model: PathBuf,
-    /// Print JSON instead of text.
+    #[arg(long, value_name = "MODEL")]
+    model: Option<PathBuf>,
+    /// The model as a positional argument (older form of --model).
+    #[arg(hide = true, conflicts_with = "model")]
+    model_positional: Option<PathBuf>,
+    /// Print one JSON document on stdout (docs/cli-json.md) instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -24,7 +31,15 @@ pub(crate) struct Args {
 struct Io {
     name: String,
     dtype: String,
-    shape: String,
+    /// Dimensions, `-1` for a flexible one (see `ranges`); absent when the model does not
+    /// declare the feature as a tensor.
+    shape: Option<Vec<i64>>,
+    /// Per dimension `[min, max]` (`max` null: unbounded), only when a dimension is flexible.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ranges: Option<Vec<[Option<usize>; 2]>>,
+    /// The shape as text, for the human report.
+    #[serde(skip)]
+    shape_text: String,
     kind: String,
 }
 
@@ -57,7 +72,32 @@ fn io(spec: &TensorSpec) -> Io {
             format!("image {width}x{height} {}", format!("{format:?}").to_lowercase())
         }
     };
-    Io { name: spec.name.clone(), dtype: spec.dtype.to_string(), shape: spec.shape_string(), kind }
+    let shape = spec
+        .shape
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(n) => *n as i64,
+            Dim::Range { .. } => -1,
+        })
+        .collect();
+    let flexible = spec.shape.iter().any(|d| matches!(d, Dim::Range { .. }));
+    let ranges = flexible.then(|| {
+        spec.shape
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => [Some(*n), Some(*n)],
+                Dim::Range { min, max } => [Some(*min), *max],
+            })
+            .collect()
+    });
+    Io {
+        name: spec.name.clone(),
+        dtype: spec.dtype.to_string(),
+        shape: Some(shape),
+        ranges,
+        shape_text: spec.shape_string(),
+        kind,
+    }
 }
 
 fn empty(path: &Path, format: &str, model_type: String) -> Inspection {
@@ -84,7 +124,9 @@ fn package(path: &Path) -> Result<Inspection> {
         None => Io {
             name: f.name.clone(),
             dtype: "-".into(),
-            shape: "-".into(),
+            shape: None,
+            ranges: None,
+            shape_text: "-".into(),
             kind: f.type_name.clone(),
         },
     };
@@ -195,7 +237,10 @@ fn render(i: &Inspection) -> String {
             s.push_str("  (not declared)\n");
         }
         for f in list {
-            s.push_str(&format!("  {:<12} {:<4} {:<20} {}\n", f.name, f.dtype, f.shape, f.kind));
+            s.push_str(&format!(
+                "  {:<12} {:<4} {:<20} {}\n",
+                f.name, f.dtype, f.shape_text, f.kind
+            ));
         }
     }
     if !i.op_histogram.is_empty() {
@@ -225,24 +270,28 @@ fn render(i: &Inspection) -> String {
 }
 
 pub(crate) fn main(args: Args) -> Result<()> {
-    let p = &args.model;
+    let model = common::model_arg(args.model.as_deref(), args.model_positional.as_deref(), None)?;
+    let p = &model;
     let inspection = if crate::package::is_package(p) {
-        package(p)?
+        package(p).exit(Exit::LoadFailed)?
     } else if p.is_dir() {
-        folder(p)?
+        folder(p).exit(Exit::LoadFailed)?
     } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
-        safetensors_file(p)?
+        safetensors_file(p).exit(Exit::LoadFailed)?
     } else {
-        anyhow::bail!(
-            "cannot inspect {}: expected a model folder with a manifest.toml, a .safetensors \
-             file, a .mlpackage or a .mlmodel",
-            p.display()
-        );
+        return Err(fail(
+            Exit::BadInput,
+            format!(
+                "cannot inspect {}: expected a model folder with a manifest.toml, a \
+                 .safetensors file, a .mlpackage or a .mlmodel",
+                p.display()
+            ),
+        ));
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&inspection)?);
+        json::emit("inspect", &inspection)?;
     } else {
-        print!("{}", render(&inspection));
+        json::write_human(&render(&inspection));
     }
     Ok(())
 }

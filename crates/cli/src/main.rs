@@ -9,10 +9,13 @@ mod bench;
 mod classify;
 mod common;
 mod doctor;
+mod exit;
 mod finite;
 mod image_input;
 mod input_file;
 mod inspect;
+mod json;
+mod manifest_init;
 mod output;
 mod package;
 mod parity;
@@ -48,6 +51,8 @@ enum Command {
     Soak(soak::Args),
     /// Serve a model repository over HTTP: KServe v2 REST (JSON and binary tensors), /metrics.
     Serve(serve::Args),
+    /// Write model manifests (`infer manifest init MODEL`).
+    Manifest(manifest_init::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,12 +66,15 @@ fn main() -> ExitCode {
         Command::Parity(a) => parity::main(a),
         Command::Soak(a) => soak::main(a),
         Command::Serve(a) => serve::main(a),
+        Command::Manifest(a) => manifest_init::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`infer ... | head`): nothing left to say.
+        Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", common::one_line(&e));
-            ExitCode::FAILURE
+            exit::classify(&e).code()
         }
     }
 }

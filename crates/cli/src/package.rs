@@ -22,6 +22,24 @@ pub(crate) fn is_package(path: &Path) -> bool {
     )
 }
 
+/// The donor's preprocessing for an `h x w` input: the crop becomes `h x w` and the resize
+/// keeps the donor's resize-to-crop ratio.
+pub(crate) fn adapt_preprocessing(
+    donor: Option<model_manifest::Preprocessing>,
+    (h, w): (usize, usize),
+) -> Option<model_manifest::Preprocessing> {
+    let mut p = donor?;
+    let ratio = p.resize_shorter as f64 / f64::from(p.crop[0].max(1));
+    p.resize_shorter = (h.min(w) as f64 * ratio).round() as u32;
+    p.crop = [h as u32, w as u32];
+    Some(p)
+}
+
+pub(crate) fn non_empty(s: &str) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
 /// A bundle for the package at `path`, preprocessing and labels from `donor` (default: the
 /// bundled EfficientNet-Lite0 folder).
 pub(crate) fn bundle(path: &Path, donor: Option<&Path>) -> Result<ModelBundle> {
@@ -36,6 +54,13 @@ pub(crate) fn bundle(path: &Path, donor: Option<&Path>) -> Result<ModelBundle> {
     let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
     let mut manifest = donor.manifest.clone();
     manifest.name = name.clone();
+    // Labelled as what it is: the package's own version and licence, never the donor's.
+    let meta = model.metadata();
+    manifest.version = non_empty(&meta.version).unwrap_or_else(|| "unversioned".into());
+    manifest.license =
+        non_empty(&meta.license).unwrap_or_else(|| "licence not stated in the package".into());
+    manifest.origin.attribution = Default::default();
+    manifest.origin.how = None;
     manifest.architecture = None;
     manifest.files = Vec::new();
     // The schema lives in the bundle (from the package); the donor's manifest specs do not apply.
@@ -54,15 +79,8 @@ pub(crate) fn bundle(path: &Path, donor: Option<&Path>) -> Result<ModelBundle> {
         (_, Some(&[1, 3, h, w])) => Some((h, w)),
         _ => None,
     };
-    manifest.preprocessing = match (manifest.preprocessing.take(), image_hw) {
-        (Some(mut p), Some((h, w))) => {
-            let ratio = p.resize_shorter as f64 / f64::from(p.crop[0].max(1));
-            p.resize_shorter = (h.min(w) as f64 * ratio).round() as u32;
-            p.crop = [h as u32, w as u32];
-            Some(p)
-        }
-        _ => None,
-    };
+    manifest.preprocessing =
+        image_hw.and_then(|hw| adapt_preprocessing(manifest.preprocessing.take(), hw));
     let classes =
         schema.outputs.first().and_then(|o| o.fixed_shape()).and_then(|s| s.last().copied());
     let labels = donor.labels.filter(|l| Some(l.len()) == classes);

@@ -14,22 +14,29 @@ use inference_api::{ArtifactFormat, DType, Drift, NamedTensors, Tensor, Toleranc
 use model_manifest::ModelBundle;
 
 use crate::common;
+use crate::exit::{Exit, TagExit, fail};
+use crate::json::human;
 
 /// Arguments of `infer parity`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// First model: a model folder, a .mlpackage or a .mlmodel (the reference).
-    model_a: PathBuf,
-    /// Second model, with the same inputs.
-    model_b: PathBuf,
+    /// The reference model: a model folder, a .mlpackage or a .mlmodel.
+    #[arg(long, value_name = "MODEL")]
+    model: Option<PathBuf>,
+    /// The model compared with it, taking the same inputs.
+    #[arg(long, value_name = "MODEL")]
+    against: Option<PathBuf>,
+    /// The two models as positional arguments (older form of --model A --against B).
+    #[arg(hide = true, num_args = 0..=2, conflicts_with_all = ["model", "against"])]
+    positional: Vec<PathBuf>,
     /// Number of random inputs.
     #[arg(long, default_value_t = 8)]
     n: usize,
     /// Seed of the first input; input i uses seed + i.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// CPU engine worker threads (default: all cores).
-    #[arg(long)]
+    /// CPU engine worker threads (at least 1; default: all cores).
+    #[arg(long, value_parser = common::at_least_one)]
     threads: Option<usize>,
     /// Use this entry of the tolerance table (`exact`, `fp32`, `fp16`, `int8`) instead of the
     /// one chosen from the models.
@@ -64,8 +71,13 @@ fn tolerance_for(a: &ModelBundle, b: &ModelBundle, a_is_folder: bool) -> Toleran
 }
 
 pub(crate) fn main(args: Args) -> Result<()> {
-    let (_rt_a, a, bundle_a) = common::load(&args.model_a, args.threads, None)?;
-    let (_rt_b, b, bundle_b) = common::load(&args.model_b, args.threads, None)?;
+    let (model_a, model_b) = match (&args.model, &args.against, args.positional.as_slice()) {
+        (Some(a), Some(b), _) => (a.clone(), b.clone()),
+        (None, None, [a, b]) => (a.clone(), b.clone()),
+        _ => return Err(fail(Exit::Usage, "name both models: --model A --against B")),
+    };
+    let (_rt_a, a, bundle_a) = common::load(&model_a, args.threads, None).exit(Exit::LoadFailed)?;
+    let (_rt_b, b, bundle_b) = common::load(&model_b, args.threads, None).exit(Exit::LoadFailed)?;
     let (sa, sb) = (a.io_schema().clone(), b.io_schema().clone());
     for spec in &sa.inputs {
         match sb.input(&spec.name) {
@@ -84,14 +96,19 @@ pub(crate) fn main(args: Args) -> Result<()> {
         }
     }
     let tol = match args.tolerance.as_deref() {
-        None => tolerance_for(&bundle_a, &bundle_b, !common_is_package(&args.model_a)),
+        None => tolerance_for(&bundle_a, &bundle_b, !common_is_package(&model_a)),
         Some("exact") => tolerance::EXACT,
         Some("fp32") => tolerance::FP32,
         Some("fp16") => tolerance::FP16,
         Some("int8") => tolerance::INT8,
-        Some(other) => bail!("unknown tolerance `{other}`: exact, fp32, fp16 or int8"),
+        Some(other) => {
+            return Err(fail(
+                Exit::Usage,
+                format!("unknown tolerance `{other}`: exact, fp32, fp16 or int8"),
+            ));
+        }
     };
-    println!(
+    human!(
         "parity {} ({}) vs {} ({}), {} inputs from seed {}, tolerance {} (max abs {:.1e} or {:.1e} \
          of the peak)",
         bundle_a.manifest.name,
@@ -104,9 +121,17 @@ pub(crate) fn main(args: Args) -> Result<()> {
         tol.max_abs,
         tol.max_rel_to_peak
     );
-    println!(
+    human!(
         "{:>4} {:>20} {:<10} {:>10} {:>10} {:>10} {:>10} {:>5} {:>5}",
-        "#", "seed", "output", "max_abs", "max_rel", "rmse", "cosine", "top1", "top5"
+        "#",
+        "seed",
+        "output",
+        "max_abs",
+        "max_rel",
+        "rmse",
+        "cosine",
+        "top1",
+        "top5"
     );
     let mut worst = Drift { cosine: 1.0, ..Drift::default() };
     let (mut failed, mut top1_agree, mut total) = (0usize, 0usize, 0usize);
@@ -119,8 +144,8 @@ pub(crate) fn main(args: Args) -> Result<()> {
             let values = seeded_values(seed.wrapping_add((k as u64) << 32), n);
             inputs.insert(spec.name.clone(), Tensor::from_f32(shape, values)?);
         }
-        let (out_a, _) = a.run(inputs.clone())?;
-        let (out_b, _) = b.run(inputs)?;
+        let (out_a, _) = a.run(inputs.clone()).exit(Exit::RunFailed)?;
+        let (out_b, _) = b.run(inputs).exit(Exit::RunFailed)?;
         for (name, ta) in out_a.iter() {
             let Some(tb) = out_b.get(name) else { continue };
             let d = Drift::between(&tb.to_f32_vec(), &ta.to_f32_vec());
@@ -128,7 +153,7 @@ pub(crate) fn main(args: Args) -> Result<()> {
             failed += usize::from(!ok);
             top1_agree += usize::from(d.top1_agree);
             total += 1;
-            println!(
+            human!(
                 "{i:>4} {seed:>20} {name:<10} {:>10.3e} {:>10.3e} {:>10.3e} {:>10.7} {:>5} {:>5.2}{}",
                 d.max_abs,
                 d.max_rel,
@@ -147,7 +172,7 @@ pub(crate) fn main(args: Args) -> Result<()> {
                 if total == 1 { d.top5_overlap } else { worst.top5_overlap.min(d.top5_overlap) };
         }
     }
-    println!(
+    human!(
         "worst: max_abs {:.3e} max_rel_to_peak {:.3e} max_rel {:.3e} rmse {:.3e} cosine {:.7}; \
          top-1 agreed {top1_agree}/{total}, min top-5 overlap {:.2}",
         worst.max_abs,
@@ -161,9 +186,12 @@ pub(crate) fn main(args: Args) -> Result<()> {
         bail!("the models share no output name: nothing to compare");
     }
     if failed > 0 {
-        bail!("{failed} of {total} comparisons exceeded the {} tolerance", tol.name);
+        return Err(fail(
+            Exit::ParityExceeded,
+            format!("{failed} of {total} comparisons exceeded the {} tolerance", tol.name),
+        ));
     }
-    println!("ok: every comparison within the {} tolerance", tol.name);
+    human!("ok: every comparison within the {} tolerance", tol.name);
     Ok(())
 }
 

@@ -13,7 +13,7 @@ mod loader;
 mod types;
 
 pub use loader::{
-    BRIDGE_PATH_ENV, Bridge, LIBRARY_FILE_NAME, LoadError, SearchPolicy, candidate_paths,
-    xtask_output_dir,
+    BRIDGE_PATH_ENV, BUILD_NOTE, BUILT_BRIDGE, Bridge, LIBRARY_FILE_NAME, LoadError, SearchPolicy,
+    candidate_paths, xtask_output_dir,
 };
 pub use types::*;

@@ -1,4 +1,9 @@
 //! Finding, opening and checking the bridge library at run time (dlopen through `libloading`).
+//!
+//! Where an app's bridge is looked for, in order: `COREML_BRIDGE_PATH`; next to the
+//! executable; the app bundle's `Contents/Frameworks` (the executable being in
+//! `Contents/MacOS`); the library this crate's build script built (macOS with Swift, see
+//! `build.rs`); `target/coreml-bridge/` of this repository (`cargo xtask build-bridge`).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -16,14 +21,32 @@ use crate::types::{
 /// [`LIBRARY_FILE_NAME`]).
 pub const BRIDGE_PATH_ENV: &str = "COREML_BRIDGE_PATH";
 
-/// File name of the library `cargo xtask build-bridge` produces.
+/// File name of the library `cargo xtask build-bridge` and the build script produce.
 pub const LIBRARY_FILE_NAME: &str = "libCoreMLBridge.dylib";
+
+/// The library this crate's build script built with SwiftPM (macOS with a Swift toolchain),
+/// if it did. It lives in the build's target folder; a copy is put next to the executables.
+pub const BUILT_BRIDGE: Option<&str> = option_env!("COREML_BRIDGE_BUILT");
+
+/// Why the build script did not build the bridge (no Swift toolchain, a failed `swift build`,
+/// `COREML_BRIDGE_SKIP_BUILD`), if it ran on a Mac and did not.
+pub const BUILD_NOTE: Option<&str> = option_env!("COREML_BRIDGE_BUILD_NOTE");
+
+/// What an app user does about a missing or broken bridge.
+const APP_HELP: &str = "an app ships libCoreMLBridge.dylib next to its executable or in its \
+                        bundle's Contents/Frameworks (or sets COREML_BRIDGE_PATH); building on a \
+                        Mac with Xcode, cargo builds it (docs/using-in-your-app.md); in this \
+                        repository `cargo xtask build-bridge` builds it too";
+
+fn build_note() -> String {
+    BUILD_NOTE.map(|n| format!(" (at build time: {n})")).unwrap_or_default()
+}
 
 /// Where [`Bridge::locate`] looks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SearchPolicy {
-    /// `COREML_BRIDGE_PATH`, then next to the executable, then the xtask output folder.
-    /// The default on Apple platforms.
+    /// `COREML_BRIDGE_PATH`, next to the executable, the app bundle's Frameworks folder, the
+    /// build script's output, then the xtask output folder. The default on Apple platforms.
     Default,
     /// Only `COREML_BRIDGE_PATH`. The default off Apple platforms, where only a test bridge
     /// can exist.
@@ -82,33 +105,34 @@ impl fmt::Display for LoadError {
             LoadError::NotFound { searched } if searched.is_empty() => write!(
                 f,
                 "no Core ML bridge library: set {BRIDGE_PATH_ENV} to its path \
-                 (on a Mac, build it with `cargo xtask build-bridge`)"
+                 (on a Mac, build it with `cargo xtask build-bridge`){}",
+                build_note()
             ),
             LoadError::NotFound { searched } => {
                 let list: Vec<String> = searched.iter().map(|p| p.display().to_string()).collect();
                 write!(
                     f,
-                    "Core ML bridge library not found (looked in: {}); build it with \
-                     `cargo xtask build-bridge` or set {BRIDGE_PATH_ENV}",
-                    list.join(", ")
+                    "Core ML bridge library not found (looked in: {}){}; {APP_HELP}",
+                    list.join(", "),
+                    build_note()
                 )
             }
             LoadError::Open { path, message } => write!(
                 f,
-                "cannot open the Core ML bridge {}: {message}; rebuild it with \
-                 `cargo xtask build-bridge`",
+                "cannot open the Core ML bridge {}: {message}; replace it with one built for \
+                 this Mac and this version ({APP_HELP})",
                 path.display()
             ),
             LoadError::MissingSymbol { path, symbol } => write!(
                 f,
                 "the Core ML bridge {} lacks the entry point `{symbol}`; it is incomplete or \
-                 from another version, rebuild it with `cargo xtask build-bridge`",
+                 from another version: replace it ({APP_HELP})",
                 path.display()
             ),
             LoadError::AbiMismatch { path, found, expected } => write!(
                 f,
                 "the Core ML bridge {} implements ABI version {found} but this build expects \
-                 {expected}; rebuild it with `cargo xtask build-bridge`",
+                 {expected}: replace it with the one built with this version ({APP_HELP})",
                 path.display()
             ),
         }
@@ -142,6 +166,16 @@ pub fn candidate_paths(
             let mut out: Vec<PathBuf> = env.into_iter().collect();
             if let Some(dir) = exe.as_deref().and_then(Path::parent) {
                 out.push(dir.join(LIBRARY_FILE_NAME));
+                // An app bundle: the executable in Contents/MacOS, libraries in
+                // Contents/Frameworks.
+                if dir.file_name().is_some_and(|n| n == "MacOS")
+                    && let Some(contents) = dir.parent()
+                {
+                    out.push(contents.join("Frameworks").join(LIBRARY_FILE_NAME));
+                }
+            }
+            if let Some(built) = BUILT_BRIDGE {
+                out.push(PathBuf::from(built));
             }
             out.push(xtask_output_dir().join(LIBRARY_FILE_NAME));
             out
@@ -258,7 +292,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn search_order_is_env_then_exe_then_xtask() {
+    fn an_app_bundle_looks_in_its_frameworks_folder() {
+        let exe = PathBuf::from("/Applications/My.app/Contents/MacOS/My");
+        let got = candidate_paths(&SearchPolicy::Default, None, Some(exe));
+        assert_eq!(
+            got[0],
+            PathBuf::from("/Applications/My.app/Contents/MacOS/libCoreMLBridge.dylib")
+        );
+        assert_eq!(
+            got[1],
+            PathBuf::from("/Applications/My.app/Contents/Frameworks/libCoreMLBridge.dylib")
+        );
+    }
+
+    #[test]
+    fn not_found_tells_an_app_what_to_ship() {
+        let nf = LoadError::NotFound { searched: vec!["/a".into()] }.to_string();
+        for want in ["next to its executable", "Contents/Frameworks", BRIDGE_PATH_ENV] {
+            assert!(nf.contains(want), "{want}: {nf}");
+        }
+    }
+
+    #[test]
+    fn search_order_is_env_then_exe_then_build_then_xtask() {
         let exe = PathBuf::from("/opt/app/bin/infer");
         let got = candidate_paths(
             &SearchPolicy::Default,
@@ -267,8 +323,13 @@ mod tests {
         );
         assert_eq!(got[0], PathBuf::from("/custom/libX.dylib"));
         assert_eq!(got[1], PathBuf::from("/opt/app/bin").join(LIBRARY_FILE_NAME));
-        assert!(got[2].ends_with(Path::new("target/coreml-bridge").join(LIBRARY_FILE_NAME)));
-        assert_eq!(got.len(), 3);
+        let mut i = 2;
+        if let Some(built) = BUILT_BRIDGE {
+            assert_eq!(got[i], PathBuf::from(built));
+            i += 1;
+        }
+        assert!(got[i].ends_with(Path::new("target/coreml-bridge").join(LIBRARY_FILE_NAME)));
+        assert_eq!(got.len(), i + 1);
 
         let only_env = candidate_paths(&SearchPolicy::EnvOnly, None, Some(exe));
         assert!(only_env.is_empty());

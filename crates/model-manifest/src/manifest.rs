@@ -206,6 +206,12 @@ impl Manifest {
         Ok(m)
     }
 
+    /// The manifest as `manifest.toml` text (what `infer manifest init` writes); [`Self::parse`]
+    /// reads it back to an equal manifest.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| Error::Load(format!("cannot write the manifest: {e}")))
+    }
+
     /// Checks the manifest for internal consistency.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let bad = |msg: String| Err(Error::Load(format!("invalid manifest {origin}: {msg}")));

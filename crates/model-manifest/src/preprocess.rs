@@ -70,7 +70,7 @@ pub fn decode_bytes(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
 }
 
 /// Refuses an image wider or taller than [`MAX_IMAGE_SIDE`] or larger than [`MAX_IMAGE_PIXELS`].
-fn check_dimensions(w: u32, h: u32) -> std::result::Result<(), String> {
+pub(crate) fn check_dimensions(w: u32, h: u32) -> std::result::Result<(), String> {
     if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
         return Err(format!(
             "image is {w}x{h} pixels; at most {MAX_IMAGE_SIDE} pixels a side and {} megapixels \

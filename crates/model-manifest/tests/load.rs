@@ -99,3 +99,13 @@ fn malformed_manifests_are_load_errors_naming_the_file() {
     let err = ModelBundle::load(empty.path()).unwrap_err();
     assert!(err.to_string().contains("no manifest.toml"), "{err}");
 }
+
+#[test]
+fn a_manifest_written_as_toml_parses_back_to_the_same_manifest() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/efficientnet-lite0");
+    let m = ModelBundle::load(&dir).unwrap().manifest;
+    let text = m.to_toml().unwrap();
+    let back = model_manifest::Manifest::parse(&text, "round trip").unwrap();
+    assert_eq!(back, m);
+}
