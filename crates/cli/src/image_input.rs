@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use inference_api::{FeatureKind, ImageFormat, Tensor, TensorData, TensorSpec};
+use inference_api::{DType, FeatureKind, ImageFormat, Tensor, TensorData, TensorSpec};
 use model_manifest::Preprocessing;
 use model_manifest::preprocess::{decode_file, resize, resized_size};
 
@@ -15,14 +15,14 @@ pub(crate) fn photo_tensor(
     prep: &Preprocessing,
     spec: &TensorSpec,
 ) -> Result<Tensor> {
-    match spec.kind {
-        FeatureKind::MultiArray => Ok(model_manifest::preprocess::preprocess_file(photo, prep)?),
-        FeatureKind::Image { format: ImageFormat::Gray, .. } => bail!(
+    match image_kind(spec) {
+        None => Ok(model_manifest::preprocess::preprocess_file(photo, prep)?),
+        Some(ImageFormat::Gray) => bail!(
             "input `{}` is a grayscale image; classify feeds colour photos. Pass a u8 \
              [height, width, 1] tensor with `infer run` instead",
             spec.name
         ),
-        FeatureKind::Image { .. } => {
+        Some(_) => {
             let img = decode_file(photo)?;
             let (w, h) = resized_size(img.width, img.height, prep.resize_shorter)?;
             let img = resize(&img, w, h, prep.interpolation)?;
@@ -46,5 +46,17 @@ pub(crate) fn photo_tensor(
             Tensor::new(vec![ch, cw, 3], TensorData::U8(px))
                 .with_context(|| format!("building the image input from {}", photo.display()))
         }
+    }
+}
+
+/// The image layout of an input that takes an image: a Core ML image feature, or (as a
+/// manifest records one, without its kind) a u8 `[height, width, 3 or 1]` tensor, which is the
+/// image convention of every engine.
+pub(crate) fn image_kind(spec: &TensorSpec) -> Option<ImageFormat> {
+    match (spec.kind, spec.dtype, spec.fixed_shape().as_deref()) {
+        (FeatureKind::Image { format, .. }, _, _) => Some(format),
+        (_, DType::U8, Some(&[_, _, 3])) => Some(ImageFormat::Rgb),
+        (_, DType::U8, Some(&[_, _, 1])) => Some(ImageFormat::Gray),
+        _ => None,
     }
 }

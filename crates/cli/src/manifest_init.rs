@@ -214,15 +214,38 @@ fn init(args: InitArgs) -> Result<()> {
     } else {
         notes.push("no labels: put labels.txt (one class per line) beside the model".into());
     }
-    let image_hw = match inputs.first().map(|i| i.shape.as_slice()) {
-        Some(&[1, 3, h, w]) => Some((h, w)),
-        _ => None,
-    };
+    let image_hw = schema.inputs.first().and_then(package::image_hw);
     let preprocessing = match (&donor, image_hw) {
         (Some(d), Some(hw)) => package::adapt_preprocessing(d.manifest.preprocessing.clone(), hw),
         (Some(_), None) => {
-            notes.push("--preprocess-from ignored: the input is not [1, 3, H, W]".into());
+            notes.push(
+                "--preprocess-from ignored: the input is neither an image nor [1, 3, H, W]".into(),
+            );
             None
+        }
+        (None, Some((h, w)))
+            if schema
+                .inputs
+                .first()
+                .is_some_and(|s| matches!(s.kind, inference_api::FeatureKind::Image { .. })) =>
+        {
+            // The package normalises its own image input (colour layout, scale, bias): the
+            // photo only needs resizing and cropping to the declared size.
+            notes.push(format!(
+                "[preprocessing]: the input is a Core ML image ({h}x{w}) that carries its own \
+                 normalisation; photos are resized (shorter side {}) and centre-cropped to it",
+                h.min(w)
+            ));
+            Some(model_manifest::Preprocessing {
+                resize_shorter: h.min(w) as u32,
+                interpolation: model_manifest::Interpolation::Bicubic,
+                crop: [h as u32, w as u32],
+                scale: 1.0,
+                mean: [0.0; 3],
+                std: [1.0; 3],
+                channel_order: "rgb".into(),
+                layout: "nchw".into(),
+            })
         }
         (None, Some(_)) => {
             notes.push(

@@ -35,6 +35,17 @@ pub(crate) fn adapt_preprocessing(
     Some(p)
 }
 
+/// The `(height, width)` a photo is cropped to for this input: a Core ML image feature
+/// (`[height, width, channels]`) or an image-shaped `[1, 3, H, W]` tensor; `None` otherwise.
+pub(crate) fn image_hw(spec: &TensorSpec) -> Option<(usize, usize)> {
+    match (spec.kind, spec.fixed_shape().as_deref()) {
+        (FeatureKind::Image { width, height, .. }, _) => Some((height, width)),
+        (_, Some(&[1, 3, h, w])) => Some((h, w)),
+        (_, Some(&[h, w, _])) if crate::image_input::image_kind(spec).is_some() => Some((h, w)),
+        _ => None,
+    }
+}
+
 pub(crate) fn non_empty(s: &str) -> Option<String> {
     let t = s.trim();
     (!t.is_empty()).then(|| t.to_string())
@@ -71,14 +82,7 @@ pub(crate) fn bundle(path: &Path, donor: Option<&Path>) -> Result<ModelBundle> {
         path.display(),
         donor_dir.display()
     );
-    let first = schema.inputs.first();
-    let image_hw = match (first.map(|s| s.kind), first.and_then(TensorSpec::fixed_shape).as_deref())
-    {
-        // A Core ML image feature ([height, width, channels]) or an image-shaped tensor.
-        (Some(FeatureKind::Image { width, height, .. }), _) => Some((height, width)),
-        (_, Some(&[1, 3, h, w])) => Some((h, w)),
-        _ => None,
-    };
+    let image_hw = schema.inputs.first().and_then(image_hw);
     manifest.preprocessing =
         image_hw.and_then(|hw| adapt_preprocessing(manifest.preprocessing.take(), hw));
     let classes =

@@ -114,3 +114,41 @@ fn classify_takes_a_package_whose_input_is_an_image() {
     assert!(!ok);
     assert!(err.contains("grayscale") && err.contains("infer run"), "{err}");
 }
+
+#[test]
+fn an_image_package_made_a_folder_keeps_its_colour_layout() {
+    // `manifest init` records the image input as u8 [H, W, 3] (a manifest has no image kind);
+    // the folder must still classify photos and hand the executor the package's BGR layout, so
+    // `infer run` on the folder and on the bare package write the same bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let src = root().join("crates/backend-candle/tests/image_inputs/bgr_scale_bias.mlpackage");
+    let pkg = dir.path().join("bgr_scale_bias.mlpackage");
+    copy_dir(&src, &pkg);
+    let (d, p) = (dir.path().to_str().unwrap(), pkg.to_str().unwrap());
+    let (ok, out, err) = infer(&["manifest", "init", "--model", p]);
+    assert!(ok, "{out}\n{err}");
+    assert!(err.contains("carries its own normalisation") || out.contains("carries its own"));
+    let (ok, out, err) = infer(&["classify", "--model", d, "--top", "1"]);
+    assert!(ok, "{out}\n{err}");
+    let input = "crates/backend-candle/tests/image_inputs/bgr_scale_bias.safetensors";
+    let (a, b) = (dir.path().join("a.safetensors"), dir.path().join("b.safetensors"));
+    for (model, dest) in [(d, &a), (p, &b)] {
+        let (ok, _, err) =
+            infer(&["run", "--model", model, "--input", input, "--output", dest.to_str().unwrap()]);
+        assert!(ok, "{err}");
+    }
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}

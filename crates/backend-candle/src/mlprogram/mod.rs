@@ -45,7 +45,7 @@ pub(crate) fn prepare(
     let resolve = |v: &coreml_format::ConstValue| model.resolve(v).map_err(Error::from);
     let plan = compile::compile("main", func, &resolve)?;
     let schema = match &artifact.io_schema {
-        Some(s) => s.clone(),
+        Some(s) => with_image_kinds(s.clone(), &model),
         None => model.io_schema()?,
     };
     for spec in &schema.inputs {
@@ -73,6 +73,24 @@ pub(crate) fn prepare(
         artifact.sha256.as_deref().unwrap_or("unhashed")
     );
     Ok(Arc::new(MlProgramModel { schema, plan, pool, key, requested }))
+}
+
+/// A schema given with the artifact (a manifest's, which records names, dtypes and shapes only)
+/// keeps the package's own image features: whether an input is an image, and in which colour
+/// layout, is the package's to say.
+fn with_image_kinds(mut schema: IoSchema, model: &MlModel) -> IoSchema {
+    let Ok(own) = model.io_schema() else { return schema };
+    let sides = [(&mut schema.inputs, &own.inputs), (&mut schema.outputs, &own.outputs)];
+    for (given, own) in sides {
+        for spec in given.iter_mut() {
+            if let Some(o) = own.iter().find(|o| o.name == spec.name)
+                && matches!(o.kind, FeatureKind::Image { .. })
+            {
+                spec.kind = o.kind;
+            }
+        }
+    }
+    schema
 }
 
 fn to_candle(t: &Tensor) -> Result<CTensor> {
