@@ -146,9 +146,9 @@ fn scatter_tap(
         let oy = (iy as i64 * sy as i64 + off_y) as usize;
         let src = &plane[iy * w..][..w];
         let row = &mut dst[oy * ow..][..ow];
-        for ix in x0..x1 {
+        for (ix, &v) in src.iter().enumerate().take(x1).skip(x0) {
             let ox = (ix as i64 * sx as i64 + off_x) as usize;
-            row[ox] += wv * src[ix];
+            row[ox] += wv * v;
         }
     }
 }
