@@ -4,8 +4,10 @@
 #![allow(unsafe_code)]
 
 use crate::depthwise::{DwGeometry, depthwise};
+use crate::dw_direct::DwIsa;
 use crate::pointwise::pointwise;
 use crate::{Activation, apply_activation, profile};
+use std::sync::OnceLock;
 
 /// How the input is padded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,9 @@ pub struct Conv2d {
     weight: Vec<f32>,
     bias: Vec<f32>,
     act: Activation,
+    /// The weights packed for the AVX-512 GEMM (each group's panels in turn), built at the
+    /// first GEMM run on a machine with AVX-512 and dropped when the weights are changed.
+    packed: OnceLock<Vec<f32>>,
 }
 
 /// Folds inference BatchNorm into conv weights and bias:
@@ -101,11 +106,13 @@ impl Conv2d {
             weight,
             bias,
             act,
+            packed: OnceLock::new(),
         })
     }
 
     /// Weights, mutable (for folding a following BatchNorm).
     pub fn weight_and_bias_mut(&mut self) -> (&mut [f32], &mut [f32]) {
+        self.packed = OnceLock::new();
         (&mut self.weight, &mut self.bias)
     }
 
@@ -161,7 +168,27 @@ impl Conv2d {
     pub fn forward(&self, x: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>, String> {
         let (oh, ow) = self.output_hw(h, w)?;
         let mut out = vec![0f32; n * self.out_channels * oh * ow];
-        self.run(x, n, h, w, &mut out, false)?;
+        self.run(x, n, h, w, &mut out, false, None)?;
+        Ok(out)
+    }
+
+    /// As [`Conv2d::forward`] for a depthwise convolution, with the depthwise kernel forced
+    /// (for tests and same-binary A/B benchmarks). Fails when this is not a depthwise
+    /// convolution, or the kernel cannot run here or does not handle the geometry.
+    pub fn forward_depthwise_with(
+        &self,
+        path: DwIsa,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Vec<f32>, String> {
+        if self.groups != self.in_channels {
+            return Err("conv: not a depthwise convolution".into());
+        }
+        let (oh, ow) = self.output_hw(h, w)?;
+        let mut out = vec![0f32; n * self.out_channels * oh * ow];
+        self.run(x, n, h, w, &mut out, false, Some(path))?;
         Ok(out)
     }
 
@@ -185,7 +212,7 @@ impl Conv2d {
             ));
         }
         if self.is_pointwise(h, w) && self.groups == 1 {
-            return self.run(x, n, h, w, residual, true);
+            return self.run(x, n, h, w, residual, true, None);
         }
         let y = self.forward(x, n, h, w)?;
         if self.act == Activation::None {
@@ -201,12 +228,39 @@ impl Conv2d {
         Ok(())
     }
 
+    /// Group `g`'s packed weights for the AVX-512 GEMM, packing all groups on first use;
+    /// `None` without AVX-512, or when `INFER_GEMM=unpacked` (read once; for same-binary A/B
+    /// runs against the unpacked 6x32 kernel).
+    fn packed_group(&self, g: usize) -> Option<&[f32]> {
+        static UNPACKED: OnceLock<bool> = OnceLock::new();
+        let unpacked =
+            *UNPACKED.get_or_init(|| std::env::var("INFER_GEMM").is_ok_and(|v| v == "unpacked"));
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx512() && !unpacked {
+            let cog = self.out_channels / self.groups;
+            let kk = self.in_channels / self.groups * self.kh * self.kw;
+            let per = cog.div_ceil(crate::packed::MR) * crate::packed::MR * kk;
+            let all = self.packed.get_or_init(|| {
+                let mut v = Vec::with_capacity(per * self.groups);
+                for g in 0..self.groups {
+                    let wg = &self.weight[g * cog * kk..(g + 1) * cog * kk];
+                    v.extend(crate::packed::pack_weights(wg, cog, kk));
+                }
+                v
+            });
+            return all.get(g * per..(g + 1) * per);
+        }
+        let _ = (g, unpacked);
+        None
+    }
+
     fn is_pointwise(&self, h: usize, w: usize) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.pads(h, w) == [0; 4]
     }
 
     /// The kernel dispatch; `out` is the output (holding a residual when `accumulate`, which
-    /// only the pointwise path takes).
+    /// only the pointwise path takes); `path` forces a depthwise kernel.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         x: &[f32],
@@ -215,6 +269,7 @@ impl Conv2d {
         w: usize,
         out: &mut [f32],
         accumulate: bool,
+        path: Option<DwIsa>,
     ) -> Result<(), String> {
         if x.len() != n * self.in_channels * h * w {
             return Err(format!(
@@ -242,7 +297,17 @@ impl Conv2d {
                 pad_left: pl,
             };
             let mult = self.out_channels / self.in_channels;
-            depthwise(x, out, &self.weight, &self.bias, self.out_channels, mult, g, self.act);
+            depthwise(
+                x,
+                out,
+                &self.weight,
+                &self.bias,
+                self.out_channels,
+                mult,
+                g,
+                self.act,
+                path,
+            )?;
             profile::record(if self.kh * self.kw > 9 { "depthwise-large" } else { "depthwise" }, t);
             return Ok(());
         }
@@ -255,6 +320,7 @@ impl Conv2d {
                     ci,
                     hw,
                     &self.weight,
+                    self.packed_group(0),
                     &x[b * ci * hw..(b + 1) * ci * hw],
                     &self.bias,
                     if accumulate { Activation::None } else { self.act },
@@ -293,7 +359,8 @@ impl Conv2d {
                 // The column matrix is a pointwise convolution's input: same tiled GEMM, with
                 // bias and activation in its epilogue.
                 let bg = &self.bias[g * cog..(g + 1) * cog];
-                if !pointwise(cog, kk, oh * ow, wg, rhs, bg, self.act, false, og) {
+                let pk = self.packed_group(g);
+                if !pointwise(cog, kk, oh * ow, wg, pk, rhs, bg, self.act, false, og) {
                     return Err("conv: internal GEMM size mismatch".into());
                 }
             }
