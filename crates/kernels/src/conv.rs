@@ -7,7 +7,7 @@ use crate::depthwise::{DwGeometry, depthwise};
 use crate::dw_direct::DwIsa;
 use crate::pointwise::pointwise;
 use crate::{Activation, apply_activation, profile};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 
 /// How the input is padded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub enum Padding {
 
 /// A convolution ready to run: `[out, in/groups, kh, kw]` weights, per-channel bias, fused
 /// activation.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Conv2d {
     out_channels: usize,
     in_channels: usize,
@@ -33,12 +33,32 @@ pub struct Conv2d {
     dilation: (usize, usize),
     groups: usize,
     padding: Padding,
-    weight: Vec<f32>,
+    /// Row-major weights; emptied once `packed` holds them (so they are stored once).
+    weight: RwLock<Vec<f32>>,
     bias: Vec<f32>,
     act: Activation,
     /// The weights packed for the AVX-512 GEMM (each group's panels in turn), built at the
-    /// first GEMM run on a machine with AVX-512 and dropped when the weights are changed.
+    /// first GEMM run on a machine with AVX-512; unpacked again if the weights are changed.
     packed: OnceLock<Vec<f32>>,
+}
+
+impl Clone for Conv2d {
+    fn clone(&self) -> Conv2d {
+        Conv2d {
+            out_channels: self.out_channels,
+            in_channels: self.in_channels,
+            kh: self.kh,
+            kw: self.kw,
+            stride: self.stride,
+            dilation: self.dilation,
+            groups: self.groups,
+            padding: self.padding,
+            weight: RwLock::new(self.weight.read().map(|w| w.clone()).unwrap_or_default()),
+            bias: self.bias.clone(),
+            act: self.act,
+            packed: self.packed.clone(),
+        }
+    }
 }
 
 /// Folds inference BatchNorm into conv weights and bias:
@@ -103,7 +123,7 @@ impl Conv2d {
             dilation,
             groups,
             padding,
-            weight,
+            weight: RwLock::new(weight),
             bias,
             act,
             packed: OnceLock::new(),
@@ -112,8 +132,21 @@ impl Conv2d {
 
     /// Weights, mutable (for folding a following BatchNorm).
     pub fn weight_and_bias_mut(&mut self) -> (&mut [f32], &mut [f32]) {
-        self.packed = OnceLock::new();
-        (&mut self.weight, &mut self.bias)
+        let weight = self.weight.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(packed) = self.packed.take() {
+            let cog = self.out_channels / self.groups;
+            let kk = self.in_channels / self.groups * self.kh * self.kw;
+            let per = cog.div_ceil(crate::packed::MR) * crate::packed::MR * kk;
+            weight.clear();
+            for g in 0..self.groups {
+                weight.extend(crate::packed::unpack_weights(
+                    &packed[g * per..(g + 1) * per],
+                    cog,
+                    kk,
+                ));
+            }
+        }
+        (weight, &mut self.bias)
     }
 
     /// Replaces the fused activation.
@@ -241,12 +274,10 @@ impl Conv2d {
             let kk = self.in_channels / self.groups * self.kh * self.kw;
             let per = cog.div_ceil(crate::packed::MR) * crate::packed::MR * kk;
             let all = self.packed.get_or_init(|| {
-                let mut v = Vec::with_capacity(per * self.groups);
-                for g in 0..self.groups {
-                    let wg = &self.weight[g * cog * kk..(g + 1) * cog * kk];
-                    v.extend(crate::packed::pack_weights(wg, cog, kk));
-                }
-                v
+                // The packed copy is the only one the GEMM reads from now on (packed in place
+                // where the layout allows, so the weights are not held twice).
+                let mut wl = self.weight.write().unwrap_or_else(|e| e.into_inner());
+                crate::packed::pack_groups(std::mem::take(&mut *wl), cog, kk, self.groups)
             });
             return all.get(g * per..(g + 1) * per);
         }
@@ -297,30 +328,23 @@ impl Conv2d {
                 pad_left: pl,
             };
             let mult = self.out_channels / self.in_channels;
-            depthwise(
-                x,
-                out,
-                &self.weight,
-                &self.bias,
-                self.out_channels,
-                mult,
-                g,
-                self.act,
-                path,
-            )?;
+            let wt = self.weight.read().unwrap_or_else(|e| e.into_inner());
+            depthwise(x, out, &wt, &self.bias, self.out_channels, mult, g, self.act, path)?;
             profile::record(if self.kh * self.kw > 9 { "depthwise-large" } else { "depthwise" }, t);
             return Ok(());
         }
         if self.is_pointwise(h, w) && self.groups == 1 {
             let t = profile::start();
             let (co, ci, hw) = (self.out_channels, self.in_channels, h * w);
+            let pk = self.packed_group(0);
+            let wt = self.weight.read().unwrap_or_else(|e| e.into_inner());
             for b in 0..n {
                 let ok = pointwise(
                     co,
                     ci,
                     hw,
-                    &self.weight,
-                    self.packed_group(0),
+                    &wt,
+                    pk,
                     &x[b * ci * hw..(b + 1) * ci * hw],
                     &self.bias,
                     if accumulate { Activation::None } else { self.act },
@@ -342,13 +366,15 @@ impl Conv2d {
         let cog = self.out_channels / self.groups;
         let kk = cig * self.kh * self.kw;
         let mut col = if is_pw { Vec::new() } else { vec![0f32; kk * oh * ow] };
+        let packed = self.packed_group(0).is_some();
+        let wt = self.weight.read().unwrap_or_else(|e| e.into_inner());
         for b in 0..n {
             let xb = &x[b * self.in_channels * h * w..(b + 1) * self.in_channels * h * w];
             let ob =
                 &mut out[b * self.out_channels * oh * ow..(b + 1) * self.out_channels * oh * ow];
             for g in 0..self.groups {
                 let xg = &xb[g * cig * h * w..(g + 1) * cig * h * w];
-                let wg = &self.weight[g * cog * kk..(g + 1) * cog * kk];
+                let wg = if packed { &[][..] } else { &wt[g * cog * kk..(g + 1) * cog * kk] };
                 let og = &mut ob[g * cog * oh * ow..(g + 1) * cog * oh * ow];
                 let rhs: &[f32] = if is_pw {
                     xg

@@ -26,6 +26,41 @@ pub(crate) fn pack_weights(w: &[f32], m: usize, k: usize) -> Vec<f32> {
     out
 }
 
+/// Packs `groups` consecutive `m x k` weight matrices, each as [`pack_weights`]. When `m` is a
+/// multiple of [`MR`] the panels take exactly the rows' place, so `w`'s buffer is reused (one
+/// 8-row block copied out at a time): the weights are never held twice.
+pub(crate) fn pack_groups(mut w: Vec<f32>, m: usize, k: usize, groups: usize) -> Vec<f32> {
+    if !m.is_multiple_of(MR) || w.len() != groups * m * k || k == 0 {
+        let mut v = Vec::with_capacity(groups * m.div_ceil(MR) * MR * k);
+        for g in 0..groups {
+            v.extend(pack_weights(&w[g * m * k..(g + 1) * m * k], m, k));
+        }
+        return v;
+    }
+    let mut tmp = vec![0f32; MR * k];
+    for block in w.chunks_exact_mut(MR * k) {
+        tmp.copy_from_slice(block);
+        for i in 0..MR {
+            for p in 0..k {
+                block[p * MR + i] = tmp[i * k + p];
+            }
+        }
+    }
+    w
+}
+
+/// The inverse of [`pack_weights`]: `m x k` row-major weights from their panels.
+pub(crate) fn unpack_weights(packed: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let mut w = vec![0f32; m * k];
+    for (r, row) in w.chunks_exact_mut(k.max(1)).enumerate().take(m) {
+        let panel = &packed[(r / MR) * k * MR..];
+        for (p, v) in row.iter_mut().enumerate() {
+            *v = panel[p * MR + r % MR];
+        }
+    }
+    w
+}
+
 thread_local! {
     /// Each thread's packed activation strip, kept between calls.
     static STRIP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };

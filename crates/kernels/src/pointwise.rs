@@ -33,14 +33,16 @@ pub(crate) fn pointwise(
     accumulate: bool,
     out: &mut [f32],
 ) -> bool {
-    if w.len() < co * ci || x.len() < ci * hw || out.len() < co * hw || bias.len() < co {
+    let packed =
+        packed.filter(|p| p.len() >= co.div_ceil(super::packed::MR) * ci * super::packed::MR);
+    // `w` may be empty when the packed copy is given (it is then the only copy).
+    let w_ok = w.len() >= co * ci || (packed.is_some() && cfg!(target_arch = "x86_64"));
+    if !w_ok || x.len() < ci * hw || out.len() < co * hw || bias.len() < co {
         return false;
     }
     if co == 0 || hw == 0 {
         return true;
     }
-    let packed =
-        packed.filter(|p| p.len() >= co.div_ceil(super::packed::MR) * ci * super::packed::MR);
     let clamp = super::dw_direct::clamp_of(act);
     let threads = crate::pool::threads();
     // Column tiles sized so a tile of x (ci x nt) stays within about 256 KB.

@@ -313,3 +313,32 @@ proptest! {
         prop_assert!((erf(x) as f64 - erf_f64(x as f64)).abs() < 5e-7);
     }
 }
+
+/// After a run (which packs the GEMM weights and drops the row-major copy on AVX-512), changing
+/// the weights through `weight_and_bias_mut` sees the original values and takes effect.
+#[test]
+fn weights_change_after_packing() {
+    let (ci, co, hw) = (5, 11, 37);
+    let wt = values(co * ci, 7);
+    let x = values(ci * hw, 8);
+    let mut conv = Conv2d::new(
+        wt.clone(),
+        [co, ci, 1, 1],
+        None,
+        (1, 1),
+        (1, 1),
+        1,
+        Padding::Valid,
+        Activation::None,
+    )
+    .expect("valid conv");
+    let first = conv.forward(&x, 1, 1, hw).expect("forward");
+    let (w, b) = conv.weight_and_bias_mut();
+    assert_eq!(w, &wt[..], "row-major weights restored from the packed copy");
+    w.iter_mut().for_each(|v| *v *= 2.0);
+    b.iter_mut().for_each(|v| *v = 1.0);
+    let second = conv.forward(&x, 1, 1, hw).expect("forward");
+    for (a, s) in first.iter().zip(&second) {
+        assert!((2.0 * a + 1.0 - s).abs() <= 1e-5 * s.abs().max(1.0), "{a} -> {s}");
+    }
+}
