@@ -79,6 +79,7 @@ pub(crate) fn plane(
     if xin.len() < g.h * g.w || o.len() < g.oh * g.ow || wk.len() < g.kh * g.kw || !supports(g) {
         return false;
     }
+    #[cfg(target_arch = "x86_64")]
     macro_rules! go {
         ($f:ident, $r:literal, $v:literal) => {
             match (g.kh, g.stride.0) {
@@ -112,6 +113,7 @@ pub(crate) fn plane(
 
 /// Bit `i` set when input column `c + i` lies inside `[0, w)`, for `lanes` lanes.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn lane_mask(c: isize, w: usize, lanes: isize) -> u32 {
     let lo = (-c).clamp(0, lanes);
     let hi = (w as isize - c).clamp(0, lanes);

@@ -4,6 +4,8 @@
 //! micro-kernel (24 accumulators) with bias, residual and clamp activation in its epilogue.
 
 #![allow(unsafe_code)]
+// Only the x86-64 build runs the packed kernel; elsewhere the packing helpers are unused.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
 /// Rows of one weight panel.
 pub(crate) const MR: usize = 8;

@@ -43,6 +43,7 @@ pub(crate) fn pointwise(
     if co == 0 || hw == 0 {
         return true;
     }
+    #[cfg(target_arch = "x86_64")]
     let clamp = super::dw_direct::clamp_of(act);
     let threads = crate::pool::threads();
     // Column tiles sized so a tile of x (ci x nt) stays within about 256 KB.
