@@ -1,9 +1,10 @@
 //! Runs EfficientNet-Lite0's depthwise convolutions (each shape once per iteration, one thread)
 //! and prints the mean wall time per iteration; for same-binary A/B runs of the depthwise
 //! kernels (`INFER_NO_AVX512=1`) and for `valgrind --tool=callgrind` instruction counts of the
-//! AVX2 and portable paths (valgrind does not run AVX-512). Usage: `dw_shapes [ITERS]`.
+//! AVX2 and portable paths (valgrind does not run AVX-512). Usage: `dw_shapes [ITERS [PATH]]`,
+//! PATH one of `auto` (default), `padded`, `avx512`, `avx2`, `portable` (the kernel forced).
 
-use kernels::{Activation, Conv2d, Padding};
+use kernels::{Activation, Conv2d, DwIsa, Padding};
 
 fn main() {
     let iters: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
@@ -22,6 +23,17 @@ fn main() {
         (1152, 7, 5, 1),
         (1152, 7, 3, 1),
     ];
+    let path = match std::env::args().nth(2).as_deref() {
+        None | Some("auto") => None,
+        Some("padded") => Some(DwIsa::Padded),
+        Some("avx512") => Some(DwIsa::Avx512),
+        Some("avx2") => Some(DwIsa::Avx2),
+        Some("portable") => Some(DwIsa::Portable),
+        Some(other) => {
+            eprintln!("unknown path {other}: use auto, padded, avx512, avx2 or portable");
+            std::process::exit(2);
+        }
+    };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("thread pool");
     let convs: Vec<(Conv2d, Vec<f32>, usize)> = shapes
         .iter()
@@ -47,11 +59,16 @@ fn main() {
     pool.install(|| {
         for _ in 0..iters {
             for (conv, x, hw) in &convs {
-                let y = conv.forward(x, 1, *hw, *hw).expect("forward");
+                let y = match path {
+                    None => conv.forward(x, 1, *hw, *hw),
+                    Some(p) => conv.forward_depthwise_with(p, x, 1, *hw, *hw),
+                }
+                .expect("forward");
                 sum += y[y.len() / 2];
             }
         }
     });
     let ms = t.elapsed().as_secs_f64() * 1e3 / iters.max(1) as f64;
-    println!("depthwise (Lite0 shapes): {ms:.3} ms per iteration (checksum {sum})");
+    let p = path.map_or("auto".to_string(), |p| format!("{p:?}"));
+    println!("depthwise (Lite0 shapes, {p}): {ms:.3} ms per iteration (checksum {sum})");
 }

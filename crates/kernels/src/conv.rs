@@ -4,8 +4,10 @@
 #![allow(unsafe_code)]
 
 use crate::depthwise::{DwGeometry, depthwise};
+use crate::dw_direct::DwIsa;
 use crate::pointwise::pointwise;
 use crate::{Activation, apply_activation, profile};
+use std::sync::{OnceLock, RwLock};
 
 /// How the input is padded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +23,7 @@ pub enum Padding {
 
 /// A convolution ready to run: `[out, in/groups, kh, kw]` weights, per-channel bias, fused
 /// activation.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Conv2d {
     out_channels: usize,
     in_channels: usize,
@@ -31,9 +33,32 @@ pub struct Conv2d {
     dilation: (usize, usize),
     groups: usize,
     padding: Padding,
-    weight: Vec<f32>,
+    /// Row-major weights; emptied once `packed` holds them (so they are stored once).
+    weight: RwLock<Vec<f32>>,
     bias: Vec<f32>,
     act: Activation,
+    /// The weights packed for the AVX-512 GEMM (each group's panels in turn), built at the
+    /// first GEMM run on a machine with AVX-512; unpacked again if the weights are changed.
+    packed: OnceLock<Vec<f32>>,
+}
+
+impl Clone for Conv2d {
+    fn clone(&self) -> Conv2d {
+        Conv2d {
+            out_channels: self.out_channels,
+            in_channels: self.in_channels,
+            kh: self.kh,
+            kw: self.kw,
+            stride: self.stride,
+            dilation: self.dilation,
+            groups: self.groups,
+            padding: self.padding,
+            weight: RwLock::new(self.weight.read().map(|w| w.clone()).unwrap_or_default()),
+            bias: self.bias.clone(),
+            act: self.act,
+            packed: self.packed.clone(),
+        }
+    }
 }
 
 /// Folds inference BatchNorm into conv weights and bias:
@@ -98,15 +123,30 @@ impl Conv2d {
             dilation,
             groups,
             padding,
-            weight,
+            weight: RwLock::new(weight),
             bias,
             act,
+            packed: OnceLock::new(),
         })
     }
 
     /// Weights, mutable (for folding a following BatchNorm).
     pub fn weight_and_bias_mut(&mut self) -> (&mut [f32], &mut [f32]) {
-        (&mut self.weight, &mut self.bias)
+        let weight = self.weight.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(packed) = self.packed.take() {
+            let cog = self.out_channels / self.groups;
+            let kk = self.in_channels / self.groups * self.kh * self.kw;
+            let per = cog.div_ceil(crate::packed::MR) * crate::packed::MR * kk;
+            weight.clear();
+            for g in 0..self.groups {
+                weight.extend(crate::packed::unpack_weights(
+                    &packed[g * per..(g + 1) * per],
+                    cog,
+                    kk,
+                ));
+            }
+        }
+        (weight, &mut self.bias)
     }
 
     /// Replaces the fused activation.
@@ -161,7 +201,27 @@ impl Conv2d {
     pub fn forward(&self, x: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>, String> {
         let (oh, ow) = self.output_hw(h, w)?;
         let mut out = vec![0f32; n * self.out_channels * oh * ow];
-        self.run(x, n, h, w, &mut out, false)?;
+        self.run(x, n, h, w, &mut out, false, None)?;
+        Ok(out)
+    }
+
+    /// As [`Conv2d::forward`] for a depthwise convolution, with the depthwise kernel forced
+    /// (for tests and same-binary A/B benchmarks). Fails when this is not a depthwise
+    /// convolution, or the kernel cannot run here or does not handle the geometry.
+    pub fn forward_depthwise_with(
+        &self,
+        path: DwIsa,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Vec<f32>, String> {
+        if self.groups != self.in_channels {
+            return Err("conv: not a depthwise convolution".into());
+        }
+        let (oh, ow) = self.output_hw(h, w)?;
+        let mut out = vec![0f32; n * self.out_channels * oh * ow];
+        self.run(x, n, h, w, &mut out, false, Some(path))?;
         Ok(out)
     }
 
@@ -185,7 +245,7 @@ impl Conv2d {
             ));
         }
         if self.is_pointwise(h, w) && self.groups == 1 {
-            return self.run(x, n, h, w, residual, true);
+            return self.run(x, n, h, w, residual, true, None);
         }
         let y = self.forward(x, n, h, w)?;
         if self.act == Activation::None {
@@ -201,12 +261,37 @@ impl Conv2d {
         Ok(())
     }
 
+    /// Group `g`'s packed weights for the AVX-512 GEMM, packing all groups on first use;
+    /// `None` without AVX-512, or when `INFER_GEMM=unpacked` (read once; for same-binary A/B
+    /// runs against the unpacked 6x32 kernel).
+    fn packed_group(&self, g: usize) -> Option<&[f32]> {
+        static UNPACKED: OnceLock<bool> = OnceLock::new();
+        let unpacked =
+            *UNPACKED.get_or_init(|| std::env::var("INFER_GEMM").is_ok_and(|v| v == "unpacked"));
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx512() && !unpacked {
+            let cog = self.out_channels / self.groups;
+            let kk = self.in_channels / self.groups * self.kh * self.kw;
+            let per = cog.div_ceil(crate::packed::MR) * crate::packed::MR * kk;
+            let all = self.packed.get_or_init(|| {
+                // The packed copy is the only one the GEMM reads from now on (packed in place
+                // where the layout allows, so the weights are not held twice).
+                let mut wl = self.weight.write().unwrap_or_else(|e| e.into_inner());
+                crate::packed::pack_groups(std::mem::take(&mut *wl), cog, kk, self.groups)
+            });
+            return all.get(g * per..(g + 1) * per);
+        }
+        let _ = (g, unpacked);
+        None
+    }
+
     fn is_pointwise(&self, h: usize, w: usize) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.pads(h, w) == [0; 4]
     }
 
     /// The kernel dispatch; `out` is the output (holding a residual when `accumulate`, which
-    /// only the pointwise path takes).
+    /// only the pointwise path takes); `path` forces a depthwise kernel.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         x: &[f32],
@@ -215,6 +300,7 @@ impl Conv2d {
         w: usize,
         out: &mut [f32],
         accumulate: bool,
+        path: Option<DwIsa>,
     ) -> Result<(), String> {
         if x.len() != n * self.in_channels * h * w {
             return Err(format!(
@@ -242,19 +328,23 @@ impl Conv2d {
                 pad_left: pl,
             };
             let mult = self.out_channels / self.in_channels;
-            depthwise(x, out, &self.weight, &self.bias, self.out_channels, mult, g, self.act);
+            let wt = self.weight.read().unwrap_or_else(|e| e.into_inner());
+            depthwise(x, out, &wt, &self.bias, self.out_channels, mult, g, self.act, path)?;
             profile::record(if self.kh * self.kw > 9 { "depthwise-large" } else { "depthwise" }, t);
             return Ok(());
         }
         if self.is_pointwise(h, w) && self.groups == 1 {
             let t = profile::start();
             let (co, ci, hw) = (self.out_channels, self.in_channels, h * w);
+            let pk = self.packed_group(0);
+            let wt = self.weight.read().unwrap_or_else(|e| e.into_inner());
             for b in 0..n {
                 let ok = pointwise(
                     co,
                     ci,
                     hw,
-                    &self.weight,
+                    &wt,
+                    pk,
                     &x[b * ci * hw..(b + 1) * ci * hw],
                     &self.bias,
                     if accumulate { Activation::None } else { self.act },
@@ -276,13 +366,15 @@ impl Conv2d {
         let cog = self.out_channels / self.groups;
         let kk = cig * self.kh * self.kw;
         let mut col = if is_pw { Vec::new() } else { vec![0f32; kk * oh * ow] };
+        let packed = self.packed_group(0).is_some();
+        let wt = self.weight.read().unwrap_or_else(|e| e.into_inner());
         for b in 0..n {
             let xb = &x[b * self.in_channels * h * w..(b + 1) * self.in_channels * h * w];
             let ob =
                 &mut out[b * self.out_channels * oh * ow..(b + 1) * self.out_channels * oh * ow];
             for g in 0..self.groups {
                 let xg = &xb[g * cig * h * w..(g + 1) * cig * h * w];
-                let wg = &self.weight[g * cog * kk..(g + 1) * cog * kk];
+                let wg = if packed { &[][..] } else { &wt[g * cog * kk..(g + 1) * cog * kk] };
                 let og = &mut ob[g * cog * oh * ow..(g + 1) * cog * oh * ow];
                 let rhs: &[f32] = if is_pw {
                     xg
@@ -293,7 +385,8 @@ impl Conv2d {
                 // The column matrix is a pointwise convolution's input: same tiled GEMM, with
                 // bias and activation in its epilogue.
                 let bg = &self.bias[g * cog..(g + 1) * cog];
-                if !pointwise(cog, kk, oh * ow, wg, rhs, bg, self.act, false, og) {
+                let pk = self.packed_group(g);
+                if !pointwise(cog, kk, oh * ow, wg, pk, rhs, bg, self.act, false, og) {
                     return Err("conv: internal GEMM size mismatch".into());
                 }
             }

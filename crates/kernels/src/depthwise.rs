@@ -1,13 +1,35 @@
-//! Direct depthwise convolution on NCHW planes: one filter per output channel (channel
-//! multiplier >= 1), any kernel size, stride, dilation and padding. Each plane is copied once
-//! into zero-padded stride phases; output blocks of 8/16/32 columns accumulate in registers
-//! over all taps with branch-free loops. Compiled for AVX2+FMA when present.
+//! Depthwise convolution on NCHW planes: one filter per output channel (channel multiplier of
+//! one or more), any kernel size, stride, dilation and padding, planes split over the pool.
+//! Square 3x3/5x5/7x7 kernels with stride 1 or 2 run the direct kernel of `dw_direct` (no
+//! copies); every other geometry, and aarch64, the padded kernel here: each plane is copied once
+//! into zero-padded stride phases and output blocks of 8/16/32 columns accumulate in registers
+//! over all taps with branch-free loops.
 
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
 
+use super::dw_direct::{self, DwIsa};
 use super::{Activation, apply_activation};
+
+/// The kernel used when none is forced: the direct one on x86-64 (AVX-512 unless
+/// `INFER_NO_AVX512` is set, else AVX2+FMA, else portable) when it handles the geometry; the
+/// padded one otherwise and on aarch64 (its NEON path).
+fn auto_path(g: &DwGeometry) -> DwIsa {
+    if !dw_direct::supports(g) || cfg!(target_arch = "aarch64") {
+        return DwIsa::Padded;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::simd::has_avx512() {
+            return DwIsa::Avx512;
+        }
+        if super::simd::has_avx2_fma() {
+            return DwIsa::Avx2;
+        }
+    }
+    DwIsa::Portable
+}
 
 /// Geometry of one depthwise convolution.
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +48,9 @@ pub(crate) struct DwGeometry {
 
 /// Runs the depthwise convolution. `x` holds `n * in_channels` planes of `h * w`, `out`
 /// `n * channels` planes of `oh * ow`, where `channels = in_channels * mult`; output channel
-/// `c` reads input channel `c / mult` with filter `c`.
+/// `c` reads input channel `c / mult` with filter `c`. `path` forces a kernel (`None`: the
+/// automatic choice); a forced direct path must be available and support the geometry, else
+/// this returns an error before writing anything.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn depthwise(
     x: &[f32],
@@ -37,13 +61,19 @@ pub(crate) fn depthwise(
     mult: usize,
     g: DwGeometry,
     act: Activation,
-) {
+    path: Option<DwIsa>,
+) -> Result<(), String> {
+    let path = path.unwrap_or_else(|| auto_path(&g));
+    if path != DwIsa::Padded && !(path.available() && dw_direct::supports(&g)) {
+        return Err(format!("depthwise: the {path:?} kernel cannot run this geometry here"));
+    }
+    let clamp = dw_direct::clamp_of(act);
     let in_plane = g.h * g.w;
     let out_plane = g.oh * g.ow;
     let in_channels = channels / mult.max(1);
     let planes = out.len() / out_plane.max(1);
     if planes == 0 {
-        return;
+        return Ok(());
     }
     // A few tasks per thread (so a descheduled thread's share is picked up by the others),
     // each a run of whole planes.
@@ -64,7 +94,12 @@ pub(crate) fn depthwise(
                 let ip = b * in_channels + c / mult.max(1);
                 let xin = &x[ip * in_plane..(ip + 1) * in_plane];
                 let wk = &weight[c * g.kh * g.kw..(c + 1) * g.kh * g.kw];
-                plane(xin, o, wk, bias[c], g, act, scratch);
+                if path == DwIsa::Padded || !dw_direct::plane(path, xin, o, wk, bias[c], &g, clamp)
+                {
+                    plane(xin, o, wk, bias[c], g, act, scratch);
+                } else if clamp.is_none() {
+                    apply_activation(o, act);
+                }
             }
         };
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
@@ -72,6 +107,7 @@ pub(crate) fn depthwise(
             Err(_) => run(&mut Scratch::default()),
         });
     });
+    Ok(())
 }
 
 /// Per-thread buffers of the depthwise kernel: the padded stride-phase planes and the tap

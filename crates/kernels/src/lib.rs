@@ -22,7 +22,9 @@
 mod activation;
 mod conv;
 mod depthwise;
+mod dw_direct;
 mod gemm;
+mod packed;
 pub mod peak;
 mod pointwise;
 mod pool;
@@ -31,4 +33,5 @@ mod simd;
 
 pub use activation::{Activation, apply_activation, erf};
 pub use conv::{Conv2d, Padding, fold_batch_norm};
+pub use dw_direct::DwIsa;
 pub use gemm::matmul;

@@ -18,25 +18,33 @@ unsafe impl Sync for OutPtr {}
 
 /// `out = act(w * x + bias) (+ out if accumulate)` for one image. `w` is `co x ci`, `x` is
 /// `ci x hw`, `out` is `co x hw`. With `accumulate`, `out` holds a residual that the product is
-/// added to before the bias; `act` must then be `None` (the caller checks).
+/// added to before the bias; `act` must then be `None` (the caller checks). `packed`, when
+/// given, holds `w` packed by [`crate::packed::pack_weights`]; it is used on AVX-512.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn pointwise(
     co: usize,
     ci: usize,
     hw: usize,
     w: &[f32],
+    packed: Option<&[f32]>,
     x: &[f32],
     bias: &[f32],
     act: Activation,
     accumulate: bool,
     out: &mut [f32],
 ) -> bool {
-    if w.len() < co * ci || x.len() < ci * hw || out.len() < co * hw || bias.len() < co {
+    let packed =
+        packed.filter(|p| p.len() >= co.div_ceil(super::packed::MR) * ci * super::packed::MR);
+    // `w` may be empty when the packed copy is given (it is then the only copy).
+    let w_ok = w.len() >= co * ci || (packed.is_some() && cfg!(target_arch = "x86_64"));
+    if !w_ok || x.len() < ci * hw || out.len() < co * hw || bias.len() < co {
         return false;
     }
     if co == 0 || hw == 0 {
         return true;
     }
+    #[cfg(target_arch = "x86_64")]
+    let clamp = super::dw_direct::clamp_of(act);
     let threads = crate::pool::threads();
     // Column tiles sized so a tile of x (ci x nt) stays within about 256 KB.
     let nt_cache = ((64 * 1024) / ci.max(1)).clamp(64, 1024) / 16 * 16;
@@ -60,6 +68,37 @@ pub(crate) fn pointwise(
         let (r0, c0) = (rt * mt, ct * nt);
         let (m, n) = ((co - r0).min(mt), (hw - c0).min(nt));
         let d = dst;
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(pk), true) = (packed, super::simd::has_avx512()) {
+            // SAFETY: AVX-512F was detected at run time; r0 is a multiple of MR (mt is a
+            // multiple of 8), the panels from r0 / MR cover rows r0..r0+m (length checked
+            // above), and the tile's x columns and out block are in bounds and this tile's
+            // alone, as argued for the GEMM call below.
+            unsafe {
+                super::packed::tile(
+                    m,
+                    n,
+                    ci,
+                    pk,
+                    r0 / super::packed::MR,
+                    x.as_ptr().add(c0),
+                    hw,
+                    d.0.add(r0 * hw + c0),
+                    &bias[r0..r0 + m],
+                    accumulate,
+                    clamp,
+                )
+            };
+            if act != Activation::None && clamp.is_none() {
+                for i in 0..m {
+                    // SAFETY: row segment out[(r0+i)*hw + c0 .. + n] is in bounds and this tile's.
+                    let row =
+                        unsafe { std::slice::from_raw_parts_mut(d.0.add((r0 + i) * hw + c0), n) };
+                    apply_activation(row, act);
+                }
+            }
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if super::simd::has_avx512() {
             // SAFETY: AVX-512F was detected at run time. The tile's rows r0..r0+m of `w` (row

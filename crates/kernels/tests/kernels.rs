@@ -3,7 +3,7 @@
 //! against naive references over random shapes, strides, paddings, groups and thread counts.
 
 use inference_api::{Drift, tolerance};
-use kernels::{Activation, Conv2d, Padding, apply_activation, erf, matmul};
+use kernels::{Activation, Conv2d, DwIsa, Padding, apply_activation, erf, matmul};
 use proptest::prelude::*;
 
 /// Naive NCHW convolution in f64 with explicit padding `[t, b, l, r]`.
@@ -235,6 +235,57 @@ proptest! {
         check(&got, &want, "pointwise")?;
     }
 
+    /// Every depthwise kernel (direct AVX-512 / AVX2+FMA / portable and the padded one), each
+    /// forced, on the shapes the direct kernel handles: 3x3/5x5/7x7, stride 1 and 2, planes wide
+    /// and tall enough for several column vectors and row blocks, clamp and other activations.
+    #[test]
+    fn depthwise_paths_match_naive(
+        c in 1usize..=4,
+        mult in 1usize..=2,
+        h in 1usize..=37,
+        w in 1usize..=41,
+        k in prop_oneof![Just(3usize), Just(5), Just(7)],
+        stride in 1usize..=2,
+        pads in proptest::array::uniform4(0usize..=3),
+        same in any::<bool>(),
+        act in prop_oneof![Just(Activation::None), Just(Activation::Relu), Just(Activation::Relu6),
+            Just(Activation::Clip { lo_milli: -500, hi_milli: 250 }), Just(Activation::Gelu)],
+        threads in 1usize..=2,
+        seed in any::<u64>(),
+    ) {
+        let co = c * mult;
+        let padding = if same { Padding::Same } else { Padding::Explicit(pads) };
+        let wt = values(co * k * k, seed);
+        let bias = values(co, seed ^ 1);
+        let x = values(c * h * w, seed ^ 2);
+        let conv = Conv2d::new(wt.clone(), [co, 1, k, k], Some(bias.clone()), (stride, stride), (1, 1), c, padding, act)
+            .expect("valid conv");
+        let Ok((oh, ow)) = conv.output_hw(h, w) else { return Ok(()) };
+        let [pt, _, pl, _] = match padding {
+            Padding::Explicit(p) => p,
+            _ => {
+                let same = |i: usize| {
+                    let t = ((i.div_ceil(stride) - 1) * stride + k).saturating_sub(i);
+                    (t / 2, t - t / 2)
+                };
+                let ((t, b), (l, r)) = (same(h), same(w));
+                [t, b, l, r]
+            }
+        };
+        let pb = ((oh - 1) * stride + k).saturating_sub(h + pt);
+        let pr = ((ow - 1) * stride + k).saturating_sub(w + pl);
+        let (want, _, _) = naive_conv(&x, (1, c, h, w), &wt, [co, 1, k, k], &bias, (stride, stride), (1, 1), c, [pt, pb, pl, pr]);
+        let want: Vec<f32> = want.iter().map(|v| naive_act(*v, act)).collect();
+        let p = pool(threads);
+        for path in [DwIsa::Avx512, DwIsa::Avx2, DwIsa::Portable, DwIsa::Padded] {
+            if !path.available() {
+                continue;
+            }
+            let got = p.install(|| conv.forward_depthwise_with(path, &x, 1, h, w)).expect("forward");
+            check(&got, &want, &format!("depthwise {path:?}"))?;
+        }
+    }
+
     #[test]
     fn matmul_matches_naive(m in 1usize..=40, n in 1usize..=40, k in 0usize..=40, threads in 1usize..=3, seed in any::<u64>()) {
         let a = values(m * k, seed);
@@ -260,5 +311,34 @@ proptest! {
     #[test]
     fn erf_is_close_everywhere(x in -10f32..10f32) {
         prop_assert!((erf(x) as f64 - erf_f64(x as f64)).abs() < 5e-7);
+    }
+}
+
+/// After a run (which packs the GEMM weights and drops the row-major copy on AVX-512), changing
+/// the weights through `weight_and_bias_mut` sees the original values and takes effect.
+#[test]
+fn weights_change_after_packing() {
+    let (ci, co, hw) = (5, 11, 37);
+    let wt = values(co * ci, 7);
+    let x = values(ci * hw, 8);
+    let mut conv = Conv2d::new(
+        wt.clone(),
+        [co, ci, 1, 1],
+        None,
+        (1, 1),
+        (1, 1),
+        1,
+        Padding::Valid,
+        Activation::None,
+    )
+    .expect("valid conv");
+    let first = conv.forward(&x, 1, 1, hw).expect("forward");
+    let (w, b) = conv.weight_and_bias_mut();
+    assert_eq!(w, &wt[..], "row-major weights restored from the packed copy");
+    w.iter_mut().for_each(|v| *v *= 2.0);
+    b.iter_mut().for_each(|v| *v = 1.0);
+    let second = conv.forward(&x, 1, 1, hw).expect("forward");
+    for (a, s) in first.iter().zip(&second) {
+        assert!((2.0 * a + 1.0 - s).abs() <= 1e-5 * s.abs().max(1.0), "{a} -> {s}");
     }
 }

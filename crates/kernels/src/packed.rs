@@ -1,0 +1,215 @@
+//! The packed AVX-512 GEMM behind the 1x1 and im2col convolutions: weights packed once (at the
+//! first run of a convolution) into panels of 8 rows interleaved along k, each tile's
+//! activation columns packed into contiguous 48-column strips, and an 8 x 48 register-blocked
+//! micro-kernel (24 accumulators) with bias, residual and clamp activation in its epilogue.
+
+#![allow(unsafe_code)]
+// Only the x86-64 build runs the packed kernel; elsewhere the packing helpers are unused.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
+/// Rows of one weight panel.
+pub(crate) const MR: usize = 8;
+/// Columns of one activation strip (three 16-lane vectors).
+const NR: usize = 48;
+
+/// Packs `w` (`m x k`, row-major) into `m.div_ceil(MR)` panels of `k x MR` (`panel[p * MR + i]`
+/// = `w[(r + i) * k + p]`), zero-filled past the last row.
+pub(crate) fn pack_weights(w: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let panels = m.div_ceil(MR);
+    let mut out = vec![0f32; panels * k * MR];
+    for (pi, panel) in out.chunks_exact_mut((k * MR).max(1)).enumerate().take(panels) {
+        for i in 0..MR.min(m - pi * MR) {
+            let row = &w[(pi * MR + i) * k..(pi * MR + i + 1) * k];
+            for (p, &v) in row.iter().enumerate() {
+                panel[p * MR + i] = v;
+            }
+        }
+    }
+    out
+}
+
+/// Packs `groups` consecutive `m x k` weight matrices, each as [`pack_weights`]. When `m` is a
+/// multiple of [`MR`] the panels take exactly the rows' place, so `w`'s buffer is reused (one
+/// 8-row block copied out at a time): the weights are never held twice.
+pub(crate) fn pack_groups(mut w: Vec<f32>, m: usize, k: usize, groups: usize) -> Vec<f32> {
+    if !m.is_multiple_of(MR) || w.len() != groups * m * k || k == 0 {
+        let mut v = Vec::with_capacity(groups * m.div_ceil(MR) * MR * k);
+        for g in 0..groups {
+            v.extend(pack_weights(&w[g * m * k..(g + 1) * m * k], m, k));
+        }
+        return v;
+    }
+    let mut tmp = vec![0f32; MR * k];
+    for block in w.chunks_exact_mut(MR * k) {
+        tmp.copy_from_slice(block);
+        for i in 0..MR {
+            for p in 0..k {
+                block[p * MR + i] = tmp[i * k + p];
+            }
+        }
+    }
+    w
+}
+
+/// The inverse of [`pack_weights`]: `m x k` row-major weights from their panels.
+pub(crate) fn unpack_weights(packed: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let mut w = vec![0f32; m * k];
+    for (r, row) in w.chunks_exact_mut(k.max(1)).enumerate().take(m) {
+        let panel = &packed[(r / MR) * k * MR..];
+        for (p, v) in row.iter_mut().enumerate() {
+            *v = panel[p * MR + r % MR];
+        }
+    }
+    w
+}
+
+thread_local! {
+    /// Each thread's packed activation strip, kept between calls.
+    static STRIP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `dst[m x n] = clamp(packed_w * x + bias (+ dst if accumulate))` for one tile: rows
+/// `0..m` of the tile start at panel `panel0` of `packed` (so the tile's first row is a multiple
+/// of [`MR`]), `x` has `k` rows of `n` columns at stride `ld`, `dst` `m` rows at stride `ld`.
+///
+/// # Safety
+/// AVX-512F must be available; `packed` must hold the panels `panel0 .. panel0 +
+/// m.div_ceil(MR)` of `k * MR` values; `x` must be valid for reads of rows `0..k`, columns
+/// `0..n` at stride `ld`; `dst` for reads and writes of rows `0..m`, columns `0..n` at stride
+/// `ld`, and no other thread may access those elements during the call.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn tile(
+    m: usize,
+    n: usize,
+    k: usize,
+    packed: &[f32],
+    panel0: usize,
+    x: *const f32,
+    ld: usize,
+    dst: *mut f32,
+    bias: &[f32],
+    accumulate: bool,
+    clamp: Option<(f32, f32)>,
+) {
+    STRIP.with(|cell| {
+        let mut own = Vec::new();
+        let mut guard = cell.try_borrow_mut();
+        let strip: &mut Vec<f32> = match guard.as_mut() {
+            Ok(s) => s,
+            Err(_) => &mut own,
+        };
+        if strip.len() < k * NR {
+            strip.resize(k * NR, 0.0);
+        }
+        let mut c = 0;
+        while c < n {
+            let nc = (n - c).min(NR);
+            // SAFETY: columns c..c+nc < n of rows 0..k of x (caller's contract); the strip
+            // holds k * NR values.
+            unsafe { pack_strip(k, x.add(c), ld, nc, strip.as_mut_ptr()) };
+            let mut r = 0;
+            while r < m {
+                let mr = (m - r).min(MR);
+                let pi = panel0 + r / MR;
+                let wp = &packed[pi * k * MR..(pi + 1) * k * MR];
+                let b = &bias[r..r + mr];
+                // SAFETY: rows r..r+mr < m and columns c..c+nc <= n of dst (caller's
+                // contract); the panel and strip hold k * MR and k * NR values.
+                unsafe {
+                    let d = dst.add(r * ld + c);
+                    if nc > 32 {
+                        micro::<3>(k, wp, strip, d, ld, b, nc, accumulate, clamp)
+                    } else if nc > 16 {
+                        micro::<2>(k, wp, strip, d, ld, b, nc, accumulate, clamp)
+                    } else {
+                        micro::<1>(k, wp, strip, d, ld, b, nc, accumulate, clamp)
+                    }
+                }
+                r += mr;
+            }
+            c += nc;
+        }
+    });
+}
+
+/// Copies columns `0..nc` of `k` rows of `x` (stride `ld`) into `strip` as `k` rows of `NR`
+/// (the columns past `nc` zero).
+///
+/// # Safety
+/// AVX-512F; `x` valid for rows `0..k`, columns `0..nc <= NR` at stride `ld`; `strip` for
+/// `k * NR` writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_strip(k: usize, x: *const f32, ld: usize, nc: usize, strip: *mut f32) {
+    use std::arch::x86_64::*;
+    let masks: [u16; 3] =
+        std::array::from_fn(|v| super::dw_direct::lane_mask(16 * v as isize, nc, 16) as u16);
+    for p in 0..k {
+        for (v, &mk) in masks.iter().enumerate() {
+            // SAFETY: masked lanes are columns < nc of row p; the strip row has NR values.
+            unsafe {
+                let val = _mm512_maskz_loadu_ps(mk, x.wrapping_add(p * ld + 16 * v));
+                _mm512_storeu_ps(strip.add(p * NR + 16 * v), val);
+            }
+        }
+    }
+}
+
+/// One `mr x nc` block (`mr <= MR`, `nc <= 16 * V`) from a packed panel and strip.
+///
+/// # Safety
+/// AVX-512F; `wp` holds `k * MR`, `strip` `k * NR` values; `dst` valid for rows `0..mr`
+/// (`mr = bias.len()`), columns `0..nc` at stride `ld`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro<const V: usize>(
+    k: usize,
+    wp: &[f32],
+    strip: &[f32],
+    dst: *mut f32,
+    ld: usize,
+    bias: &[f32],
+    nc: usize,
+    accumulate: bool,
+    clamp: Option<(f32, f32)>,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); V]; MR];
+    let (w, s) = (wp.as_ptr(), strip.as_ptr());
+    for p in 0..k {
+        // SAFETY: p < k rows of the strip (NR >= 16 * V values each) and of the panel.
+        unsafe {
+            let xs: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(s.add(p * NR + 16 * v)));
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let wv = _mm512_set1_ps(*w.add(p * MR + i));
+                for v in 0..V {
+                    acc_i[v] = _mm512_fmadd_ps(xs[v], wv, acc_i[v]);
+                }
+            }
+        }
+    }
+    let masks: [u16; V] =
+        std::array::from_fn(|v| super::dw_direct::lane_mask(16 * v as isize, nc, 16) as u16);
+    let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let (vlo, vhi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    for (i, (acc_i, &b)) in acc.iter().zip(bias).enumerate() {
+        let b = _mm512_set1_ps(b);
+        for v in 0..V {
+            // SAFETY: row i < mr, columns under the mask < nc.
+            unsafe {
+                let dp = dst.add(i * ld + 16 * v);
+                let mut y = _mm512_add_ps(acc_i[v], b);
+                if accumulate {
+                    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(masks[v], dp));
+                }
+                if clamp.is_some() {
+                    y = _mm512_min_ps(vhi, _mm512_max_ps(vlo, y));
+                }
+                _mm512_mask_storeu_ps(dp, masks[v], y);
+            }
+        }
+    }
+}
