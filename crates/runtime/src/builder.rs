@@ -13,7 +13,7 @@ use telemetry::Telemetry;
 
 use crate::breaker::{BreakerConfig, CircuitBreaker};
 use crate::clock::{Clock, SystemClock};
-use crate::deadline::{Lane, LaneConfig};
+use crate::deadline::{Estimate, Lane, LaneConfig};
 use crate::model::{LoadedModel, ModelInner, Served};
 use crate::queue::Admission;
 use crate::router::Routing;
@@ -33,6 +33,8 @@ pub struct RuntimeBuilder {
     clock: Arc<dyn Clock>,
     breaker: BreakerConfig,
     queue_capacity: usize,
+    admission_wait: Duration,
+    stuck_grace: Duration,
     workers: usize,
     max_abandoned: usize,
     shadow: Option<ShadowConfig>,
@@ -48,6 +50,8 @@ impl Default for RuntimeBuilder {
             clock: Arc::new(SystemClock::new()),
             breaker: BreakerConfig::default(),
             queue_capacity: 64,
+            admission_wait: Duration::ZERO,
+            stuck_grace: Duration::from_millis(250),
             workers: 1,
             max_abandoned: 4,
             shadow: None,
@@ -85,6 +89,21 @@ impl RuntimeBuilder {
     /// Calls in flight per model (waiting or running) before `Overloaded` (default 64).
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n;
+        self
+    }
+
+    /// How long a call waits for a slot when the model's queue is full, at most its deadline
+    /// (default zero: `Overloaded` at once). Per call: [`crate::RunOptions::with_admission_wait`].
+    pub fn admission_wait(mut self, wait: Duration) -> Self {
+        self.admission_wait = wait;
+        self
+    }
+
+    /// How long a worker may stay inside an engine after its call was cancelled (given up at
+    /// the deadline while not the engine's fault, or lost to a hedge) before the instance is
+    /// quarantined and rebuilt (default 250 ms).
+    pub fn stuck_grace(mut self, grace: Duration) -> Self {
+        self.stuck_grace = grace;
         self
     }
 
@@ -262,6 +281,7 @@ impl Runtime {
                             workers: b.workers,
                             channel_capacity: b.queue_capacity,
                             max_abandoned: b.max_abandoned,
+                            stuck_grace: b.stuck_grace,
                         },
                         Arc::clone(&series),
                     );
@@ -271,6 +291,8 @@ impl Runtime {
                         series,
                         compute_units: serving.compute_units,
                         tolerance,
+                        attempt_est: Estimate::default(),
+                        run_est: Estimate::default(),
                     });
                     report.engines.push(EngineLoad {
                         engine: ename,
@@ -315,6 +337,7 @@ impl Runtime {
                 served,
                 routing: RwLock::new(b.routing.clone()),
                 default_deadline: Duration::from_millis(serving.timeout_ms.max(1)),
+                admission_wait: b.admission_wait,
                 sla,
                 shadow,
                 report,

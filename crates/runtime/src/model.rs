@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
 use inference_api::{
     CancelToken, ComputeUnits, Error, ErrorKind, IoSchema, NamedTensors, Result, RunReport,
     RunTimings,
@@ -11,8 +12,8 @@ use parking_lot::RwLock;
 use telemetry::{Latencies, ModelSeries, Series};
 
 use crate::LoadReport;
-use crate::breaker::{BreakerState, CircuitBreaker, Outcome};
-use crate::deadline::{AttemptError, Lane};
+use crate::breaker::{BreakerState, CircuitBreaker, Outcome, Permit};
+use crate::deadline::{Estimate, GaveUp, Lane, Reply, SubmitError, Ticket};
 use crate::queue::Admission;
 use crate::router::{self, Routing, RunOptions};
 use crate::shadow::{Shadow, ShadowJob};
@@ -24,6 +25,10 @@ pub(crate) struct Served {
     pub(crate) series: Arc<Series>,
     pub(crate) compute_units: ComputeUnits,
     pub(crate) tolerance: inference_api::Tolerance,
+    /// Latency of this engine's answers, hand-off to reply (queue wait included).
+    pub(crate) attempt_est: Estimate,
+    /// Time this engine spends on one job once a worker runs it.
+    pub(crate) run_est: Estimate,
 }
 
 pub(crate) struct ModelInner {
@@ -32,6 +37,7 @@ pub(crate) struct ModelInner {
     pub(crate) served: Vec<Served>,
     pub(crate) routing: RwLock<Routing>,
     pub(crate) default_deadline: Duration,
+    pub(crate) admission_wait: Duration,
     pub(crate) sla: Option<Duration>,
     pub(crate) admission: Admission,
     pub(crate) model_series: Arc<ModelSeries>,
@@ -119,14 +125,19 @@ impl LoadedModel {
         self.run_with(inputs, &RunOptions::default())
     }
 
-    /// Runs the model. Order of policies: (1) queue admission, `Overloaded` at once when full;
-    /// (2) input validation against the schema; (3) routing order; then per engine (4) breaker
-    /// admission (open: skip to the next engine, recorded as a `circuit_open` fallback),
-    /// (5) hand-off to the engine's worker bounded by the call's remaining deadline, (6) output
-    /// validation, outcome to the breaker and telemetry; on failure the next engine is tried
-    /// while time remains. A timeout ends the call (its deadline is spent). (7) Sampled calls
-    /// are compared against the reference engine off the hot path. Each call runs in a
-    /// `tracing` span `infer.run` with fields `model`, `engine`, `outcome` and `fell_back`.
+    /// Runs the model. Order of policies: (1) queue admission (`Overloaded` when full, after
+    /// waiting at most [`RunOptions::admission_wait`] if set); (2) input validation against
+    /// the schema; (3) routing order; then per engine (4) breaker admission (open: skip to the
+    /// next engine, recorded as a `circuit_open` fallback), (5) hand-off to the engine's worker
+    /// bounded by the call's deadline, (6) output validation, outcome to the breaker and
+    /// telemetry; on failure the next engine is tried while time remains. The deadline is a
+    /// budget for the whole call: when the engine working on it has not answered by the time
+    /// only the next engine's expected time (1.5 x its observed p99 + 5 ms) is left, the
+    /// next engine is started beside it (a hedge) and the first good answer wins; the loser is
+    /// cancelled. Time a job waits in an engine's queue is never that engine's failure.
+    /// (7) Sampled calls are compared against the reference engine off the hot path. Each call
+    /// runs in a `tracing` span `infer.run` with fields `model`, `engine`, `outcome` and
+    /// `fell_back`.
     pub fn run_with(
         &self,
         inputs: impl Into<Arc<NamedTensors>>,
@@ -156,7 +167,7 @@ impl LoadedModel {
         result
     }
 
-    /// Policies (1)-(3), then the attempts in routing order with fallback between them.
+    /// Policies (1)-(3), then the attempts in routing order, hedged, with fallback.
     fn admitted(
         &self,
         inputs: Arc<NamedTensors>,
@@ -165,44 +176,91 @@ impl LoadedModel {
         span: &tracing::Span,
     ) -> Result<(NamedTensors, RunReport)> {
         let m = &*self.inner;
-        let _slot = m.admission.try_admit().inspect_err(|_| {
+        let budget = opts.deadline.unwrap_or(m.default_deadline);
+        let deadline = started + budget;
+        let wait = opts.admission_wait.unwrap_or(m.admission_wait).min(budget);
+        let _slot = m.admission.admit(started + wait).inspect_err(|_| {
             if let Some(s) = m.served.first() {
                 s.series.record_overloaded();
             }
         })?;
         m.schema.validate_inputs(&inputs)?;
         let order = self.order(opts)?;
-        let budget = opts.deadline.unwrap_or(m.default_deadline);
-        let call = Call {
-            inputs,
-            started,
-            deadline: started + budget,
-            deadline_ms: budget.as_millis() as u64,
-            cancel: opts.cancel.as_ref(),
-            span,
+        let call = Call { inputs, started, deadline, budget, cancel: opts.cancel.as_ref(), span };
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, Reply)>(order.len());
+        let mut race = Race {
+            order,
+            pos: 0,
+            pending: Vec::new(),
+            tx,
+            next_slot: 0,
+            fallback: None,
+            first_reason: None,
+            last_err: None,
         };
-        let mut last_err: Option<Error> = None;
-        let mut fallback: Option<(usize, &'static str, String)> = None; // (from, kind, message)
-        let mut first_reason: Option<String> = None;
-        for &i in &order {
-            if let Some((from, kind, msg)) = fallback.take() {
-                let from = &m.served[from].lane.engine_name;
-                m.model_series.record_fallback(from, &m.served[i].lane.engine_name, kind);
-                first_reason.get_or_insert_with(|| format!("{from}: {msg}"));
-            }
-            match self.attempt(i, &call) {
-                Attempt::Served { out, timings, queue } => {
-                    return Ok(self.served(i, &call, out, timings, queue, first_reason));
+        loop {
+            if race.pending.is_empty() {
+                match self.start_next(&call, &mut race, false) {
+                    Start::Started => {}
+                    Start::Exhausted => {
+                        return Err(race.last_err.take().unwrap_or_else(|| {
+                            Error::Unavailable(format!("no engine serves model `{}`", m.name))
+                        }));
+                    }
+                    Start::End(e) => return Err(e),
                 }
-                Attempt::End(e) => return Err(e),
-                Attempt::Next { kind, message, error } => {
-                    fallback = Some((i, kind, message));
-                    last_err = Some(error);
+            }
+            let hedge_at = race.order.get(race.pos).map(|&j| self.hedge_at(j, &call));
+            let wake = hedge_at.map_or(call.deadline, |h| h.min(call.deadline));
+            match rx.recv_deadline(wake).ok() {
+                Some((slot, reply)) => {
+                    let Some(k) = race.pending.iter().position(|p| p.slot == slot) else {
+                        continue; // an attempt given up earlier
+                    };
+                    let p = race.pending.swap_remove(k);
+                    let (i, slot, hedge) = (p.i, p.slot, p.hedge);
+                    match self.judge(p, reply, &call) {
+                        Judged::Served { out, timings, queue } => {
+                            self.settle_losers(slot, hedge, &mut race);
+                            let fell_back = i != race.order[0];
+                            let reason = if fell_back { race.first_reason.take() } else { None };
+                            return Ok(self.served(i, &call, out, timings, queue, reason));
+                        }
+                        Judged::End(e) => {
+                            self.abandon(&mut race, false);
+                            return Err(e);
+                        }
+                        Judged::Next { kind, message, error } => {
+                            race.fallback = Some((i, kind, message));
+                            race.last_err = Some(error);
+                        }
+                    }
+                }
+                None if Instant::now() >= call.deadline => {
+                    let engine = race
+                        .pending
+                        .first()
+                        .map(|p| m.served[p.i].lane.engine_name.clone())
+                        .or_else(|| {
+                            race.order.last().map(|&j| m.served[j].lane.engine_name.clone())
+                        })
+                        .unwrap_or_default();
+                    self.abandon(&mut race, true);
+                    return Err(Error::Timeout {
+                        engine,
+                        deadline_ms: budget.as_millis() as u64,
+                        elapsed_ms: started.elapsed().as_millis() as u64,
+                    });
+                }
+                None => {
+                    // Only the next engine's expected time is left: start it beside the others.
+                    if let Start::End(e) = self.start_next(&call, &mut race, true) {
+                        self.abandon(&mut race, false);
+                        return Err(e);
+                    }
                 }
             }
         }
-        Err(last_err
-            .unwrap_or_else(|| Error::Unavailable(format!("no engine serves model `{}`", m.name))))
     }
 
     /// The engines this call may try, in order (per-call routing over the model's).
@@ -224,75 +282,128 @@ impl LoadedModel {
         )
     }
 
-    /// Policies (4)-(6) on one engine: breaker admission, the deadline-bounded hand-off, output
-    /// checks, and the outcome recorded to the breaker and the engine's series.
-    fn attempt(&self, i: usize, call: &Call<'_>) -> Attempt {
+    /// When the next engine `j` must start for its answer to fit: the deadline minus a reserve
+    /// of 1.5 times its observed p99 plus 5 ms (the model's SLA stands in for the p99 before it
+    /// has answered), at least a tenth of the budget (room for the scheduler on a loaded
+    /// machine) and at most half (the engine working on the call keeps half the budget).
+    fn hedge_at(&self, j: usize, call: &Call<'_>) -> Instant {
         let m = &*self.inner;
-        let s = &m.served[i];
-        let engine = &s.lane.engine_name;
-        // The call's `infer.run` span names the last engine tried.
-        call.span.record("engine", engine.as_str());
-        let permit = match s.breaker.try_acquire() {
-            Ok(p) => p,
-            Err(rej) => {
-                s.series.record_circuit_open();
-                let e = Error::CircuitOpen {
+        let reserve = match m.served[j].attempt_est.p99().or(m.sla) {
+            Some(p99) => p99 + p99 / 2 + Duration::from_millis(5),
+            None => call.budget / 10,
+        };
+        let reserve = reserve.clamp(call.budget / 10, call.budget / 2);
+        call.deadline.checked_sub(reserve).unwrap_or(call.started)
+    }
+
+    /// Policies (4)-(5) for the next engine in order that can take the call: breaker
+    /// admission and the hand-off. Engines that cannot (breaker open, quarantined, queue
+    /// full) are recorded as fallbacks and skipped. `hedge` marks an engine started beside
+    /// others still working.
+    fn start_next<'s>(&'s self, call: &Call<'_>, race: &mut Race<'s>, hedge: bool) -> Start {
+        let m = &*self.inner;
+        while let Some(&j) = race.order.get(race.pos) {
+            race.pos += 1;
+            let s = &m.served[j];
+            let engine = &s.lane.engine_name;
+            if let Some((from, kind, msg)) = race.fallback.take() {
+                let from = &m.served[from].lane.engine_name;
+                m.model_series.record_fallback(from, engine, kind);
+                race.first_reason.get_or_insert_with(|| format!("{from}: {msg}"));
+            } else if hedge && let Some(p) = race.pending.first() {
+                let from = &m.served[p.i].lane.engine_name;
+                let waited = p.handed.elapsed().as_millis();
+                m.model_series.record_fallback(from, engine, "hedge");
+                m.model_series.record_hedge();
+                race.first_reason.get_or_insert_with(|| {
+                    format!("{from}: no answer after {waited} ms, hedged on `{engine}`")
+                });
+            }
+            // The call's `infer.run` span names the last engine tried.
+            call.span.record("engine", engine.as_str());
+            let permit = match s.breaker.try_acquire() {
+                Ok(p) => p,
+                Err(rej) => {
+                    s.series.record_circuit_open();
+                    let e = Error::CircuitOpen {
+                        engine: engine.clone(),
+                        retry_after_ms: rej.retry_after.as_millis() as u64,
+                    };
+                    race.skip(j, "circuit_open", e);
+                    continue;
+                }
+            };
+            if Instant::now() >= call.deadline {
+                permit.cancel();
+                return Start::End(Error::Timeout {
                     engine: engine.clone(),
-                    retry_after_ms: rej.retry_after.as_millis() as u64,
-                };
-                return Attempt::next("circuit_open", e);
+                    deadline_ms: call.budget.as_millis() as u64,
+                    elapsed_ms: call.started.elapsed().as_millis() as u64,
+                });
             }
-        };
-        let attempt_start = Instant::now();
-        if attempt_start >= call.deadline {
-            permit.cancel();
-            return Attempt::End(Error::Timeout {
-                engine: engine.clone(),
-                deadline_ms: call.deadline_ms,
-                elapsed_ms: call.started.elapsed().as_millis() as u64,
-            });
-        }
-        if call.cancel.is_some_and(CancelToken::is_cancelled) {
-            permit.cancel();
-            return Attempt::End(Error::Cancelled { engine: engine.clone() });
-        }
-        let lane =
-            s.lane.call(&call.inputs, call.started, call.deadline, call.deadline_ms, call.cancel);
-        let reply = match lane {
-            Ok(reply) => reply,
-            Err(AttemptError::Engine(e)) => {
-                permit.record(Outcome::Failure);
-                s.series.record_failure(e.kind().as_str(), attempt_start.elapsed(), Duration::ZERO);
-                // A timeout ends the call: its deadline is spent.
-                return if matches!(e, Error::Timeout { .. }) {
-                    Attempt::End(e)
-                } else {
-                    Attempt::next(e.kind().as_str(), e)
-                };
-            }
-            Err(AttemptError::Quarantined(msg)) => {
+            if call.cancel.is_some_and(CancelToken::is_cancelled) {
                 permit.cancel();
-                return Attempt::Next {
-                    kind: "quarantined",
-                    message: msg.clone(),
-                    error: Error::Unavailable(msg),
-                };
+                return Start::End(Error::Cancelled { engine: engine.clone() });
             }
-            Err(AttemptError::Full) => {
-                permit.cancel();
-                s.series.record_overloaded();
-                let e =
-                    Error::Overloaded { model: m.name.clone(), capacity: m.admission.capacity() };
-                return Attempt::next("overloaded", e);
+            let slot = race.next_slot;
+            race.next_slot += 1;
+            let handed = Instant::now();
+            match s.lane.submit(
+                &call.inputs,
+                call.deadline,
+                call.budget,
+                call.cancel,
+                slot,
+                &race.tx,
+            ) {
+                Ok(ticket) => {
+                    let hedge = hedge && !race.pending.is_empty();
+                    race.pending.push(InFlight { i: j, slot, ticket, permit, handed, hedge });
+                    return Start::Started;
+                }
+                Err(SubmitError::Quarantined(msg)) => {
+                    permit.cancel();
+                    race.fallback = Some((j, "quarantined", msg.clone()));
+                    race.last_err = Some(Error::Unavailable(msg));
+                }
+                Err(SubmitError::Full) => {
+                    permit.cancel();
+                    s.series.record_overloaded();
+                    let e = Error::Overloaded {
+                        model: m.name.clone(),
+                        capacity: m.admission.capacity(),
+                    };
+                    race.skip(j, "overloaded", e);
+                }
             }
-        };
-        let attempt = attempt_start.elapsed();
+        }
+        Start::Exhausted
+    }
+
+    /// Policy (6): what one answer means (served, the call ends, or the next engine), with
+    /// the outcome settled on the engine's breaker and series.
+    fn judge(&self, p: InFlight<'_>, reply: Reply, call: &Call<'_>) -> Judged {
+        let m = &*self.inner;
+        let s = &m.served[p.i];
+        let engine = &s.lane.engine_name;
+        let attempt = p.handed.elapsed();
+        let caller_cancelled = call.cancel.is_some_and(CancelToken::is_cancelled);
+        if !reply.ran {
+            // Never reached the engine (the deadline passed or the caller left while it
+            // waited in the queue): not the engine's outcome.
+            p.permit.cancel();
+            let e = match reply.result {
+                Err(e) => e,
+                Ok(_) => Error::Runtime(format!("engine `{engine}` answered a job it skipped")),
+            };
+            return if caller_cancelled { Judged::End(e) } else { Judged::next("queue", e) };
+        }
         let checked =
             reply.result.and_then(|(out, t)| check_outputs(&m.schema, engine, out).map(|o| (o, t)));
         match checked {
             Ok((out, timings)) => {
                 let outcome = s.breaker.classify(true, attempt, m.sla);
-                permit.record(outcome);
+                p.permit.record(outcome);
                 s.series.record_success(&Latencies {
                     total: attempt,
                     queue: reply.queue,
@@ -303,17 +414,97 @@ impl LoadedModel {
                 if outcome == Outcome::Slow {
                     s.series.record_slow();
                 }
-                Attempt::Served { out, timings, queue: reply.queue }
+                s.attempt_est.record(attempt);
+                s.run_est.record(attempt.saturating_sub(reply.queue));
+                Judged::Served { out, timings, queue: reply.queue }
             }
-            Err(e) if e.kind() == ErrorKind::Cancelled => {
+            Err(e) if e.kind() == ErrorKind::Cancelled && caller_cancelled => {
                 // The caller cancelled: not the engine's failure, no fallback.
-                permit.cancel();
-                Attempt::End(e)
+                p.permit.cancel();
+                Judged::End(e)
+            }
+            Err(e) if e.kind() == ErrorKind::Timeout => {
+                // The engine stopped itself at the deadline: its failure only when it ran
+                // longer than it normally needs (not when it started late from its queue).
+                if self.at_fault(p.i, attempt.saturating_sub(reply.queue)) {
+                    p.permit.record(Outcome::Failure);
+                    s.series.record_failure("timeout", attempt, reply.queue);
+                } else {
+                    p.permit.cancel();
+                }
+                Judged::next("timeout", e)
             }
             Err(e) => {
-                permit.record(Outcome::Failure);
+                p.permit.record(Outcome::Failure);
                 s.series.record_failure(e.kind().as_str(), attempt, reply.queue);
-                Attempt::next(e.kind().as_str(), e)
+                Judged::next(e.kind().as_str(), e)
+            }
+        }
+    }
+
+    /// True when engine `i` spent `ran` on one job, well over what it needs (twice its
+    /// observed p99 plus 10 ms), or has never answered yet: a timeout is then the engine's
+    /// own, not time lost waiting for it.
+    fn at_fault(&self, i: usize, ran: Duration) -> bool {
+        self.inner.served[i]
+            .run_est
+            .p99()
+            .is_none_or(|p99| ran > p99 * 2 + Duration::from_millis(10))
+    }
+
+    /// Another engine answered: the attempts still in flight are cancelled. One started before
+    /// the winner and caught running was overtaken by a hedge: too slow for its share, it is
+    /// the engine's timeout (when it ran longer than it needs). Workers caught inside an
+    /// engine are watched, and their instance quarantined if they do not come back.
+    fn settle_losers(&self, winner_slot: usize, winner_hedge: bool, race: &mut Race<'_>) {
+        let m = &*self.inner;
+        if winner_hedge {
+            m.model_series.record_hedge_win();
+        }
+        for q in std::mem::take(&mut race.pending) {
+            let s = &m.served[q.i];
+            match s.lane.give_up(&q.ticket) {
+                GaveUp::Running { started, .. } => {
+                    m.model_series.record_hedge_cancellation();
+                    s.lane.watch(&q.ticket);
+                    if q.slot < winner_slot && self.at_fault(q.i, started.elapsed()) {
+                        q.permit.record(Outcome::Failure);
+                        let queue = started.saturating_duration_since(q.handed);
+                        s.series.record_failure("timeout", q.handed.elapsed(), queue);
+                    } else {
+                        q.permit.cancel();
+                    }
+                }
+                GaveUp::Queued => {
+                    m.model_series.record_hedge_cancellation();
+                    q.permit.cancel();
+                }
+                GaveUp::Finished => q.permit.cancel(),
+            }
+        }
+    }
+
+    /// The caller stops waiting for every attempt in flight. At the deadline, an engine caught
+    /// running a job longer than it needs timed out on its own compute: the breaker counts a
+    /// failure and the instance is quarantined (its worker may never come back). A job still
+    /// queued, or started too late to finish, is not the engine's failure: its worker is only
+    /// watched, so a busy last-resort engine is never quarantined.
+    fn abandon(&self, race: &mut Race<'_>, at_deadline: bool) {
+        let m = &*self.inner;
+        for q in std::mem::take(&mut race.pending) {
+            let s = &m.served[q.i];
+            match s.lane.give_up(&q.ticket) {
+                GaveUp::Running { started, had } if at_deadline && self.at_fault(q.i, had) => {
+                    q.permit.record(Outcome::Failure);
+                    let queue = started.saturating_duration_since(q.handed);
+                    s.series.record_failure("timeout", q.handed.elapsed(), queue);
+                    s.lane.quarantine();
+                }
+                GaveUp::Running { .. } => {
+                    q.permit.cancel();
+                    s.lane.watch(&q.ticket);
+                }
+                GaveUp::Queued | GaveUp::Finished => q.permit.cancel(),
             }
         }
     }
@@ -367,25 +558,65 @@ struct Call<'a> {
     inputs: Arc<NamedTensors>,
     started: Instant,
     deadline: Instant,
-    deadline_ms: u64,
+    budget: Duration,
     cancel: Option<&'a CancelToken>,
     /// The call's `infer.run` span; each attempt records its engine on it.
     span: &'a tracing::Span,
 }
 
-/// How one attempt on one engine ended.
-enum Attempt {
-    /// The engine served the call.
-    Served { out: NamedTensors, timings: RunTimings, queue: Duration },
-    /// The call is over with this error (timeout, cancellation): no fallback.
+/// One attempt handed to an engine and not yet answered.
+struct InFlight<'s> {
+    /// Index of the engine in `served`.
+    i: usize,
+    /// Tag of its answers on the call's reply channel; increases in start order.
+    slot: usize,
+    ticket: Ticket,
+    permit: Permit<'s>,
+    handed: Instant,
+    /// Started beside other attempts still in flight.
+    hedge: bool,
+}
+
+/// The attempts of one call.
+struct Race<'s> {
+    order: Vec<usize>,
+    /// Next position in `order` to start.
+    pos: usize,
+    pending: Vec<InFlight<'s>>,
+    tx: Sender<(usize, Reply)>,
+    next_slot: usize,
+    /// The last engine that did not serve, why (a label) and its message.
+    fallback: Option<(usize, &'static str, String)>,
+    first_reason: Option<String>,
+    last_err: Option<Error>,
+}
+
+impl Race<'_> {
+    fn skip(&mut self, j: usize, kind: &'static str, e: Error) {
+        self.fallback = Some((j, kind, e.to_string()));
+        self.last_err = Some(e);
+    }
+}
+
+/// How starting the next engine went.
+enum Start {
+    Started,
+    /// No engine left to start.
+    Exhausted,
+    /// The call is over (deadline passed, caller cancelled).
     End(Error),
-    /// The engine did not serve; the next engine is tried. `kind` labels the fallback.
+}
+
+/// What one answer means for the call.
+enum Judged {
+    Served { out: NamedTensors, timings: RunTimings, queue: Duration },
+    End(Error),
     Next { kind: &'static str, message: String, error: Error },
 }
 
-impl Attempt {
-    fn next(kind: &'static str, error: Error) -> Attempt {
-        Attempt::Next { kind, message: error.to_string(), error }
+impl Judged {
+    fn next(kind: &'static str, error: Error) -> Judged {
+        Judged::Next { kind, message: error.to_string(), error }
     }
 }
 
