@@ -99,3 +99,21 @@ fn malformed_manifests_are_load_errors_naming_the_file() {
     let err = ModelBundle::load(empty.path()).unwrap_err();
     assert!(err.to_string().contains("no manifest.toml"), "{err}");
 }
+
+#[test]
+fn the_bundled_manifest_becomes_a_plain_model_spec() {
+    use std::time::Duration;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/efficientnet-lite0");
+    let b = ModelBundle::load(dir).unwrap();
+    let spec = inference_api::ModelSpec::from(&b);
+    assert_eq!(spec.name, b.manifest.name);
+    assert_eq!(spec.artifact, b.artifact);
+    assert_eq!(spec.io_schema.as_ref(), Some(&b.io_schema));
+    let s = &b.manifest.serving;
+    assert_eq!(spec.serving.sla, Some(Duration::from_millis(s.sla_ms)));
+    assert_eq!(spec.serving.timeout, Duration::from_millis(s.timeout_ms));
+    let preferred: Vec<&str> = spec.serving.preferred_engines.iter().map(|e| e.as_str()).collect();
+    assert_eq!(preferred, s.preferred_backends);
+    assert_eq!(spec.serving.compute_units, s.compute_units);
+    assert_eq!(spec.tolerance, inference_api::tolerance::FP16);
+}

@@ -1,13 +1,12 @@
 //! The runtime builder and model loading (one lane per engine that can take the model).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use inference_api::{
-    ComputeUnits, DeviceClass, Engine, Error, PrepareOptions, Result, tolerance as tol,
+    ComputeUnits, DeviceClass, Engine, Error, ModelArtifact, ModelSpec, PrepareOptions, Result,
+    tolerance as tol,
 };
-use model_manifest::ModelBundle;
 use parking_lot::RwLock;
 use telemetry::Telemetry;
 
@@ -19,8 +18,9 @@ use crate::queue::Admission;
 use crate::router::Routing;
 use crate::shadow::{Shadow, ShadowConfig};
 
-/// Builds a [`Runtime`]. Engines are given in preference order; a model's manifest
-/// (`serving.preferred_backends`) moves the engines it names to the front, in its order.
+/// Builds a [`Runtime`]. Engines are given in preference order; a model's spec
+/// ([`inference_api::ServingSpec::preferred_engines`], a manifest's
+/// `serving.preferred_backends`) moves the engines it names to the front, in its order.
 ///
 /// Each call passes through, in this order: the model's bounded queue ([`Self::queue_capacity`]),
 /// input validation, routing ([`Self::routing`]), then per engine its circuit breaker
@@ -207,20 +207,32 @@ impl Runtime {
         &self.b.telemetry
     }
 
-    /// Loads a model folder (`manifest.toml`, sha256-verified) on every engine that can take it.
-    pub fn load(&self, dir: impl AsRef<Path>) -> Result<LoadedModel> {
-        self.load_bundle(&ModelBundle::load(dir)?)
+    /// Loads a model on every engine that can take it, from its plain-data spec (a
+    /// `model_manifest::ModelBundle` converts into one: `rt.load_spec(&bundle)`). Fails with
+    /// [`Error::Unavailable`] listing each engine's reason when none can.
+    pub fn load_spec(&self, spec: impl Into<ModelSpec>) -> Result<LoadedModel> {
+        self.load_model(&spec.into())
     }
 
-    /// Loads an already verified bundle on every engine that can take it. Fails with
-    /// [`Error::Unavailable`] listing each engine's reason when none can.
-    pub fn load_bundle(&self, bundle: &ModelBundle) -> Result<LoadedModel> {
+    /// The same as [`Runtime::load_spec`], under the name callers holding a
+    /// `model_manifest::ModelBundle` used before the spec existed.
+    pub fn load_bundle(&self, spec: impl Into<ModelSpec>) -> Result<LoadedModel> {
+        self.load_model(&spec.into())
+    }
+
+    /// Loads a bare artifact (no manifest) with default serving settings; its schema is the
+    /// artifact's own or, without one, that of the first engine that prepares it.
+    pub fn load_artifact(&self, artifact: ModelArtifact) -> Result<LoadedModel> {
+        self.load_model(&ModelSpec::from_artifact(artifact))
+    }
+
+    fn load_model(&self, spec: &ModelSpec) -> Result<LoadedModel> {
         let b = &*self.b;
-        let serving = &bundle.manifest.serving;
-        let name = bundle.manifest.name.clone();
+        let serving = &spec.serving;
+        let name = spec.name.clone();
         let mut engines = b.engines.clone();
         let rank = |e: &Arc<dyn Engine>| {
-            serving.preferred_backends.iter().position(|p| p == e.name()).unwrap_or(usize::MAX)
+            serving.preferred_engines.iter().position(|p| p == e.name()).unwrap_or(usize::MAX)
         };
         engines.sort_by_key(rank); // stable: unnamed engines keep builder order
         let options =
@@ -228,7 +240,8 @@ impl Runtime {
         let cu = serving.compute_units.as_str();
         let mut report = LoadReport { model: name.clone(), engines: Vec::new() };
         let mut served = Vec::new();
-        let sla = (serving.sla_ms > 0).then(|| Duration::from_millis(serving.sla_ms));
+        let sla = serving.sla;
+        let mut schema = spec.io_schema.clone();
         for engine in engines {
             let ename = engine.name().to_string();
             let series = b.telemetry.series(&name, &ename, cu);
@@ -246,10 +259,10 @@ impl Runtime {
                 report.engines.push(fail(r, Duration::ZERO));
                 continue;
             }
-            if !probe.formats.contains(&bundle.artifact.format) {
+            if !probe.formats.contains(&spec.artifact.format) {
                 let r = format!(
                     "cannot read {} artifacts (reads: {})",
-                    bundle.artifact.format,
+                    spec.artifact.format,
                     probe.formats.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
                 );
                 series.record_load(Err(&r));
@@ -257,7 +270,7 @@ impl Runtime {
                 continue;
             }
             let t0 = Instant::now();
-            match engine.prepare(&bundle.artifact, &options) {
+            match engine.prepare(&spec.artifact, &options) {
                 Ok(prepared) => {
                     let t = t0.elapsed();
                     series.record_load(Ok(t));
@@ -265,8 +278,11 @@ impl Runtime {
                     let tolerance = match probe.device_class {
                         DeviceClass::Cpu => tol::FP32,
                         _ if serving.compute_units == ComputeUnits::CpuOnly => tol::FP32,
-                        _ => tol::FP16,
+                        _ => spec.tolerance,
                     };
+                    if schema.is_none() {
+                        schema = Some(prepared.io_schema().clone());
+                    }
                     let series2 = Arc::clone(&series);
                     let breaker = CircuitBreaker::new(b.breaker.clone(), Arc::clone(&b.clock))
                         .with_observer(move |from, to| {
@@ -274,7 +290,7 @@ impl Runtime {
                         });
                     let lane = Lane::new(
                         engine,
-                        bundle.artifact.clone(),
+                        spec.artifact.clone(),
                         options.clone(),
                         prepared,
                         LaneConfig {
@@ -318,7 +334,7 @@ impl Runtime {
             return Err(Error::Unavailable(format!(
                 "no engine can serve model `{name}` ({}); add an engine that reads {} artifacts",
                 if why.is_empty() { "no engines configured".into() } else { why.join("; ") },
-                bundle.artifact.format
+                spec.artifact.format
             )));
         }
         let shadow = b.shadow.as_ref().and_then(|cfg| {
@@ -333,10 +349,10 @@ impl Runtime {
                     .with_series(Arc::clone(&model_series)),
                 model_series,
                 name,
-                schema: bundle.io_schema.clone(),
+                schema: schema.unwrap_or_default(),
                 served,
                 routing: RwLock::new(b.routing.clone()),
-                default_deadline: Duration::from_millis(serving.timeout_ms.max(1)),
+                default_deadline: serving.timeout.max(Duration::from_millis(1)),
                 admission_wait: b.admission_wait,
                 sla,
                 shadow,

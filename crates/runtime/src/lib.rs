@@ -16,9 +16,10 @@
 //!     .engine(coreml)            // preferred
 //!     .engine(cpu)               // fallback
 //!     .build();
-//! // `rt.load("models/efficientnet-lite0")` loads a model folder on every engine that can
-//! // take it; here an in-memory bundle stands in for the folder.
-//! let model = rt.load_bundle(&bundle(&BundleSpec::default())?)?;
+//! // The runtime takes a plain `inference_api::ModelSpec`: `model_manifest::ModelBundle::load`
+//! // builds one from a model folder (`rt.load_spec(&bundle)`), `rt.load_artifact` takes a
+//! // bare artifact; here an in-memory bundle stands in for the folder.
+//! let model = rt.load_spec(&bundle(&BundleSpec::default())?)?;
 //! let (outputs, report) = model.run(input([1.0, 2.0, 3.0, 4.0]))?;
 //! assert_eq!(report.engine, "coreml");
 //! assert!(!report.fell_back);
