@@ -396,13 +396,15 @@ impl LoadedModel {
                 Err(e) => e,
                 Ok(_) => Error::Runtime(format!("engine `{engine}` answered a job it skipped")),
             };
-            return if caller_cancelled { Judged::End(e) } else { Judged::next("queue", e) };
+            let kind = if e.kind() == ErrorKind::Unavailable { "quarantined" } else { "queue" };
+            return if caller_cancelled { Judged::End(e) } else { Judged::next(kind, e) };
         }
         let checked =
             reply.result.and_then(|(out, t)| check_outputs(&m.schema, engine, out).map(|o| (o, t)));
         match checked {
             Ok((out, timings)) => {
-                let outcome = s.breaker.classify(true, attempt, m.sla);
+                // Slow means the engine's own time over the SLA: queue wait is not its doing.
+                let outcome = s.breaker.classify(true, attempt.saturating_sub(reply.queue), m.sla);
                 p.permit.record(outcome);
                 s.series.record_success(&Latencies {
                     total: attempt,
@@ -453,9 +455,10 @@ impl LoadedModel {
     }
 
     /// Another engine answered: the attempts still in flight are cancelled. One started before
-    /// the winner and caught running was overtaken by a hedge: too slow for its share, it is
-    /// the engine's timeout (when it ran longer than it needs). Workers caught inside an
-    /// engine are watched, and their instance quarantined if they do not come back.
+    /// the winner and caught running far longer than it needs was overtaken by a hedge: the
+    /// engine's timeout, and its instance is quarantined (queued calls move on). Other workers
+    /// caught inside an engine are watched, and their instance quarantined if they do not
+    /// come back within the grace.
     fn settle_losers(&self, winner_slot: usize, winner_hedge: bool, race: &mut Race<'_>) {
         let m = &*self.inner;
         if winner_hedge {
@@ -466,13 +469,16 @@ impl LoadedModel {
             match s.lane.give_up(&q.ticket) {
                 GaveUp::Running { started, .. } => {
                     m.model_series.record_hedge_cancellation();
-                    s.lane.watch(&q.ticket);
                     if q.slot < winner_slot && self.at_fault(q.i, started.elapsed()) {
+                        // Far past its p99: stuck. Quarantine now, so calls queued behind it
+                        // move on at once.
                         q.permit.record(Outcome::Failure);
                         let queue = started.saturating_duration_since(q.handed);
                         s.series.record_failure("timeout", q.handed.elapsed(), queue);
+                        s.lane.quarantine();
                     } else {
                         q.permit.cancel();
+                        s.lane.watch(&q.ticket);
                     }
                 }
                 GaveUp::Queued => {

@@ -91,12 +91,20 @@ fn a_slow_primary_is_hedged_and_the_caller_gets_the_cpu_answer() {
         let rep = res.unwrap_or_else(|e| panic!("call {i}: {e}")).1;
         assert_eq!(rep.engine, "cpu");
         assert!(took < deadline + BOUND, "call {i} took {took:?}");
-        // The primary kept most of the budget: the hedge started in its last part.
-        assert!(took >= deadline / 2, "call {i} took {took:?}");
+        let reason = rep.fallback_reason.unwrap();
+        if i == 0 {
+            // The primary kept at least half the budget: the hedge started in its last part.
+            assert!(took >= deadline / 2, "call {i} took {took:?}");
+            assert!(reason.contains("hedged on `cpu`"), "{reason}");
+        } else {
+            // The first call found the primary far past its expected time (it had never
+            // answered): its instance was quarantined, so the next call goes to the CPU at once.
+            assert!(reason.contains("quarantined"), "{reason}");
+        }
     }
     let m = rt.telemetry().model("tiny");
-    assert_eq!((m.hedges(), m.hedge_wins()), (2, 2));
-    assert_eq!(m.fallbacks_for("hedge"), 2);
+    assert_eq!((m.hedges(), m.hedge_wins()), (1, 1));
+    assert_eq!(m.fallbacks_for("hedge"), 1);
 }
 
 #[test]

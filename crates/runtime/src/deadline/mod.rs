@@ -15,16 +15,19 @@
 //! caller learns whether the engine was working on it and since when. Time in the queue is
 //! never the engine's failure. An instance is quarantined (its job channel dropped so idle
 //! workers exit, workers still inside the engine counted as abandoned until they come back, a
-//! fresh instance prepared in the background) when the router blames a timeout on the engine
-//! ([`Lane::quarantine`]) or when a worker has not come back [`LaneConfig::stuck_grace`] after
+//! fresh instance prepared in the background, jobs still queued handed back unrun so their
+//! callers move on) when the router blames a timeout on the engine ([`Lane::quarantine`]) or
+//! when a worker has not come back [`LaneConfig::stuck_grace`] after
 //! its job was cancelled ([`Lane::watch`], checked at the next submit). While abandoned workers
 //! are at the cap, no new instance is built and the lane reports itself quarantined (the router
 //! falls back). A panic inside the engine is caught on the worker and becomes
 //! [`Error::Runtime`] for that call.
 
 mod estimate;
+mod pool;
 
 pub(crate) use estimate::Estimate;
+use pool::OutputPool;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -104,6 +107,8 @@ struct InstanceState {
 
 struct Instance {
     tx: Sender<Job>,
+    /// Kept to hand queued jobs back when the instance is quarantined.
+    rx: Receiver<Job>,
     model: Arc<dyn PreparedModel>,
     state: Arc<Mutex<InstanceState>>,
 }
@@ -197,6 +202,8 @@ impl Lane {
     fn spawn_instance(&self, model: Arc<dyn PreparedModel>) -> Instance {
         let (tx, rx) = crossbeam_channel::bounded::<Job>(self.cfg.channel_capacity.max(1));
         let state = Arc::new(Mutex::new(InstanceState::default()));
+        // One set per worker in use, plus room for sets the callers still hold.
+        let pool = Arc::new(OutputPool::new(self.cfg.workers.max(1) + 2));
         for i in 0..self.cfg.workers.max(1) {
             state.lock().live += 1;
             let rx = rx.clone();
@@ -205,15 +212,16 @@ impl Lane {
             let abandoned = Arc::clone(&self.abandoned);
             let series = Arc::clone(&self.series);
             let name = self.engine_name.clone();
+            let pool = Arc::clone(&pool);
             let spawned = std::thread::Builder::new()
                 .name(format!("rt-{name}-{i}"))
-                .spawn(move || worker(rx, model, name, state2, abandoned, series));
+                .spawn(move || worker(rx, model, name, state2, abandoned, series, pool));
             if let Err(e) = spawned {
                 state.lock().live -= 1;
                 tracing::error!(engine = %self.engine_name, "cannot spawn worker: {e}");
             }
         }
-        Instance { tx, model, state }
+        Instance { tx, rx, model, state }
     }
 
     /// Hands `inputs` to this lane's workers. The answer arrives on `reply` tagged with
@@ -326,6 +334,25 @@ impl Lane {
             self.series.record_abandoned_worker(st.live as i64);
             drop(st);
             self.series.record_quarantine();
+            // Jobs queued behind the stuck worker are handed back at once (not run), so their
+            // callers move to the next engine instead of waiting for their hedge or deadline.
+            let msg =
+                format!("engine `{}` was quarantined while the call waited", self.engine_name);
+            while let Ok(job) = inst.rx.try_recv() {
+                let st = &job.state;
+                if st
+                    .state
+                    .compare_exchange(QUEUED, DONE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    let reply = Reply {
+                        result: Err(Error::Unavailable(msg.clone())),
+                        queue: job.enqueued.elapsed(),
+                        ran: false,
+                    };
+                    let _ = job.reply.send((job.slot, reply));
+                }
+            }
             // Dropping `inst.tx` disconnects the channel: idle workers exit.
         }
         self.maybe_rebuild();
@@ -371,6 +398,7 @@ fn worker(
     state: Arc<Mutex<InstanceState>>,
     abandoned: Arc<AtomicUsize>,
     series: Arc<Series>,
+    pool: Arc<OutputPool>,
 ) {
     while let Ok(job) = rx.recv() {
         let queue = job.enqueued.elapsed();
@@ -389,17 +417,28 @@ fn worker(
         {
             continue; // abandoned while queued
         }
-        let result = catch_unwind(AssertUnwindSafe(|| model.run_timed(&job.inputs, &job.ctx)))
-            .unwrap_or_else(|p| {
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".into());
-                Err(Error::Runtime(format!(
-                    "engine `{engine}` panicked: {msg}; the call was counted as a failure"
-                )))
-            });
+        // Outputs are written into a pooled set (in place when its buffers are free); the
+        // caller gets cheap clones and the set goes back to the pool.
+        let mut outputs = pool.take(model.io_schema());
+        let run = catch_unwind(AssertUnwindSafe(|| {
+            model.run_into(&job.inputs, &mut outputs, &job.ctx).map(|timings| {
+                let out = outputs.clone();
+                (out, timings)
+            })
+        }));
+        if run.is_ok() {
+            pool.put(outputs);
+        }
+        let result = run.unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            Err(Error::Runtime(format!(
+                "engine `{engine}` panicked: {msg}; the call was counted as a failure"
+            )))
+        });
         st.state.store(DONE, Ordering::Release);
         let _ = job.reply.send((job.slot, Reply { result, queue, ran: true }));
     }
