@@ -143,7 +143,7 @@ impl RuntimeBuilder {
     }
 }
 
-/// Routes calls over engines; load models with [`Runtime::load`].
+/// Routes calls over engines; load models with [`Runtime::load_spec`].
 #[derive(Clone)]
 pub struct Runtime {
     b: Arc<RuntimeBuilder>,
