@@ -90,7 +90,7 @@ fn eight_callers_against_a_faulty_primary_lose_nothing_and_meet_their_deadlines(
                     faulty.push([draw(&mut state)]);
                     // Hung calls are released from time to time, as a device that recovers.
                     own += 1;
-                    if t == 0 && own % 40 == 0 {
+                    if t == 0 && own.is_multiple_of(40) {
                         faulty.release_hangs();
                     }
                     tally.started.fetch_add(1, Ordering::Relaxed);
