@@ -194,6 +194,7 @@ impl LoadedModel {
             pending: Vec::new(),
             tx,
             next_slot: 0,
+            checks: 0,
             fallback: None,
             first_reason: None,
             last_err: None,
@@ -211,7 +212,8 @@ impl LoadedModel {
                 }
             }
             let hedge_at = race.order.get(race.pos).map(|&j| self.hedge_at(j, &call));
-            let wake = hedge_at.map_or(call.deadline, |h| h.min(call.deadline));
+            let check_at = self.stuck_check_at(&race);
+            let wake = [hedge_at, check_at].into_iter().flatten().fold(call.deadline, Instant::min);
             match rx.recv_deadline(wake).ok() {
                 Some((slot, reply)) => {
                     let Some(k) = race.pending.iter().position(|p| p.slot == slot) else {
@@ -253,7 +255,17 @@ impl LoadedModel {
                     });
                 }
                 None => {
-                    // Only the next engine's expected time is left: start it beside the others.
+                    let now = Instant::now();
+                    if hedge_at.is_none_or(|h| now < h) {
+                        // A stuck check: is the job still queued behind workers that are all
+                        // far past their expected time? Then hedge now, not at the hedge point.
+                        race.checks += 1;
+                        if !self.queued_behind_stuck(&race) {
+                            continue;
+                        }
+                    }
+                    // Only the next engine's expected time is left (or the engine cannot take
+                    // the job soon): start the next engine beside the others.
                     if let Start::End(e) = self.start_next(&call, &mut race, true) {
                         self.abandon(&mut race, false);
                         return Err(e);
@@ -444,6 +456,30 @@ impl LoadedModel {
         }
     }
 
+    /// When to look whether the first attempt's job is stuck in its queue: every stuck
+    /// threshold of its engine (2 x its run p99 + 10 ms) while it is queued and another engine
+    /// is left to start; `None` otherwise (and before the engine has answered once).
+    fn stuck_check_at(&self, race: &Race<'_>) -> Option<Instant> {
+        let p = race.pending.first().filter(|_| race.pending.len() == 1)?;
+        if race.pos >= race.order.len() || !p.ticket.is_queued() {
+            return None;
+        }
+        let th = self.stuck_threshold(p.i)?;
+        Some(p.handed + th * (race.checks + 1))
+    }
+
+    /// True when the first attempt's job is still queued and every worker of its engine has
+    /// been on its current job for longer than the engine's stuck threshold.
+    fn queued_behind_stuck(&self, race: &Race<'_>) -> bool {
+        let Some(p) = race.pending.first() else { return false };
+        let Some(th) = self.stuck_threshold(p.i) else { return false };
+        p.ticket.is_queued() && self.inner.served[p.i].lane.all_busy_for(th)
+    }
+
+    fn stuck_threshold(&self, i: usize) -> Option<Duration> {
+        self.inner.served[i].run_est.p99().map(|p99| p99 * 2 + Duration::from_millis(10))
+    }
+
     /// True when engine `i` spent `ran` on one job, well over what it needs (twice its
     /// observed p99 plus 10 ms), or has never answered yet: a timeout is then the engine's
     /// own, not time lost waiting for it.
@@ -591,6 +627,8 @@ struct Race<'s> {
     pending: Vec<InFlight<'s>>,
     tx: Sender<(usize, Reply)>,
     next_slot: usize,
+    /// Stuck checks done for the first attempt.
+    checks: u32,
     /// The last engine that did not serve, why (a label) and its message.
     fallback: Option<(usize, &'static str, String)>,
     first_reason: Option<String>,

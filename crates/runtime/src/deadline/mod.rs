@@ -30,7 +30,7 @@ pub(crate) use estimate::Estimate;
 use pool::OutputPool;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,13 @@ pub(crate) struct Ticket {
     deadline: Instant,
 }
 
+impl Ticket {
+    /// True while the job waits in the lane's queue.
+    pub(crate) fn is_queued(&self) -> bool {
+        self.state.state.load(Ordering::Acquire) == QUEUED
+    }
+}
+
 /// What the caller learns when it gives up on a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GaveUp {
@@ -111,6 +118,19 @@ struct Instance {
     rx: Receiver<Job>,
     model: Arc<dyn PreparedModel>,
     state: Arc<Mutex<InstanceState>>,
+    /// Per worker: when its current job started, in ns since the lane's epoch (0: idle).
+    busy: Arc<[AtomicU64]>,
+}
+
+/// What a worker shares with its lane.
+struct WorkerShared {
+    engine: String,
+    state: Arc<Mutex<InstanceState>>,
+    abandoned: Arc<AtomicUsize>,
+    series: Arc<Series>,
+    pool: Arc<OutputPool>,
+    busy: Arc<[AtomicU64]>,
+    epoch: Instant,
 }
 
 /// Why a job could not be handed to a lane.
@@ -153,6 +173,8 @@ pub(crate) struct Lane {
     abandoned: Arc<AtomicUsize>,
     watched: Mutex<Vec<Watched>>,
     any_watched: AtomicBool,
+    /// Origin of the workers' busy timestamps.
+    epoch: Instant,
 }
 
 impl Lane {
@@ -178,6 +200,7 @@ impl Lane {
             abandoned: Arc::new(AtomicUsize::new(0)),
             watched: Mutex::new(Vec::new()),
             any_watched: AtomicBool::new(false),
+            epoch: Instant::now(),
         });
         let inst = lane.spawn_instance(model);
         *lane.current.lock() = Some(inst);
@@ -204,24 +227,30 @@ impl Lane {
         let state = Arc::new(Mutex::new(InstanceState::default()));
         // One set per worker in use, plus room for sets the callers still hold.
         let pool = Arc::new(OutputPool::new(self.cfg.workers.max(1) + 2));
+        let busy: Arc<[AtomicU64]> =
+            (0..self.cfg.workers.max(1)).map(|_| AtomicU64::new(0)).collect();
         for i in 0..self.cfg.workers.max(1) {
             state.lock().live += 1;
             let rx = rx.clone();
             let model = Arc::clone(&model);
-            let state2 = Arc::clone(&state);
-            let abandoned = Arc::clone(&self.abandoned);
-            let series = Arc::clone(&self.series);
-            let name = self.engine_name.clone();
-            let pool = Arc::clone(&pool);
+            let shared = WorkerShared {
+                engine: self.engine_name.clone(),
+                state: Arc::clone(&state),
+                abandoned: Arc::clone(&self.abandoned),
+                series: Arc::clone(&self.series),
+                pool: Arc::clone(&pool),
+                busy: Arc::clone(&busy),
+                epoch: self.epoch,
+            };
             let spawned = std::thread::Builder::new()
-                .name(format!("rt-{name}-{i}"))
-                .spawn(move || worker(rx, model, name, state2, abandoned, series, pool));
+                .name(format!("rt-{}-{i}", self.engine_name))
+                .spawn(move || worker(rx, model, i, shared));
             if let Err(e) = spawned {
                 state.lock().live -= 1;
                 tracing::error!(engine = %self.engine_name, "cannot spawn worker: {e}");
             }
         }
-        Instance { tx, rx, model, state }
+        Instance { tx, rx, model, state, busy }
     }
 
     /// Hands `inputs` to this lane's workers. The answer arrives on `reply` tagged with
@@ -289,6 +318,19 @@ impl Lane {
             }
             Err(_) => GaveUp::Finished,
         }
+    }
+
+    /// True when every worker of the current instance has been inside the engine on its
+    /// current job for at least `at_least` (nobody will take a queued job soon).
+    pub(crate) fn all_busy_for(&self, at_least: Duration) -> bool {
+        let g = self.current.lock();
+        let Some(inst) = g.as_ref() else { return false };
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let at_least = at_least.as_nanos() as u64;
+        inst.busy.iter().all(|b| match b.load(Ordering::Acquire) {
+            0 => false,
+            since => now.saturating_sub(since) >= at_least,
+        })
     }
 
     /// Watches a cancelled job the engine was working on: if its worker has not come back
@@ -391,15 +433,8 @@ impl Lane {
     }
 }
 
-fn worker(
-    rx: Receiver<Job>,
-    model: Arc<dyn PreparedModel>,
-    engine: String,
-    state: Arc<Mutex<InstanceState>>,
-    abandoned: Arc<AtomicUsize>,
-    series: Arc<Series>,
-    pool: Arc<OutputPool>,
-) {
+fn worker(rx: Receiver<Job>, model: Arc<dyn PreparedModel>, index: usize, w: WorkerShared) {
+    let WorkerShared { engine, state, abandoned, series, pool, busy, epoch } = w;
     while let Ok(job) = rx.recv() {
         let queue = job.enqueued.elapsed();
         let st = &job.state;
@@ -417,6 +452,7 @@ fn worker(
         {
             continue; // abandoned while queued
         }
+        busy[index].store((epoch.elapsed().as_nanos() as u64).max(1), Ordering::Release);
         // Outputs are written into a pooled set (in place when its buffers are free); the
         // caller gets cheap clones and the set goes back to the pool.
         let mut outputs = pool.take(model.io_schema());
@@ -440,6 +476,7 @@ fn worker(
             )))
         });
         st.state.store(DONE, Ordering::Release);
+        busy[index].store(0, Ordering::Release);
         let _ = job.reply.send((job.slot, Reply { result, queue, ran: true }));
     }
     let mut st = state.lock();
