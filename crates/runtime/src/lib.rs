@@ -33,7 +33,8 @@
 //! ```
 //!
 //! Policies live in small modules: [`breaker`] (circuit breaker state machine), `deadline`
-//! (worker hand-off, timeout, quarantine), [`queue`] (bounded admission), [`shadow`] (parity
+//! (worker hand-off, timeout, quarantine, output pool), `race` (hedges, judging answers),
+//! [`queue`] (bounded admission), [`shadow`] (parity
 //! drift), [`router`] (routing order). The builder documents the order they apply in.
 //! This crate depends on no backend: engines arrive as `Arc<dyn Engine>`.
 #![warn(clippy::unwrap_used)]
@@ -46,6 +47,7 @@ mod deadline;
 mod future;
 mod model;
 pub mod queue;
+mod race;
 pub mod router;
 pub mod shadow;
 #[cfg(feature = "testing")]
