@@ -11,7 +11,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Default)]
 pub struct CancelToken {
     own: Arc<AtomicBool>,
-    parent: Option<Arc<AtomicBool>>,
+    /// The flags of the token this one was made from, and of its ancestors.
+    ancestors: Vec<Arc<AtomicBool>>,
 }
 
 impl CancelToken {
@@ -20,10 +21,14 @@ impl CancelToken {
         CancelToken::default()
     }
 
-    /// A token cancelled when either it or `self` is; cancelling the child leaves `self`
-    /// alone (the runtime gives up on one attempt without cancelling the caller's token).
+    /// A token cancelled when either it or `self` (or any token `self` was made from) is;
+    /// cancelling the child leaves `self` alone (the runtime gives up on one attempt without
+    /// cancelling the caller's token).
     pub fn child(&self) -> CancelToken {
-        CancelToken { own: Arc::default(), parent: Some(Arc::clone(&self.own)) }
+        let mut ancestors = Vec::with_capacity(self.ancestors.len() + 1);
+        ancestors.extend(self.ancestors.iter().cloned());
+        ancestors.push(Arc::clone(&self.own));
+        CancelToken { own: Arc::default(), ancestors }
     }
 
     /// Cancels every call holding a clone of this token (and its children). Idempotent.
@@ -33,8 +38,7 @@ impl CancelToken {
 
     /// True once [`CancelToken::cancel`] was called on a clone of this token or its parent.
     pub fn is_cancelled(&self) -> bool {
-        self.own.load(Ordering::Acquire)
-            || self.parent.as_ref().is_some_and(|p| p.load(Ordering::Acquire))
+        self.own.load(Ordering::Acquire) || self.ancestors.iter().any(|p| p.load(Ordering::Acquire))
     }
 }
 
@@ -154,7 +158,9 @@ mod tests {
         child.cancel();
         assert!(child.is_cancelled() && !parent.is_cancelled());
         let child2 = parent.child();
+        let grandchild = child2.child();
         parent.cancel();
         assert!(child2.is_cancelled());
+        assert!(grandchild.is_cancelled(), "cancellation reaches every generation");
     }
 }

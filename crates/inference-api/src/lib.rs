@@ -18,6 +18,7 @@ mod engine_id;
 mod error;
 mod parity;
 mod schema;
+mod spec;
 mod tensor;
 
 pub use context::{CancelToken, RunContext};
@@ -30,6 +31,7 @@ pub use engine_id::EngineId;
 pub use error::{Error, ErrorKind, Result};
 pub use parity::{Drift, Tolerance, softmax, tolerance, top_k, top_k_agreement};
 pub use schema::{Dim, FeatureKind, ImageFormat, IoSchema, TensorSpec};
+pub use spec::{ModelSpec, ServingSpec};
 pub use tensor::{NamedTensors, Tensor, TensorData, TensorView, TensorViewData};
 
 /// Re-exported so callers can build fp16 tensors without naming the `half` crate.

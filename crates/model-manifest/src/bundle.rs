@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use inference_api::{Error, IoSchema, ModelArtifact, Result};
+use std::time::Duration;
+
+use inference_api::{Error, IoSchema, ModelArtifact, ModelSpec, Result, ServingSpec, tolerance};
 
 use crate::hash::sha256_path_max;
 use crate::limits::MAX_MANIFEST_BYTES;
@@ -72,6 +74,23 @@ impl ModelBundle {
         Ok(ModelBundle { dir, manifest, io_schema, artifact, labels })
     }
 
+    /// The plain-data spec a runtime serves this model from: artifact, schema, the manifest's
+    /// serving settings (`sla_ms = 0` means no SLA) and the fp16 parity tolerance for
+    /// accelerated engines.
+    pub fn spec(&self) -> ModelSpec {
+        let s = &self.manifest.serving;
+        let serving = ServingSpec::default()
+            .with_sla((s.sla_ms > 0).then(|| Duration::from_millis(s.sla_ms)))
+            .with_timeout(Duration::from_millis(s.timeout_ms.max(1)))
+            .with_preferred_engines(s.preferred_backends.iter().map(|b| b.as_str().into()))
+            .with_compute_units(s.compute_units);
+        ModelSpec::from_artifact(self.artifact.clone())
+            .with_name(self.manifest.name.clone())
+            .with_io_schema(self.io_schema.clone())
+            .with_serving(serving)
+            .with_tolerance(tolerance::FP16)
+    }
+
     /// The label of class `index`, or `class <index>` when there are no labels.
     pub fn label(&self, index: usize) -> String {
         self.labels
@@ -137,4 +156,10 @@ fn verify_file(dir: &Path, f: &crate::FileEntry, m: &Manifest) -> Result<()> {
         });
     }
     Ok(())
+}
+
+impl From<&ModelBundle> for ModelSpec {
+    fn from(b: &ModelBundle) -> ModelSpec {
+        b.spec()
+    }
 }

@@ -109,3 +109,21 @@ fn a_manifest_written_as_toml_parses_back_to_the_same_manifest() {
     let back = model_manifest::Manifest::parse(&text, "round trip").unwrap();
     assert_eq!(back, m);
 }
+
+#[test]
+fn the_bundled_manifest_becomes_a_plain_model_spec() {
+    use std::time::Duration;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/efficientnet-lite0");
+    let b = ModelBundle::load(dir).unwrap();
+    let spec = inference_api::ModelSpec::from(&b);
+    assert_eq!(spec.name, b.manifest.name);
+    assert_eq!(spec.artifact, b.artifact);
+    assert_eq!(spec.io_schema.as_ref(), Some(&b.io_schema));
+    let s = &b.manifest.serving;
+    assert_eq!(spec.serving.sla, Some(Duration::from_millis(s.sla_ms)));
+    assert_eq!(spec.serving.timeout, Duration::from_millis(s.timeout_ms));
+    let preferred: Vec<&str> = spec.serving.preferred_engines.iter().map(|e| e.as_str()).collect();
+    assert_eq!(preferred, s.preferred_backends);
+    assert_eq!(spec.serving.compute_units, s.compute_units);
+    assert_eq!(spec.tolerance, inference_api::tolerance::FP16);
+}

@@ -1,26 +1,26 @@
 //! The runtime builder and model loading (one lane per engine that can take the model).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use inference_api::{
-    ComputeUnits, DeviceClass, Engine, Error, PrepareOptions, Result, tolerance as tol,
+    ComputeUnits, DeviceClass, Engine, Error, ModelArtifact, ModelSpec, PrepareOptions, Result,
+    tolerance as tol,
 };
-use model_manifest::ModelBundle;
 use parking_lot::RwLock;
 use telemetry::Telemetry;
 
 use crate::breaker::{BreakerConfig, CircuitBreaker};
 use crate::clock::{Clock, SystemClock};
-use crate::deadline::{Lane, LaneConfig};
+use crate::deadline::{Estimate, Lane, LaneConfig};
 use crate::model::{LoadedModel, ModelInner, Served};
 use crate::queue::Admission;
 use crate::router::Routing;
 use crate::shadow::{Shadow, ShadowConfig};
 
-/// Builds a [`Runtime`]. Engines are given in preference order; a model's manifest
-/// (`serving.preferred_backends`) moves the engines it names to the front, in its order.
+/// Builds a [`Runtime`]. Engines are given in preference order; a model's spec
+/// ([`inference_api::ServingSpec::preferred_engines`], a manifest's
+/// `serving.preferred_backends`) moves the engines it names to the front, in its order.
 ///
 /// Each call passes through, in this order: the model's bounded queue ([`Self::queue_capacity`]),
 /// input validation, routing ([`Self::routing`]), then per engine its circuit breaker
@@ -33,6 +33,8 @@ pub struct RuntimeBuilder {
     clock: Arc<dyn Clock>,
     breaker: BreakerConfig,
     queue_capacity: usize,
+    admission_wait: Duration,
+    stuck_grace: Duration,
     workers: usize,
     max_abandoned: usize,
     shadow: Option<ShadowConfig>,
@@ -48,6 +50,8 @@ impl Default for RuntimeBuilder {
             clock: Arc::new(SystemClock::new()),
             breaker: BreakerConfig::default(),
             queue_capacity: 64,
+            admission_wait: Duration::ZERO,
+            stuck_grace: Duration::from_millis(250),
             workers: 1,
             max_abandoned: 4,
             shadow: None,
@@ -88,6 +92,21 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How long a call waits for a slot when the model's queue is full, at most its deadline
+    /// (default zero: `Overloaded` at once). Per call: [`crate::RunOptions::with_admission_wait`].
+    pub fn admission_wait(mut self, wait: Duration) -> Self {
+        self.admission_wait = wait;
+        self
+    }
+
+    /// How long a worker may stay inside an engine after its call was cancelled (given up at
+    /// the deadline while not the engine's fault, or lost to a hedge) before the instance is
+    /// quarantined and rebuilt (default 250 ms).
+    pub fn stuck_grace(mut self, grace: Duration) -> Self {
+        self.stuck_grace = grace;
+        self
+    }
+
     /// Worker threads per (model, engine) instance (default 1).
     pub fn workers_per_engine(mut self, n: usize) -> Self {
         self.workers = n;
@@ -124,7 +143,7 @@ impl RuntimeBuilder {
     }
 }
 
-/// Routes calls over engines; load models with [`Runtime::load`].
+/// Routes calls over engines; load models with [`Runtime::load_spec`].
 #[derive(Clone)]
 pub struct Runtime {
     b: Arc<RuntimeBuilder>,
@@ -188,20 +207,32 @@ impl Runtime {
         &self.b.telemetry
     }
 
-    /// Loads a model folder (`manifest.toml`, sha256-verified) on every engine that can take it.
-    pub fn load(&self, dir: impl AsRef<Path>) -> Result<LoadedModel> {
-        self.load_bundle(&ModelBundle::load(dir)?)
+    /// Loads a model on every engine that can take it, from its plain-data spec (a
+    /// `model_manifest::ModelBundle` converts into one: `rt.load_spec(&bundle)`). Fails with
+    /// [`Error::Unavailable`] listing each engine's reason when none can.
+    pub fn load_spec(&self, spec: impl Into<ModelSpec>) -> Result<LoadedModel> {
+        self.load_model(&spec.into())
     }
 
-    /// Loads an already verified bundle on every engine that can take it. Fails with
-    /// [`Error::Unavailable`] listing each engine's reason when none can.
-    pub fn load_bundle(&self, bundle: &ModelBundle) -> Result<LoadedModel> {
+    /// The same as [`Runtime::load_spec`], under the name callers holding a
+    /// `model_manifest::ModelBundle` used before the spec existed.
+    pub fn load_bundle(&self, spec: impl Into<ModelSpec>) -> Result<LoadedModel> {
+        self.load_model(&spec.into())
+    }
+
+    /// Loads a bare artifact (no manifest) with default serving settings; its schema is the
+    /// artifact's own or, without one, that of the first engine that prepares it.
+    pub fn load_artifact(&self, artifact: ModelArtifact) -> Result<LoadedModel> {
+        self.load_model(&ModelSpec::from_artifact(artifact))
+    }
+
+    fn load_model(&self, spec: &ModelSpec) -> Result<LoadedModel> {
         let b = &*self.b;
-        let serving = &bundle.manifest.serving;
-        let name = bundle.manifest.name.clone();
+        let serving = &spec.serving;
+        let name = spec.name.clone();
         let mut engines = b.engines.clone();
         let rank = |e: &Arc<dyn Engine>| {
-            serving.preferred_backends.iter().position(|p| p == e.name()).unwrap_or(usize::MAX)
+            serving.preferred_engines.iter().position(|p| p == e.name()).unwrap_or(usize::MAX)
         };
         engines.sort_by_key(rank); // stable: unnamed engines keep builder order
         let options =
@@ -209,7 +240,8 @@ impl Runtime {
         let cu = serving.compute_units.as_str();
         let mut report = LoadReport { model: name.clone(), engines: Vec::new() };
         let mut served = Vec::new();
-        let sla = (serving.sla_ms > 0).then(|| Duration::from_millis(serving.sla_ms));
+        let sla = serving.sla;
+        let mut schema = spec.io_schema.clone();
         for engine in engines {
             let ename = engine.name().to_string();
             let series = b.telemetry.series(&name, &ename, cu);
@@ -227,10 +259,10 @@ impl Runtime {
                 report.engines.push(fail(r, Duration::ZERO));
                 continue;
             }
-            if !probe.formats.contains(&bundle.artifact.format) {
+            if !probe.formats.contains(&spec.artifact.format) {
                 let r = format!(
                     "cannot read {} artifacts (reads: {})",
-                    bundle.artifact.format,
+                    spec.artifact.format,
                     probe.formats.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
                 );
                 series.record_load(Err(&r));
@@ -238,7 +270,7 @@ impl Runtime {
                 continue;
             }
             let t0 = Instant::now();
-            match engine.prepare(&bundle.artifact, &options) {
+            match engine.prepare(&spec.artifact, &options) {
                 Ok(prepared) => {
                     let t = t0.elapsed();
                     series.record_load(Ok(t));
@@ -246,8 +278,11 @@ impl Runtime {
                     let tolerance = match probe.device_class {
                         DeviceClass::Cpu => tol::FP32,
                         _ if serving.compute_units == ComputeUnits::CpuOnly => tol::FP32,
-                        _ => tol::FP16,
+                        _ => spec.tolerance,
                     };
+                    if schema.is_none() {
+                        schema = Some(prepared.io_schema().clone());
+                    }
                     let series2 = Arc::clone(&series);
                     let breaker = CircuitBreaker::new(b.breaker.clone(), Arc::clone(&b.clock))
                         .with_observer(move |from, to| {
@@ -255,13 +290,14 @@ impl Runtime {
                         });
                     let lane = Lane::new(
                         engine,
-                        bundle.artifact.clone(),
+                        spec.artifact.clone(),
                         options.clone(),
                         prepared,
                         LaneConfig {
                             workers: b.workers,
                             channel_capacity: b.queue_capacity,
                             max_abandoned: b.max_abandoned,
+                            stuck_grace: b.stuck_grace,
                         },
                         Arc::clone(&series),
                     );
@@ -271,6 +307,8 @@ impl Runtime {
                         series,
                         compute_units: serving.compute_units,
                         tolerance,
+                        attempt_est: Estimate::default(),
+                        run_est: Estimate::default(),
                     });
                     report.engines.push(EngineLoad {
                         engine: ename,
@@ -296,7 +334,7 @@ impl Runtime {
             return Err(Error::Unavailable(format!(
                 "no engine can serve model `{name}` ({}); add an engine that reads {} artifacts",
                 if why.is_empty() { "no engines configured".into() } else { why.join("; ") },
-                bundle.artifact.format
+                spec.artifact.format
             )));
         }
         let shadow = b.shadow.as_ref().and_then(|cfg| {
@@ -311,10 +349,11 @@ impl Runtime {
                     .with_series(Arc::clone(&model_series)),
                 model_series,
                 name,
-                schema: bundle.io_schema.clone(),
+                schema: schema.unwrap_or_default(),
                 served,
                 routing: RwLock::new(b.routing.clone()),
-                default_deadline: Duration::from_millis(serving.timeout_ms.max(1)),
+                default_deadline: serving.timeout.max(Duration::from_millis(1)),
+                admission_wait: b.admission_wait,
                 sla,
                 shadow,
                 report,

@@ -16,9 +16,10 @@
 //!     .engine(coreml)            // preferred
 //!     .engine(cpu)               // fallback
 //!     .build();
-//! // `rt.load("models/efficientnet-lite0")` loads a model folder on every engine that can
-//! // take it; here an in-memory bundle stands in for the folder.
-//! let model = rt.load_bundle(&bundle(&BundleSpec::default())?)?;
+//! // The runtime takes a plain `inference_api::ModelSpec`: `model_manifest::ModelBundle::load`
+//! // builds one from a model folder (`rt.load_spec(&bundle)`), `rt.load_artifact` takes a
+//! // bare artifact; here an in-memory bundle stands in for the folder.
+//! let model = rt.load_spec(&bundle(&BundleSpec::default())?)?;
 //! let (outputs, report) = model.run(input([1.0, 2.0, 3.0, 4.0]))?;
 //! assert_eq!(report.engine, "coreml");
 //! assert!(!report.fell_back);
@@ -32,7 +33,8 @@
 //! ```
 //!
 //! Policies live in small modules: [`breaker`] (circuit breaker state machine), `deadline`
-//! (worker hand-off, timeout, quarantine), [`queue`] (bounded admission), [`shadow`] (parity
+//! (worker hand-off, timeout, quarantine, output pool), `race` (hedges, judging answers),
+//! [`queue`] (bounded admission), [`shadow`] (parity
 //! drift), [`router`] (routing order). The builder documents the order they apply in.
 //! This crate depends on no backend: engines arrive as `Arc<dyn Engine>`.
 #![warn(clippy::unwrap_used)]
@@ -42,8 +44,10 @@ pub mod breaker;
 mod builder;
 pub mod clock;
 mod deadline;
+mod future;
 mod model;
 pub mod queue;
+mod race;
 pub mod router;
 pub mod shadow;
 #[cfg(feature = "testing")]
@@ -52,6 +56,7 @@ pub mod testing;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Outcome};
 pub use builder::{EngineLoad, LoadReport, Runtime, RuntimeBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use future::RunFuture;
 pub use model::LoadedModel;
 pub use router::{Routing, RunOptions};
 pub use shadow::ShadowConfig;

@@ -1,19 +1,18 @@
-//! A loaded model and the call path: admission, routing, breaker, deadline, telemetry, shadow.
+//! A loaded model and its call path: admission, validation, routing order, the wait loop over
+//! the attempts (in `race`), the served report and shadow sampling.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use inference_api::{
-    CancelToken, ComputeUnits, Error, ErrorKind, IoSchema, NamedTensors, Result, RunReport,
-    RunTimings,
-};
+use inference_api::{ComputeUnits, Error, IoSchema, NamedTensors, Result, RunReport, RunTimings};
 use parking_lot::RwLock;
-use telemetry::{Latencies, ModelSeries, Series};
+use telemetry::{ModelSeries, Series};
 
 use crate::LoadReport;
-use crate::breaker::{BreakerState, CircuitBreaker, Outcome};
-use crate::deadline::{AttemptError, Lane};
+use crate::breaker::{BreakerState, CircuitBreaker};
+use crate::deadline::{Estimate, Lane, Reply};
 use crate::queue::Admission;
+use crate::race::{Call, Judged, Race, Start};
 use crate::router::{self, Routing, RunOptions};
 use crate::shadow::{Shadow, ShadowJob};
 
@@ -24,6 +23,10 @@ pub(crate) struct Served {
     pub(crate) series: Arc<Series>,
     pub(crate) compute_units: ComputeUnits,
     pub(crate) tolerance: inference_api::Tolerance,
+    /// Latency of this engine's answers, hand-off to reply (queue wait included).
+    pub(crate) attempt_est: Estimate,
+    /// Time this engine spends on one job once a worker runs it.
+    pub(crate) run_est: Estimate,
 }
 
 pub(crate) struct ModelInner {
@@ -32,6 +35,7 @@ pub(crate) struct ModelInner {
     pub(crate) served: Vec<Served>,
     pub(crate) routing: RwLock<Routing>,
     pub(crate) default_deadline: Duration,
+    pub(crate) admission_wait: Duration,
     pub(crate) sla: Option<Duration>,
     pub(crate) admission: Admission,
     pub(crate) model_series: Arc<ModelSeries>,
@@ -119,14 +123,19 @@ impl LoadedModel {
         self.run_with(inputs, &RunOptions::default())
     }
 
-    /// Runs the model. Order of policies: (1) queue admission, `Overloaded` at once when full;
-    /// (2) input validation against the schema; (3) routing order; then per engine (4) breaker
-    /// admission (open: skip to the next engine, recorded as a `circuit_open` fallback),
-    /// (5) hand-off to the engine's worker bounded by the call's remaining deadline, (6) output
-    /// validation, outcome to the breaker and telemetry; on failure the next engine is tried
-    /// while time remains. A timeout ends the call (its deadline is spent). (7) Sampled calls
-    /// are compared against the reference engine off the hot path. Each call runs in a
-    /// `tracing` span `infer.run` with fields `model`, `engine`, `outcome` and `fell_back`.
+    /// Runs the model. Order of policies: (1) queue admission (`Overloaded` when full, after
+    /// waiting at most [`RunOptions::admission_wait`] if set); (2) input validation against
+    /// the schema; (3) routing order; then per engine (4) breaker admission (open: skip to the
+    /// next engine, recorded as a `circuit_open` fallback), (5) hand-off to the engine's worker
+    /// bounded by the call's deadline, (6) output validation, outcome to the breaker and
+    /// telemetry; on failure the next engine is tried while time remains. The deadline is a
+    /// budget for the whole call: when the engine working on it has not answered by the time
+    /// only the next engine's expected time (1.5 x its observed p99 + 5 ms) is left, the
+    /// next engine is started beside it (a hedge) and the first good answer wins; the loser is
+    /// cancelled. Time a job waits in an engine's queue is never that engine's failure.
+    /// (7) Sampled calls are compared against the reference engine off the hot path. Each call
+    /// runs in a `tracing` span `infer.run` with fields `model`, `engine`, `outcome` and
+    /// `fell_back`.
     pub fn run_with(
         &self,
         inputs: impl Into<Arc<NamedTensors>>,
@@ -156,7 +165,7 @@ impl LoadedModel {
         result
     }
 
-    /// Policies (1)-(3), then the attempts in routing order with fallback between them.
+    /// Policies (1)-(3), then the attempts in routing order, hedged, with fallback.
     fn admitted(
         &self,
         inputs: Arc<NamedTensors>,
@@ -165,44 +174,103 @@ impl LoadedModel {
         span: &tracing::Span,
     ) -> Result<(NamedTensors, RunReport)> {
         let m = &*self.inner;
-        let _slot = m.admission.try_admit().inspect_err(|_| {
+        let budget = opts.deadline.unwrap_or(m.default_deadline);
+        let deadline = started + budget;
+        let wait = opts.admission_wait.unwrap_or(m.admission_wait).min(budget);
+        let _slot = m.admission.admit(started + wait).inspect_err(|_| {
             if let Some(s) = m.served.first() {
                 s.series.record_overloaded();
             }
         })?;
         m.schema.validate_inputs(&inputs)?;
         let order = self.order(opts)?;
-        let budget = opts.deadline.unwrap_or(m.default_deadline);
-        let call = Call {
-            inputs,
-            started,
-            deadline: started + budget,
-            deadline_ms: budget.as_millis() as u64,
-            cancel: opts.cancel.as_ref(),
-            span,
+        let call = Call { inputs, started, deadline, budget, cancel: opts.cancel.as_ref(), span };
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, Reply)>(order.len());
+        let mut race = Race {
+            order,
+            pos: 0,
+            pending: Vec::new(),
+            tx,
+            next_slot: 0,
+            checks: 0,
+            fallback: None,
+            first_reason: None,
+            last_err: None,
         };
-        let mut last_err: Option<Error> = None;
-        let mut fallback: Option<(usize, &'static str, String)> = None; // (from, kind, message)
-        let mut first_reason: Option<String> = None;
-        for &i in &order {
-            if let Some((from, kind, msg)) = fallback.take() {
-                let from = &m.served[from].lane.engine_name;
-                m.model_series.record_fallback(from, &m.served[i].lane.engine_name, kind);
-                first_reason.get_or_insert_with(|| format!("{from}: {msg}"));
-            }
-            match self.attempt(i, &call) {
-                Attempt::Served { out, timings, queue } => {
-                    return Ok(self.served(i, &call, out, timings, queue, first_reason));
+        loop {
+            if race.pending.is_empty() {
+                match self.start_next(&call, &mut race, false) {
+                    Start::Started => {}
+                    Start::Exhausted => {
+                        return Err(race.last_err.take().unwrap_or_else(|| {
+                            Error::Unavailable(format!("no engine serves model `{}`", m.name))
+                        }));
+                    }
+                    Start::End(e) => return Err(e),
                 }
-                Attempt::End(e) => return Err(e),
-                Attempt::Next { kind, message, error } => {
-                    fallback = Some((i, kind, message));
-                    last_err = Some(error);
+            }
+            let hedge_at = race.order.get(race.pos).map(|&j| self.hedge_at(j, &call));
+            let check_at = self.stuck_check_at(&race);
+            let wake = [hedge_at, check_at].into_iter().flatten().fold(call.deadline, Instant::min);
+            match rx.recv_deadline(wake).ok() {
+                Some((slot, reply)) => {
+                    let Some(k) = race.pending.iter().position(|p| p.slot == slot) else {
+                        continue; // an attempt given up earlier
+                    };
+                    let p = race.pending.swap_remove(k);
+                    let (i, slot, hedge) = (p.i, p.slot, p.hedge);
+                    match self.judge(p, reply, &call) {
+                        Judged::Served { out, timings, queue } => {
+                            self.settle_losers(slot, hedge, &mut race);
+                            let fell_back = i != race.order[0];
+                            let reason = if fell_back { race.first_reason.take() } else { None };
+                            return Ok(self.served(i, &call, out, timings, queue, reason));
+                        }
+                        Judged::End(e) => {
+                            self.abandon(&mut race, false);
+                            return Err(e);
+                        }
+                        Judged::Next { kind, message, error } => {
+                            race.fallback = Some((i, kind, message));
+                            race.last_err = Some(error);
+                        }
+                    }
+                }
+                None if Instant::now() >= call.deadline => {
+                    let engine = race
+                        .pending
+                        .first()
+                        .map(|p| m.served[p.i].lane.engine_name.clone())
+                        .or_else(|| {
+                            race.order.last().map(|&j| m.served[j].lane.engine_name.clone())
+                        })
+                        .unwrap_or_default();
+                    self.abandon(&mut race, true);
+                    return Err(Error::Timeout {
+                        engine,
+                        deadline_ms: budget.as_millis() as u64,
+                        elapsed_ms: started.elapsed().as_millis() as u64,
+                    });
+                }
+                None => {
+                    let now = Instant::now();
+                    if hedge_at.is_none_or(|h| now < h) {
+                        // A stuck check: is the job still queued behind workers that are all
+                        // far past their expected time? Then hedge now, not at the hedge point.
+                        race.checks += 1;
+                        if !self.queued_behind_stuck(&race) {
+                            continue;
+                        }
+                    }
+                    // Only the next engine's expected time is left (or the engine cannot take
+                    // the job soon): start the next engine beside the others.
+                    if let Start::End(e) = self.start_next(&call, &mut race, true) {
+                        self.abandon(&mut race, false);
+                        return Err(e);
+                    }
                 }
             }
         }
-        Err(last_err
-            .unwrap_or_else(|| Error::Unavailable(format!("no engine serves model `{}`", m.name))))
     }
 
     /// The engines this call may try, in order (per-call routing over the model's).
@@ -222,100 +290,6 @@ impl LoadedModel {
                 ))
             },
         )
-    }
-
-    /// Policies (4)-(6) on one engine: breaker admission, the deadline-bounded hand-off, output
-    /// checks, and the outcome recorded to the breaker and the engine's series.
-    fn attempt(&self, i: usize, call: &Call<'_>) -> Attempt {
-        let m = &*self.inner;
-        let s = &m.served[i];
-        let engine = &s.lane.engine_name;
-        // The call's `infer.run` span names the last engine tried.
-        call.span.record("engine", engine.as_str());
-        let permit = match s.breaker.try_acquire() {
-            Ok(p) => p,
-            Err(rej) => {
-                s.series.record_circuit_open();
-                let e = Error::CircuitOpen {
-                    engine: engine.clone(),
-                    retry_after_ms: rej.retry_after.as_millis() as u64,
-                };
-                return Attempt::next("circuit_open", e);
-            }
-        };
-        let attempt_start = Instant::now();
-        if attempt_start >= call.deadline {
-            permit.cancel();
-            return Attempt::End(Error::Timeout {
-                engine: engine.clone(),
-                deadline_ms: call.deadline_ms,
-                elapsed_ms: call.started.elapsed().as_millis() as u64,
-            });
-        }
-        if call.cancel.is_some_and(CancelToken::is_cancelled) {
-            permit.cancel();
-            return Attempt::End(Error::Cancelled { engine: engine.clone() });
-        }
-        let lane =
-            s.lane.call(&call.inputs, call.started, call.deadline, call.deadline_ms, call.cancel);
-        let reply = match lane {
-            Ok(reply) => reply,
-            Err(AttemptError::Engine(e)) => {
-                permit.record(Outcome::Failure);
-                s.series.record_failure(e.kind().as_str(), attempt_start.elapsed(), Duration::ZERO);
-                // A timeout ends the call: its deadline is spent.
-                return if matches!(e, Error::Timeout { .. }) {
-                    Attempt::End(e)
-                } else {
-                    Attempt::next(e.kind().as_str(), e)
-                };
-            }
-            Err(AttemptError::Quarantined(msg)) => {
-                permit.cancel();
-                return Attempt::Next {
-                    kind: "quarantined",
-                    message: msg.clone(),
-                    error: Error::Unavailable(msg),
-                };
-            }
-            Err(AttemptError::Full) => {
-                permit.cancel();
-                s.series.record_overloaded();
-                let e =
-                    Error::Overloaded { model: m.name.clone(), capacity: m.admission.capacity() };
-                return Attempt::next("overloaded", e);
-            }
-        };
-        let attempt = attempt_start.elapsed();
-        let checked =
-            reply.result.and_then(|(out, t)| check_outputs(&m.schema, engine, out).map(|o| (o, t)));
-        match checked {
-            Ok((out, timings)) => {
-                let outcome = s.breaker.classify(true, attempt, m.sla);
-                permit.record(outcome);
-                s.series.record_success(&Latencies {
-                    total: attempt,
-                    queue: reply.queue,
-                    marshal_in: timings.marshal_in,
-                    compute: timings.compute,
-                    marshal_out: timings.marshal_out,
-                });
-                if outcome == Outcome::Slow {
-                    s.series.record_slow();
-                }
-                Attempt::Served { out, timings, queue: reply.queue }
-            }
-            Err(e) if e.kind() == ErrorKind::Cancelled => {
-                // The caller cancelled: not the engine's failure, no fallback.
-                permit.cancel();
-                Attempt::End(e)
-            }
-            Err(e) => {
-                permit.record(Outcome::Failure);
-                s.series.record_failure(e.kind().as_str(), attempt, reply.queue);
-                Attempt::next(e.kind().as_str(), e)
-            }
-        }
     }
 
     /// Policy (7) and the report of a served call.
@@ -360,66 +334,4 @@ impl LoadedModel {
             tolerance: shadow.cfg.tolerance.unwrap_or(s.tolerance),
         });
     }
-}
-
-/// One call's fixed facts, shared by its attempts.
-struct Call<'a> {
-    inputs: Arc<NamedTensors>,
-    started: Instant,
-    deadline: Instant,
-    deadline_ms: u64,
-    cancel: Option<&'a CancelToken>,
-    /// The call's `infer.run` span; each attempt records its engine on it.
-    span: &'a tracing::Span,
-}
-
-/// How one attempt on one engine ended.
-enum Attempt {
-    /// The engine served the call.
-    Served { out: NamedTensors, timings: RunTimings, queue: Duration },
-    /// The call is over with this error (timeout, cancellation): no fallback.
-    End(Error),
-    /// The engine did not serve; the next engine is tried. `kind` labels the fallback.
-    Next { kind: &'static str, message: String, error: Error },
-}
-
-impl Attempt {
-    fn next(kind: &'static str, error: Error) -> Attempt {
-        Attempt::Next { kind, message: error.to_string(), error }
-    }
-}
-
-/// Checks that an engine returned every declared output with the declared dtype and shape,
-/// and only finite values (NaN or infinity is [`Error::NonFinite`], the engine's failure).
-fn check_outputs(schema: &IoSchema, engine: &str, out: NamedTensors) -> Result<NamedTensors> {
-    for spec in &schema.outputs {
-        let Some(t) = out.get(&spec.name) else {
-            return Err(Error::Runtime(format!(
-                "engine `{engine}` returned no output `{}`; the engine is faulty, the call \
-                 was counted as its failure",
-                spec.name
-            )));
-        };
-        if let Err(e) = spec.check(t) {
-            let detail = match e {
-                Error::InvalidInput { expected, got, .. } => {
-                    format!("expected {expected}, got {got}")
-                }
-                other => other.to_string(),
-            };
-            return Err(Error::Runtime(format!(
-                "engine `{engine}` returned output `{}` with the wrong form: {detail}",
-                spec.name
-            )));
-        }
-        let count = t.count_non_finite();
-        if count > 0 {
-            return Err(Error::NonFinite {
-                engine: engine.to_string(),
-                output: spec.name.clone(),
-                count,
-            });
-        }
-    }
-    Ok(out)
 }

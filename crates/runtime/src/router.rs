@@ -29,6 +29,10 @@ pub struct RunOptions {
     /// Cancels the call from outside: the engine working on it stops early (the CPU engine
     /// between ops) and the call returns `Error::Cancelled`.
     pub cancel: Option<CancelToken>,
+    /// How long the call may wait for a slot when the model's queue is full before it is
+    /// `Overloaded` (bounded by the deadline); `None` uses the runtime's
+    /// [`crate::RuntimeBuilder::admission_wait`].
+    pub admission_wait: Option<Duration>,
 }
 
 impl RunOptions {
@@ -46,6 +50,12 @@ impl RunOptions {
     /// Attaches a cancellation token.
     pub fn with_cancel(mut self, token: CancelToken) -> RunOptions {
         self.cancel = Some(token);
+        self
+    }
+
+    /// Waits at most `wait` for a slot in a full queue (bounded by the deadline).
+    pub fn with_admission_wait(mut self, wait: Duration) -> RunOptions {
+        self.admission_wait = Some(wait);
         self
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use inference_api::{
     ArtifactFormat, CapabilityReport, DType, DeviceClass, Engine, Error, IoSchema, ModelArtifact,
     NamedTensors, PlacementReport, PrepareOptions, PreparedModel, Result, RunContext, RunTimings,
-    Tensor, TensorSpec,
+    Tensor, TensorData, TensorSpec,
 };
 use model_manifest::{Manifest, ModelBundle};
 use parking_lot::{Condvar, Mutex};
@@ -210,24 +210,38 @@ struct FaultyModel {
 }
 
 impl FaultyModel {
-    fn outputs(&self, inputs: &NamedTensors, shift: f32, extra: usize) -> Result<NamedTensors> {
+    /// Writes the answer into `out`: in place into a same-shaped f32 tensor of `out` (no
+    /// allocation when nobody else holds it), else a new tensor.
+    fn fill(
+        &self,
+        inputs: &NamedTensors,
+        shift: f32,
+        extra: usize,
+        out: &mut NamedTensors,
+    ) -> Result<()> {
         // Deterministic in the inputs: every healthy FaultyEngine gives the same answer.
         let (sum, n) = inputs.iter().fold((0f64, 0usize), |(s, n), (_, t)| match t.as_f32() {
             Ok(v) => (s + v.iter().map(|&x| f64::from(x)).sum::<f64>(), n + v.len()),
             Err(_) => (s, n),
         });
         let mean = if n == 0 { 0.0 } else { (sum / n as f64) as f32 };
-        let mut out = NamedTensors::new();
+        let value = |i: usize| (i as f32 * 0.37).sin() + mean + shift;
         for spec in &self.schema.outputs {
             let mut shape = spec.fixed_shape().unwrap_or_else(|| vec![1, 10]);
             if let Some(last) = shape.last_mut() {
                 *last += extra;
             }
+            if let Some(t) = out.get_mut(&spec.name)
+                && t.shape() == shape.as_slice()
+                && let TensorData::F32(d) = t.data_mut()
+            {
+                d.iter_mut().enumerate().for_each(|(i, x)| *x = value(i));
+                continue;
+            }
             let len: usize = shape.iter().product();
-            let data = (0..len).map(|i| (i as f32 * 0.37).sin() + mean + shift).collect();
-            out.insert(spec.name.clone(), Tensor::from_f32(shape, data)?);
+            out.insert(spec.name.clone(), Tensor::from_f32(shape, (0..len).map(value).collect())?);
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -241,13 +255,26 @@ impl PreparedModel for FaultyModel {
         inputs: &NamedTensors,
         ctx: &RunContext,
     ) -> Result<(NamedTensors, RunTimings)> {
+        let mut out = NamedTensors::new();
+        let timings = self.run_into(inputs, &mut out, ctx)?;
+        Ok((out, timings))
+    }
+
+    /// Writes the answer into `outputs` in place (like the CPU engine), so tests can see the
+    /// runtime's output pool at work.
+    fn run_into(
+        &self,
+        inputs: &NamedTensors,
+        outputs: &mut NamedTensors,
+        ctx: &RunContext,
+    ) -> Result<RunTimings> {
         let t0 = Instant::now();
         let fault = self.script.next();
-        let out = match fault {
-            Fault::None => self.outputs(inputs, 0.0, 0),
+        match fault {
+            Fault::None => self.fill(inputs, 0.0, 0, outputs),
             Fault::Latency(d) => {
                 std::thread::sleep(d);
-                self.outputs(inputs, 0.0, 0)
+                self.fill(inputs, 0.0, 0, outputs)
             }
             Fault::Error(e) => Err(e),
             Fault::Hang => {
@@ -258,7 +285,7 @@ impl PreparedModel for FaultyModel {
                     self.script.hang_cv.wait_until(&mut g, end);
                 }
                 drop(g);
-                self.outputs(inputs, 0.0, 0)
+                self.fill(inputs, 0.0, 0, outputs)
             }
             Fault::SpinUntilCancelled => {
                 let end = Instant::now() + Duration::from_secs(30);
@@ -266,13 +293,13 @@ impl PreparedModel for FaultyModel {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 ctx.check(&self.name)?;
-                self.outputs(inputs, 0.0, 0)
+                self.fill(inputs, 0.0, 0, outputs)
             }
             Fault::Panic(msg) => panic!("{msg}"),
-            Fault::WrongShape => self.outputs(inputs, 0.0, 1),
-            Fault::WrongValues(d) => self.outputs(inputs, d, 0),
+            Fault::WrongShape => self.fill(inputs, 0.0, 1, outputs),
+            Fault::WrongValues(d) => self.fill(inputs, d, 0, outputs),
         }?;
-        Ok((out, RunTimings { compute: t0.elapsed(), ..Default::default() }))
+        Ok(RunTimings { compute: t0.elapsed(), ..Default::default() })
     }
 
     fn cache_key(&self) -> String {

@@ -219,9 +219,12 @@ fn hang_times_out_within_deadline_quarantines_caps_and_recovers() {
     r.primary.set_fault(Fault::Hang);
     let deadline = Duration::from_millis(100);
     let opts = RunOptions::deadline(deadline);
+    // Required on the primary: nothing to hedge onto, so its hang is the call's timeout (with
+    // the CPU engine allowed, the call is hedged onto it: tests/hedging.rs).
+    let only = opts.clone().with_routing(runtime::Routing::Require("primary".into()));
     for i in 1..=4 {
         wait_until("primary instance ready", || r.model.engine_ready("primary"));
-        let (res, took) = timed(&r.model, &opts);
+        let (res, took) = timed(&r.model, &only);
         let e = res.unwrap_err();
         assert!(
             matches!(&e, Error::Timeout { engine, deadline_ms: 100, .. } if engine == "primary"),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use inference_api::Error;
-use model_manifest::sha256_hex;
+use model_manifest::{ModelBundle, sha256_hex};
 use runtime::Runtime;
 use runtime::testing::{FaultyEngine, input};
 
@@ -57,7 +57,7 @@ fn load_report_keeps_reasons_and_manifest_order() {
                 .failing_prepare(Error::Compile("op `foo` unsupported".into())),
         ))
         .build();
-    let model = rt.load(dir.path()).unwrap();
+    let model = rt.load_spec(&ModelBundle::load(dir.path()).unwrap()).unwrap();
     let rep = model.load_report();
     let names: Vec<&str> = rep.engines.iter().map(|e| e.engine.as_str()).collect();
     assert_eq!(names, ["coreml", "candle-cpu", "broken"], "manifest order first");
@@ -88,6 +88,31 @@ fn no_engine_is_unavailable_with_every_reason() {
     let rt = Runtime::builder()
         .engine(Arc::new(FaultyEngine::new("coreml").unavailable("not a Mac")))
         .build();
-    let e = rt.load(dir.path()).unwrap_err();
+    let e = rt.load_spec(&ModelBundle::load(dir.path()).unwrap()).unwrap_err();
     assert!(matches!(&e, Error::Unavailable(m) if m.contains("coreml: not a Mac")), "{e}");
+}
+
+#[test]
+fn a_bare_artifact_is_routed_with_the_schema_its_engine_reports() {
+    // No manifest, no schema: the first engine that prepares it says what it takes.
+    let artifact = inference_api::ModelArtifact::from_path("/nonexistent/tiny.mlpackage").unwrap();
+    let primary = FaultyEngine::new("primary");
+    primary.set_fault(runtime::testing::Fault::Error(Error::Runtime("device lost".into())));
+    let rt = Runtime::builder()
+        .engine(Arc::new(primary))
+        .engine(Arc::new(FaultyEngine::new("candle-cpu")))
+        .build();
+    let model = rt.load_artifact(artifact).unwrap();
+    assert_eq!(model.name(), "tiny");
+    assert_eq!(model.io_schema().inputs[0].name, "input");
+    let inputs = inference_api::NamedTensors::new()
+        .with("input", inference_api::Tensor::from_f32([1, 4], vec![0.5; 4]).unwrap());
+    let (out, report) = model.run(inputs).unwrap();
+    assert_eq!((report.engine.as_str(), report.fell_back), ("candle-cpu", true));
+    assert_eq!(out.get("output").unwrap().shape(), [1, 10]);
+    // Bad input is refused against the reported schema.
+    let wrong = inference_api::NamedTensors::new()
+        .with("input", inference_api::Tensor::from_f32([1, 3], vec![0.5; 3]).unwrap());
+    let e = model.run(wrong).unwrap_err();
+    assert_eq!(e.kind(), "invalid_input", "{e}");
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::snapshot::{SeriesSnapshot, Snapshot};
+use crate::snapshot::{ModelSnapshot, SeriesSnapshot, Snapshot};
 use crate::{BreakerGauge, LATENCY_BUCKETS_SECONDS, Quantiles};
 
 /// Renders a snapshot as Prometheus text. Latencies are histograms in seconds with the fixed
@@ -89,6 +89,26 @@ pub(crate) fn render(s: &Snapshot) -> String {
             })
             .collect(),
     );
+    for (name, help, get) in [
+        (
+            "infer_hedges_total",
+            "Hedges: the next engine started beside a preferred one that had not answered.",
+            (|m: &ModelSnapshot| m.hedges) as fn(&ModelSnapshot) -> u64,
+        ),
+        ("infer_hedge_wins_total", "Hedges that answered first.", |m| m.hedge_wins),
+        (
+            "infer_hedge_cancellations_total",
+            "Losing attempts cancelled after another engine answered the call.",
+            |m| m.hedge_cancellations,
+        ),
+    ] {
+        fam(
+            name,
+            "counter",
+            help,
+            s.models.iter().map(|m| format!("{name}{{{}}} {}", ml(&m.model), get(m))).collect(),
+        );
+    }
     fam(
         "infer_queue_depth",
         "gauge",

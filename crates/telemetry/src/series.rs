@@ -417,6 +417,9 @@ pub struct ModelSeries {
     pub(crate) hists: Mutex<[LatencyHist; 2]>,
     pub(crate) queue_depth: AtomicU64,
     pub(crate) queue_capacity: AtomicU64,
+    pub(crate) hedges: AtomicU64,
+    pub(crate) hedge_wins: AtomicU64,
+    pub(crate) hedge_cancellations: AtomicU64,
 }
 
 impl ModelSeries {
@@ -430,7 +433,42 @@ impl ModelSeries {
             hists: Mutex::new([LatencyHist::new(), LatencyHist::new()]),
             queue_depth: AtomicU64::new(0),
             queue_capacity: AtomicU64::new(0),
+            hedges: AtomicU64::new(0),
+            hedge_wins: AtomicU64::new(0),
+            hedge_cancellations: AtomicU64::new(0),
         }
+    }
+
+    /// A hedge started: a preferred engine had not answered when only the next engine's
+    /// expected time was left, so the next engine was started beside it.
+    pub fn record_hedge(&self) {
+        self.hedges.fetch_add(1, Relaxed);
+    }
+
+    /// A hedged engine answered first (the engine it was started beside lost).
+    pub fn record_hedge_win(&self) {
+        self.hedge_wins.fetch_add(1, Relaxed);
+    }
+
+    /// An attempt still running or queued when another engine answered the call was
+    /// cancelled (its token cancelled, its answer no longer awaited).
+    pub fn record_hedge_cancellation(&self) {
+        self.hedge_cancellations.fetch_add(1, Relaxed);
+    }
+
+    /// Hedges started so far.
+    pub fn hedges(&self) -> u64 {
+        self.hedges.load(Relaxed)
+    }
+
+    /// Hedges that answered first.
+    pub fn hedge_wins(&self) -> u64 {
+        self.hedge_wins.load(Relaxed)
+    }
+
+    /// Losing attempts cancelled after another engine answered.
+    pub fn hedge_cancellations(&self) -> u64 {
+        self.hedge_cancellations.load(Relaxed)
     }
 
     /// The model's queue holds at most `n` calls (running or waiting).

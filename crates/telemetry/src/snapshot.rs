@@ -54,6 +54,15 @@ pub struct ModelSnapshot {
     /// Capacity of the model's queue (0 when the runtime did not say).
     #[serde(default)]
     pub queue_capacity: u64,
+    /// Hedges started (the next engine started beside a preferred one that had not answered).
+    #[serde(default)]
+    pub hedges: u64,
+    /// Hedges that answered first.
+    #[serde(default)]
+    pub hedge_wins: u64,
+    /// Losing attempts cancelled after another engine answered the call.
+    #[serde(default)]
+    pub hedge_cancellations: u64,
 }
 
 /// One fallback route and how often it was taken.
@@ -192,6 +201,9 @@ pub(crate) fn model_snapshot(m: &ModelSeries) -> ModelSnapshot {
         latency_us,
         queue_depth: m.queue_depth.load(Relaxed),
         queue_capacity: m.queue_capacity.load(Relaxed),
+        hedges: m.hedges.load(Relaxed),
+        hedge_wins: m.hedge_wins.load(Relaxed),
+        hedge_cancellations: m.hedge_cancellations.load(Relaxed),
     }
 }
 

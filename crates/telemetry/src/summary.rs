@@ -35,6 +35,13 @@ pub(crate) fn render(s: &Snapshot) -> String {
         for f in &m.fallbacks {
             let _ = writeln!(o, "  fallback {} -> {} ({}): {}", f.from, f.to, f.reason, f.count);
         }
+        if m.hedges > 0 || m.hedge_cancellations > 0 {
+            let _ = writeln!(
+                o,
+                "  hedges: {} started, {} won, {} losing attempts cancelled",
+                m.hedges, m.hedge_wins, m.hedge_cancellations
+            );
+        }
         for x in s.series.iter().filter(|x| x.model == m.model) {
             if !x.load.available && x.load.failures > 0 {
                 let why = x.load.last_error.as_deref().unwrap_or("?");

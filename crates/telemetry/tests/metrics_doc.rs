@@ -16,6 +16,9 @@ fn everything() -> Telemetry {
     m.record_ok(Duration::from_millis(3), Duration::from_micros(10));
     m.record_err("timeout", Duration::from_millis(30));
     m.record_fallback("coreml", "candle-cpu", "runtime");
+    m.record_hedge();
+    m.record_hedge_win();
+    m.record_hedge_cancellation();
     let ok = t.series("m", "candle-cpu", "all");
     ok.record_load(Ok(Duration::from_millis(20)));
     ok.record_success(&Latencies { total: Duration::from_millis(2), ..Default::default() });

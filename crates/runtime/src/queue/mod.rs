@@ -1,10 +1,21 @@
-//! Back-pressure: a bounded admission queue per model; full means `Overloaded` at once.
+//! Back-pressure: a bounded admission queue per model; full means `Overloaded`, at once or
+//! after a bounded wait for a slot.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use inference_api::Error;
+use parking_lot::{Condvar, Mutex};
 use telemetry::ModelSeries;
+
+/// Callers waiting for a slot, and the condition they wait on.
+#[derive(Debug, Default)]
+struct Waiters {
+    count: AtomicUsize,
+    lock: Mutex<()>,
+    freed: Condvar,
+}
 
 /// Counts calls in flight (waiting or running) for one model, up to a capacity.
 #[derive(Debug)]
@@ -13,6 +24,7 @@ pub struct Admission {
     capacity: usize,
     in_flight: Arc<AtomicUsize>,
     series: Option<Arc<ModelSeries>>,
+    waiters: Arc<Waiters>,
 }
 
 /// A slot in the queue; released on drop.
@@ -20,6 +32,7 @@ pub struct Admission {
 pub struct Slot {
     in_flight: Arc<AtomicUsize>,
     series: Option<Arc<ModelSeries>>,
+    waiters: Arc<Waiters>,
 }
 
 impl Drop for Slot {
@@ -27,6 +40,11 @@ impl Drop for Slot {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         if let Some(s) = &self.series {
             s.queue_leave();
+        }
+        if self.waiters.count.load(Ordering::Acquire) > 0 {
+            // Taking the lock orders this wake-up after a waiter's last check.
+            let _g = self.waiters.lock.lock();
+            self.waiters.freed.notify_one();
         }
     }
 }
@@ -39,6 +57,7 @@ impl Admission {
             capacity: capacity.max(1),
             in_flight: Arc::new(AtomicUsize::new(0)),
             series: None,
+            waiters: Arc::default(),
         }
     }
 
@@ -58,9 +77,38 @@ impl Admission {
                 if let Some(s) = &self.series {
                     s.queue_enter();
                 }
-                Slot { in_flight: Arc::clone(&self.in_flight), series: self.series.clone() }
+                Slot {
+                    in_flight: Arc::clone(&self.in_flight),
+                    series: self.series.clone(),
+                    waiters: Arc::clone(&self.waiters),
+                }
             })
             .map_err(|_| Error::Overloaded { model: self.model.clone(), capacity: cap })
+    }
+
+    /// Takes a slot, waiting for one until `until` at the latest (a bounded wait; an `until`
+    /// already past makes this [`Admission::try_admit`]), or returns [`Error::Overloaded`].
+    pub fn admit(&self, until: Instant) -> Result<Slot, Error> {
+        match self.try_admit() {
+            Ok(slot) => return Ok(slot),
+            Err(e) if Instant::now() >= until => return Err(e),
+            Err(_) => {}
+        }
+        let w = &self.waiters;
+        w.count.fetch_add(1, Ordering::AcqRel);
+        let mut g = w.lock.lock();
+        let result = loop {
+            match self.try_admit() {
+                Ok(slot) => break Ok(slot),
+                Err(e) if Instant::now() >= until => break Err(e),
+                Err(_) => {
+                    w.freed.wait_until(&mut g, until);
+                }
+            }
+        };
+        drop(g);
+        w.count.fetch_sub(1, Ordering::AcqRel);
+        result
     }
 
     /// Calls in flight now.
@@ -87,6 +135,27 @@ mod tests {
         assert_eq!(e.kind(), "overloaded");
         drop(a);
         assert!(q.try_admit().is_ok());
+    }
+
+    #[test]
+    fn a_bounded_wait_gets_a_freed_slot_or_gives_up_in_time() {
+        use std::time::Duration;
+        let q = Admission::new("m", 1);
+        let a = q.try_admit().unwrap();
+        // Nobody frees the slot: overloaded once the wait is over, not before.
+        let t = Instant::now();
+        let e = q.admit(t + Duration::from_millis(30)).unwrap_err();
+        assert_eq!(e.kind(), "overloaded");
+        assert!(t.elapsed() >= Duration::from_millis(30), "{:?}", t.elapsed());
+        // A slot freed while a caller waits goes to it.
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| q.admit(Instant::now() + Duration::from_secs(10)).is_ok());
+            while q.waiters.count.load(Ordering::Acquire) == 0 {
+                std::thread::yield_now();
+            }
+            drop(a);
+            assert!(waiter.join().unwrap());
+        });
     }
 
     #[test]
