@@ -7,6 +7,7 @@ use std::ffi::{CString, c_char, c_void};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use coreml_sys::{
@@ -15,7 +16,9 @@ use coreml_sys::{
     CMB_ERR_OUTPUT, CMB_ERR_PREDICT, CMB_ERR_TIMEOUT, CMB_ERR_UNSUPPORTED, CMB_IO_INPUT,
     CMB_IO_OUTPUT, CMB_MAX_RANK, CMB_OK, CmbFeatureDesc, CmbModel, CmbPlanOp, CmbTensor,
 };
-use inference_api::{ComputeUnits, DType, Error, Result, Tensor, TensorData};
+use inference_api::{ComputeUnits, DType, Error, Result, RunContext, Tensor, TensorData};
+
+use crate::watch::Watcher;
 
 /// Name of a status code, for messages.
 pub(crate) fn status_name(status: i32) -> &'static str {
@@ -200,6 +203,47 @@ fn input_descriptor(name: &CString, tensor: &Tensor) -> Result<CmbTensor> {
     Ok(d)
 }
 
+/// What `cmb_model_cancel` answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CancelOutcome {
+    /// A stop was requested (or nothing was running).
+    Requested,
+    /// The bridge cannot stop a prediction (synchronous Core ML, before macOS 14).
+    Unsupported,
+    /// The call failed otherwise (message dropped: the prediction simply runs on).
+    Failed,
+}
+
+/// Lets the cancel watcher ask the prediction on one handle to stop. Made only inside
+/// [`ModelHandle::predict`], registered with the watcher for the length of the FFI call and
+/// unregistered (by the [`crate::watch::Watch`] guard) before `predict` returns, so it never
+/// outlives the handle or the call.
+pub(crate) struct CancelHook {
+    bridge: Arc<Bridge>,
+    ptr: NonNull<CmbModel>,
+}
+
+// SAFETY: the contract allows cmb_model_cancel from any thread while cmb_model_predict runs
+// on the same handle; the hook is only used while its prediction is registered (see above).
+unsafe impl Send for CancelHook {}
+
+impl CancelHook {
+    /// Calls `cmb_model_cancel` on the handle.
+    pub(crate) fn cancel(&self) -> CancelOutcome {
+        let mut err: *mut c_char = std::ptr::null_mut();
+        // SAFETY: the handle is live: the hook is unregistered before the prediction returns,
+        // and a handle is freed only after that (ModelHandle::drop needs the lease back). The
+        // contract allows this call concurrently with cmb_model_predict on the same handle.
+        let status = unsafe { (self.bridge.fns().model_cancel)(self.ptr.as_ptr(), &mut err) };
+        let _ = take_string(&self.bridge, err);
+        match status {
+            CMB_OK => CancelOutcome::Requested,
+            CMB_ERR_UNSUPPORTED => CancelOutcome::Unsupported,
+            _ => CancelOutcome::Failed,
+        }
+    }
+}
+
 /// An owned model handle: created by `cmb_model_load`, freed exactly once by Drop. The
 /// handle keeps the bridge library loaded. Not `Sync`: one call at a time per handle.
 pub(crate) struct ModelHandle {
@@ -337,13 +381,32 @@ impl ModelHandle {
         self
     }
 
+    /// Runs one prediction (see [`ModelHandle::predict_unwatched`]) while `watcher` watches
+    /// `ctx`: once the deadline passes or the token is cancelled, the bridge is asked to stop
+    /// (`cmb_model_cancel`). Returns the outputs and whether a stop was requested; a stopped
+    /// prediction is `Err(Error::Cancelled)`.
+    pub(crate) fn predict(
+        &mut self,
+        inputs: &[(CString, Tensor)],
+        outputs: &[OutputRequest],
+        watcher: &Watcher,
+        ctx: &RunContext,
+        unsupported: &Arc<AtomicBool>,
+    ) -> (Result<Vec<RawOutput>>, bool) {
+        let hook = CancelHook { bridge: self.bridge.clone(), ptr: self.ptr };
+        let watch = watcher.watch(hook, ctx, unsupported);
+        let result = self.predict_unwatched(inputs, outputs);
+        let requested = watch.is_some_and(|w| w.finish());
+        (result, requested)
+    }
+
     /// Runs one prediction. Inputs are read in place; outputs land in fresh buffers of the
     /// requested capacity, or of the declared default shape, or of the largest size this
     /// handle has seen for that output, whichever is largest. When an output does not fit
     /// (a flexible or undeclared shape), the bridge reports its shape (ABI 2): the buffer is
     /// sized from it and the prediction runs once more. The caller validates inputs first and
     /// outputs afterwards.
-    pub(crate) fn predict(
+    fn predict_unwatched(
         &mut self,
         inputs: &[(CString, Tensor)],
         outputs: &[OutputRequest],
@@ -435,6 +498,10 @@ impl ModelHandle {
                 }
                 return Ok(Attempt::TooSmall(needed, message));
             }
+        }
+        if status == CMB_ERR_CANCELLED {
+            let _ = take_string(&self.bridge, err);
+            return Err(Error::Cancelled { engine: crate::ENGINE_NAME.to_string() });
         }
         check(&self.bridge, status, err, "prediction")?;
         Ok(Attempt::Done(
