@@ -192,7 +192,7 @@ fn input_descriptor(name: &CString, tensor: &Tensor) -> Result<CmbTensor> {
     d.name = name.as_ptr();
     d.data = data_ptr(tensor.data()).cast_mut();
     d.bytes = (tensor.len() * tensor.dtype().size_of()) as u64;
-    d.dtype = tensor.dtype().abi_code() as i32;
+    d.dtype = coreml_sys::dtype_code(tensor.dtype());
     d.rank = shape.len() as u32;
     let mut stride = 1i64;
     for i in (0..shape.len()).rev() {
@@ -280,7 +280,7 @@ impl ModelHandle {
         let mut err: *mut c_char = std::ptr::null_mut();
         // SAFETY: the C string lives across the call; out-pointers are valid for writes.
         let status = unsafe {
-            (bridge.fns().model_load)(path_c.as_ptr(), units.abi_code() as i32, &mut out, &mut err)
+            (bridge.fns().model_load)(path_c.as_ptr(), coreml_sys::compute_units_code(units), &mut out, &mut err)
         };
         let owned = NonNull::new(out).map(|ptr| ModelHandle {
             bridge: bridge.clone(),
@@ -459,7 +459,7 @@ impl ModelHandle {
                 d.name = o.name.as_ptr();
                 d.bytes = (buf.len() * o.dtype.size_of()) as u64;
                 d.data = data_ptr_mut(buf);
-                d.dtype = o.dtype.abi_code() as i32;
+                d.dtype = coreml_sys::dtype_code(o.dtype);
                 d
             })
             .collect();
