@@ -280,7 +280,12 @@ impl ModelHandle {
         let mut err: *mut c_char = std::ptr::null_mut();
         // SAFETY: the C string lives across the call; out-pointers are valid for writes.
         let status = unsafe {
-            (bridge.fns().model_load)(path_c.as_ptr(), coreml_sys::compute_units_code(units), &mut out, &mut err)
+            (bridge.fns().model_load)(
+                path_c.as_ptr(),
+                coreml_sys::compute_units_code(units),
+                &mut out,
+                &mut err,
+            )
         };
         let owned = NonNull::new(out).map(|ptr| ModelHandle {
             bridge: bridge.clone(),

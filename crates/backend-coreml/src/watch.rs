@@ -23,7 +23,8 @@ const TOKEN_POLL: Duration = Duration::from_millis(5);
 struct Entry {
     hook: CancelHook,
     ctx: RunContext,
-    requested: bool,
+    /// When a stop was last requested; `None` while the call goes on.
+    requested: Option<Instant>,
     /// Set when the bridge said it cannot stop predictions (macOS 13): the model stops
     /// registering, the runtime abandons such calls instead.
     unsupported: Arc<AtomicBool>,
@@ -73,7 +74,8 @@ pub(crate) struct Watch<'a> {
 impl Watch<'_> {
     /// Unregisters and tells whether the watcher asked the bridge to stop this prediction.
     pub(crate) fn finish(self) -> bool {
-        let requested = lock(&self.inner.state).entries.get(&self.id).is_some_and(|e| e.requested);
+        let requested =
+            lock(&self.inner.state).entries.get(&self.id).is_some_and(|e| e.requested.is_some());
         drop(self);
         requested
     }
@@ -106,7 +108,7 @@ impl Watcher {
         st.next_id += 1;
         st.entries.insert(
             id,
-            Entry { hook, ctx: ctx.clone(), requested: false, unsupported: unsupported.clone() },
+            Entry { hook, ctx: ctx.clone(), requested: None, unsupported: unsupported.clone() },
         );
         if !st.thread_started {
             let inner = Arc::clone(&self.inner);
@@ -131,14 +133,24 @@ fn watch_loop(inner: &Inner) {
         let now = Instant::now();
         let mut next: Option<Instant> = None;
         for e in st.entries.values_mut() {
-            if e.requested {
-                continue;
+            if e.unsupported.load(Ordering::Relaxed) {
+                continue; // asked once; the bridge cannot stop it, the runtime abandons it
             }
-            if e.ctx.should_stop() {
-                e.requested = true;
+            // A request is repeated every poll until the call returns: one that reached the
+            // bridge before its prediction started (between registering and the bridge's
+            // start of the call) is a no-op there, by contract.
+            let due = e.requested.map_or_else(|| e.ctx.should_stop(), |at| now >= at + TOKEN_POLL);
+            if due {
+                e.requested = Some(now);
                 // Under the lock: the prediction cannot return and free its handle meanwhile.
                 if e.hook.cancel() == CancelOutcome::Unsupported {
                     e.unsupported.store(true, Ordering::Relaxed);
+                }
+            }
+            if let Some(at) = e.requested {
+                if !e.unsupported.load(Ordering::Relaxed) {
+                    let again = at + TOKEN_POLL;
+                    next = Some(next.map_or(again, |n| n.min(again)));
                 }
                 continue;
             }
