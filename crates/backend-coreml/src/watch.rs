@@ -36,6 +36,8 @@ struct State {
     next_id: u64,
     thread_started: bool,
     shutdown: bool,
+    /// When the watcher thread wakes next on its own (`None`: only when notified).
+    next_wake: Option<Instant>,
 }
 
 struct Inner {
@@ -110,6 +112,15 @@ impl Watcher {
             id,
             Entry { hook, ctx: ctx.clone(), requested: None, unsupported: unsupported.clone() },
         );
+        // Wake the watcher only when this call needs it earlier than it will wake anyway (in
+        // steady serving it is already polling: no context switch per call).
+        let now = Instant::now();
+        let first_look = match (ctx.deadline(), ctx.cancel_token().is_some()) {
+            (Some(d), false) => d,
+            (Some(d), true) => d.min(now + TOKEN_POLL),
+            (None, _) => now + TOKEN_POLL,
+        };
+        let notify = st.next_wake.is_none_or(|planned| first_look < planned);
         if !st.thread_started {
             let inner = Arc::clone(&self.inner);
             let spawned = std::thread::Builder::new()
@@ -119,7 +130,9 @@ impl Watcher {
             st.thread_started = spawned.is_ok();
         }
         drop(st);
-        self.inner.wake.notify_all();
+        if notify {
+            self.inner.wake.notify_all();
+        }
         Some(Watch { inner: &self.inner, id })
     }
 }
@@ -163,6 +176,7 @@ fn watch_loop(inner: &Inner) {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
+        st.next_wake = next;
         st = match next {
             Some(at) => {
                 let wait = at.saturating_duration_since(Instant::now());

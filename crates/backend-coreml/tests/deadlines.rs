@@ -109,6 +109,38 @@ fn a_cancelled_token_stops_the_prediction() {
 }
 
 #[test]
+fn a_short_deadline_is_honoured_while_a_long_one_is_in_flight() {
+    let _g = serial();
+    let before = stats();
+    let dir = tempfile::tempdir().unwrap();
+    release_hangs(false);
+    {
+        let mut cfg = config(&dir.path().join("cache"));
+        cfg.instances = 2;
+        let engine = CoreMlEngine::with_config(cfg);
+        let model = prepare(&engine, &compiled_model(dir.path(), "hang_cancellable"));
+        let long = RunContext::new().with_timeout(Duration::from_secs(30));
+        std::thread::scope(|s| {
+            // The watcher now sleeps until the long deadline; the short call must wake it.
+            let first = s.spawn(|| model.run(&input(), &long));
+            wait_until("the long call to start", || stats().hung_now == 1);
+            let deadline = Duration::from_millis(150);
+            let t = Instant::now();
+            let err = model.run(&input(), &RunContext::new().with_timeout(deadline)).unwrap_err();
+            let waited = t.elapsed();
+            assert!(matches!(err, Error::Timeout { deadline_ms: 150, .. }), "{err:?}");
+            assert!(waited >= deadline && waited < deadline + BOUND, "{waited:?}");
+            assert_eq!(stats().hung_now, 1, "only the short call was stopped");
+            release_hangs(true);
+            assert!(first.join().unwrap().is_ok());
+        });
+        assert_eq!(model.stats().cancel_requests, 1);
+        assert_eq!(model.stats().loads, 2, "two calls overlapped: a second instance");
+    }
+    assert_balanced(&before);
+}
+
+#[test]
 fn without_a_deadline_or_token_nothing_is_watched() {
     let _g = serial();
     let before = stats();
