@@ -7,7 +7,8 @@
 //! The package defaults to `../shared/fixtures/efficientnet_lite0/efficientnet_lite0.mlpackage`
 //! (the shared fixtures beside the repository; the bundled model folder ships only safetensors),
 //! the photo to `models/samples/coffee.png`; preprocessing and labels come from the bundled
-//! `models/efficientnet-lite0`. When the package is absent the example says so and stops. On
+//! `models/efficientnet-lite0`. When the package is absent the example says so (and how to build
+//! one: `scripts/build_coreml_model.py`) and stops. On
 //! Linux, or a Mac without the bridge library, Core ML is unavailable: the example says why and
 //! classifies with the CPU engine only. On a Mac, `cargo xtask build-bridge` first (or set
 //! `COREML_BRIDGE_PATH`).
@@ -35,8 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let package = PathBuf::from(package);
     if !package.exists() {
         eprintln!(
-            "no Core ML package at {}: pass the path of an EfficientNet-Lite0 .mlpackage, or run \
-             from a checkout with the shared fixtures beside it (../shared/fixtures)",
+            "no Core ML package at {}: pass the path of an EfficientNet-Lite0 .mlpackage, run \
+             from a checkout with the shared fixtures beside it (../shared/fixtures), or build \
+             one from the bundled weights with `python3 scripts/build_coreml_model.py` (needs \
+             coremltools 9.0; writes target/gates-models/efficientnet_lite0.mlpackage)",
             package.display()
         );
         std::process::exit(2);

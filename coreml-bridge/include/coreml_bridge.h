@@ -50,13 +50,13 @@ extern "C" {
 #define CMB_ERR_CANCELLED 9        /* cmb_model_cancel stopped the prediction (ABI 2) */
 #define CMB_ERR_TIMEOUT 10         /* a bounded wait ran out (compute plan; ABI 2) */
 
-/* Compute units (same codes as inference_api::ComputeUnits::abi_code). */
+/* Compute units (inference_api::ComputeUnits <-> coreml_sys::compute_units_code). */
 #define CMB_COMPUTE_ALL 0
 #define CMB_COMPUTE_CPU_ONLY 1
 #define CMB_COMPUTE_CPU_AND_GPU 2
 #define CMB_COMPUTE_CPU_AND_NEURAL_ENGINE 3
 
-/* Element types (same codes as inference_api::DType::abi_code). */
+/* Element types (inference_api::DType <-> coreml_sys::dtype_code). */
 #define CMB_DTYPE_F32 0
 #define CMB_DTYPE_F16 1
 #define CMB_DTYPE_I32 2

@@ -1,18 +1,19 @@
-//! One conformance suite written against `&dyn Engine`, instantiated for the native Candle
-//! model and for the ML Program executor on the same engine.
+//! One conformance suite written against `&dyn Engine` (`support/conformance_suite.rs`),
+//! instantiated for the native Candle model and for the ML Program executor on the same engine.
 //!
-//! Core ML on a Mac: `backend_coreml::CoreMlEngine` implements the same trait; instantiate
-//! [`conformance`] with it and the `.mlpackage` artifact (tolerance `FP16`) in a macOS-only test
-//! of that crate (backend-candle does not depend on backend-coreml).
+//! Core ML on a Mac: backend-coreml's macOS-only `tests/conformance_mac.rs` includes the same
+//! suite file and runs it on `CoreMlEngine` with the real bridge (backend-candle does not depend
+//! on backend-coreml).
 
 use std::path::{Path, PathBuf};
 
 use backend_candle::CandleEngine;
-use inference_api::{
-    DType, Drift, Engine, Error, ModelArtifact, NamedTensors, PrepareOptions, RunContext, Tensor,
-    Tolerance, tolerance,
-};
+use inference_api::{ModelArtifact, Tensor, tolerance};
 use model_manifest::ModelBundle;
+
+#[path = "support/conformance_suite.rs"]
+mod suite;
+use suite::{Case, conformance};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -20,13 +21,6 @@ fn root() -> PathBuf {
 
 fn fixtures() -> PathBuf {
     root().join("../shared/fixtures")
-}
-
-/// One reference case: an input and the expected logits.
-struct Case {
-    name: String,
-    input: Tensor,
-    logits: Vec<f32>,
 }
 
 fn lite0_cases() -> Vec<Case> {
@@ -46,81 +40,6 @@ fn lite0_cases() -> Vec<Case> {
             }
         })
         .collect()
-}
-
-fn expect_invalid(result: inference_api::Result<NamedTensors>, tensor: &str, what: &str) {
-    match result {
-        Err(Error::InvalidInput { tensor: t, .. }) => assert_eq!(t, tensor, "{what}"),
-        other => panic!("{what}: expected InvalidInput naming `{tensor}`, got {other:?}"),
-    }
-}
-
-/// The suite: capability, schema, bad inputs, determinism, outputs against references.
-fn conformance(engine: &dyn Engine, artifact: &ModelArtifact, cases: &[Case], tol: Tolerance) {
-    let probe = engine.probe();
-    assert!(probe.available, "{}: {:?}", engine.name(), probe.reason);
-    assert!(
-        probe.formats.contains(&artifact.format),
-        "{} formats {:?}",
-        engine.name(),
-        probe.formats
-    );
-
-    let model = engine.prepare(artifact, &PrepareOptions::default()).expect("prepare");
-    let schema = model.io_schema().clone();
-    assert_eq!(schema.inputs.len(), 1);
-    assert_eq!(schema.outputs.len(), 1);
-    let input = &schema.inputs[0];
-    let output = &schema.outputs[0];
-    assert_eq!(input.dtype, DType::F32);
-    let in_shape = input.fixed_shape().expect("fixed input shape");
-    assert_eq!(in_shape.len(), 4);
-    assert_eq!(output.fixed_shape(), Some(vec![1, 1000]));
-
-    // Bad inputs: an undeclared name, a wrong shape, a wrong dtype, nothing at all.
-    let zeros = |shape: &[usize], dt| Tensor::zeros(shape.to_vec(), dt).expect("zeros");
-    let good = zeros(&in_shape, DType::F32);
-    let wrong_name = NamedTensors::new()
-        .with(input.name.clone(), good.clone())
-        .with("not_an_input", good.clone());
-    expect_invalid(model.run(&wrong_name, &RunContext::new()), "not_an_input", "undeclared input");
-    let mut small = in_shape.clone();
-    small[2] -= 1;
-    let wrong_shape = NamedTensors::new().with(input.name.clone(), zeros(&small, DType::F32));
-    expect_invalid(model.run(&wrong_shape, &RunContext::new()), &input.name, "wrong shape");
-    let wrong_dtype = NamedTensors::new().with(input.name.clone(), zeros(&in_shape, DType::F16));
-    expect_invalid(model.run(&wrong_dtype, &RunContext::new()), &input.name, "wrong dtype");
-    expect_invalid(
-        model.run(&NamedTensors::new(), &RunContext::new()),
-        &input.name,
-        "missing input",
-    );
-
-    for case in cases {
-        let inputs = NamedTensors::new().with(input.name.clone(), case.input.clone());
-        let a = model.run(&inputs, &RunContext::new()).expect("run");
-        let b = model.run(&inputs, &RunContext::new()).expect("second run");
-        let a = a.get(&output.name).expect("output").as_f32().expect("f32").to_vec();
-        let b = b.get(&output.name).expect("output").as_f32().expect("f32").to_vec();
-        let same = Drift::between(&a, &b);
-        assert!(
-            same.max_abs <= tolerance::EXACT.max_abs,
-            "{}: not deterministic {same:?}",
-            case.name
-        );
-        let d = Drift::between(&a, &case.logits);
-        println!(
-            "{} {} {}: max_abs {:.3e} rel_to_peak {:.3e} cosine {:.7}",
-            engine.name(),
-            artifact.format,
-            case.name,
-            d.max_abs,
-            d.max_rel_to_peak,
-            d.cosine
-        );
-        assert!(d.within(&tol), "{}: {d:?} over the {} budget", case.name, tol.name);
-        assert!(d.top1_agree, "{}: top-1 differs", case.name);
-    }
 }
 
 #[test]

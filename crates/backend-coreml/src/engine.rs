@@ -1,24 +1,28 @@
 //! `CoreMlEngine`: finding the bridge, the availability policy, probe and doctor data, and
-//! preparing models (compile cache, describe, compute plan, instance pool).
+//! preparing models (compile cache, one load, describe, instance pool).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coreml_sys::{BRIDGE_PATH_ENV, Bridge, CMB_IO_INPUT, CMB_IO_OUTPUT, LoadError, SearchPolicy};
 use inference_api::{
     ArtifactFormat, CapabilityReport, DType, DeviceClass, Engine, Error, IoSchema, ModelArtifact,
-    PlacementReport, PrepareOptions, PreparedModel, Result,
+    PrepareOptions, PreparedModel, Result,
 };
 
 use crate::cache::{CacheStats, CompileCache, content_hash};
-use crate::ffi::{self, ModelHandle, PlanOutcome};
-use crate::model::CoreMlModel;
+use crate::ffi::{self, ModelHandle};
+use crate::model::{CoreMlModel, Plan};
 use crate::pool::{Factory, Pool};
-use crate::schema::{Feature, Side, feature_spec, planned_share};
+use crate::schema::{Feature, Side, feature_spec};
+use crate::watch::Watcher;
 
-/// How the engine finds the bridge, caches compiled models and bounds predictions.
+/// How the engine finds the bridge, caches compiled models and sizes its instance pools.
+///
+/// There is no deadline here: the call's [`inference_api::RunContext`] carries it, and the
+/// runtime owns timeouts, quarantine and rebuilds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoreMlConfig {
     /// Where to look for the bridge library. Default: `COREML_BRIDGE_PATH`, next to the
@@ -27,16 +31,14 @@ pub struct CoreMlConfig {
     pub bridge: SearchPolicy,
     /// Compile-cache folder; `None` uses [`CoreMlConfig::default_cache_dir`].
     pub cache_dir: Option<PathBuf>,
-    /// Instances per prepared model (each serves one prediction at a time).
+    /// Most instances per prepared model (each serves one prediction at a time). Prepare
+    /// loads one; another is loaded only when a call finds every instance busy.
     pub instances: usize,
-    /// Deadline of `run` (use [`CoreMlModel::run_with_deadline`] for another).
-    pub deadline: Duration,
-    /// Once more than this many workers of a model are stuck in predictions, stop rebuilding.
-    pub max_abandoned: usize,
     /// Age after which a staging folder in the cache counts as half-written and is swept.
     pub stale_after: Duration,
-    /// Longest wait for Core ML to build a model's compute plan at prepare (passed to the
-    /// bridge); past it the model serves with no planned placement rather than a guess.
+    /// Longest wait for Core ML to build a model's compute plan (passed to the bridge), read
+    /// the first time placement is asked for; past it the placement stays empty rather than
+    /// a guess, and a later call tries again.
     pub plan_timeout: Duration,
 }
 
@@ -46,8 +48,6 @@ impl Default for CoreMlConfig {
             bridge: SearchPolicy::for_this_platform(),
             cache_dir: None,
             instances: 2,
-            deadline: Duration::from_secs(30),
-            max_abandoned: 4,
             stale_after: Duration::from_secs(3600),
             plan_timeout: Duration::from_secs(10),
         }
@@ -118,6 +118,8 @@ struct Ready {
 pub struct CoreMlEngine {
     config: CoreMlConfig,
     state: std::result::Result<Ready, String>,
+    /// Cancels predictions whose call is over; shared with every model prepared here.
+    watcher: Arc<Watcher>,
 }
 
 impl std::fmt::Debug for CoreMlEngine {
@@ -190,7 +192,7 @@ impl CoreMlEngine {
                 Ok(Ready { bridge, info, cache })
             }
         };
-        CoreMlEngine { config, state }
+        CoreMlEngine { config, state, watcher: Arc::default() }
     }
 
     /// The loaded bridge's facts, or why there is none.
@@ -229,7 +231,7 @@ impl CoreMlEngine {
         self.state.as_ref().map_err(|why| Error::Unavailable(why.clone()))
     }
 
-    /// Like [`Engine::prepare`], returning the concrete model (for deadlines and counters).
+    /// Like [`Engine::prepare`], returning the concrete model (for its counters and notes).
     pub fn prepare_model(
         &self,
         artifact: &ModelArtifact,
@@ -258,49 +260,28 @@ impl CoreMlEngine {
             }
         };
         let cache_key = format!("{}:{}:{units}", crate::ENGINE_NAME, compiled.display());
-        let mut first = ModelHandle::load(&ready.bridge, &compiled, units)?;
+        // The one load at prepare; more instances only when calls overlap (Pool::checkout).
+        let first = ModelHandle::load(&ready.bridge, &compiled, units)?;
         let described = describe(&first, &artifact.name)?;
         let hints = Arc::new(described.size_hints);
-        first = first.with_size_hints(hints.clone());
-        let schema = described.schema;
-        let mut notes = described.notes;
-        // The plan of the function that runs (ABI 2), bounded by `plan_timeout`; never a guess.
-        let planned = match first.compute_plan(self.config.plan_timeout) {
-            Ok(PlanOutcome::Planned(ops)) => planned_share(&ops),
-            Ok(PlanOutcome::None(why)) => {
-                notes.push(format!("no compute plan: {why}"));
-                Vec::new()
-            }
-            Ok(PlanOutcome::TimedOut(why)) => {
-                notes.push(format!("no compute plan: {why}"));
-                Vec::new()
-            }
-            Err(e) => {
-                notes.push(format!("no compute plan: {e}"));
-                Vec::new()
-            }
-        };
+        let first = first.with_size_hints(hints.clone());
         let bridge = ready.bridge.clone();
         let path = compiled.clone();
         let factory: Factory = Box::new(move || {
             ModelHandle::load(&bridge, &path, units).map(|h| h.with_size_hints(hints.clone()))
         });
-        let placement = PlacementReport::new(units, planned, format!("coreml ({units})"));
-        let pool = Pool::new(
-            &artifact.name,
-            first,
-            factory,
-            self.config.instances,
-            self.config.max_abandoned,
-        )?;
+        let pool = Pool::new(&artifact.name, first, factory, self.config.instances);
         Ok(Arc::new(CoreMlModel {
             name: artifact.name.clone(),
-            schema,
+            schema: described.schema,
             pool,
+            watcher: Arc::clone(&self.watcher),
+            cancel_unsupported: Arc::default(),
             cache_key,
-            placement,
-            deadline: self.config.deadline,
-            notes,
+            units,
+            plan_timeout: self.config.plan_timeout,
+            plan: Mutex::new(Plan::Unknown(None)),
+            notes: described.notes,
         }))
     }
 }

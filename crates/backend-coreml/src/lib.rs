@@ -7,11 +7,13 @@
 //! `prepare` returns [`inference_api::Error::Unavailable`]. The same code runs on Linux against
 //! the test-support fake bridge (`tests/fake_bridge/`).
 //!
-//! What a prepared model does: compiles through a [`CompileCache`], loads a small pool of
-//! instances (one prediction in flight per instance, each on its own worker thread), validates
-//! inputs against the schema the model describes before any FFI call, bounds every prediction
-//! by a deadline (a timeout answers at once; the instance is quarantined and rebuilt), and
-//! reports placement from Core ML's compute plan only.
+//! What a prepared model does: compiles through a [`CompileCache`], loads the model once and
+//! more instances only when calls overlap (one prediction in flight per instance, run on the
+//! caller's thread), validates inputs against the schema the model describes before any FFI
+//! call, honours the call's [`inference_api::RunContext`] (a prediction whose deadline passed
+//! or whose token was cancelled is stopped with `cmb_model_cancel` where Core ML can stop it,
+//! macOS 14+), and reports placement from Core ML's compute plan only. Timeouts, quarantine and
+//! rebuilds (a rebuild is `prepare` again) belong to the runtime.
 #![warn(clippy::unwrap_used)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -21,6 +23,7 @@ mod ffi;
 mod model;
 mod pool;
 mod schema;
+mod watch;
 
 pub use cache::{CacheStats, CompileCache, content_hash};
 pub use engine::{BridgeInfo, CoreMlConfig, CoreMlEngine, DoctorReport};

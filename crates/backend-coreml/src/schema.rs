@@ -47,7 +47,7 @@ pub(crate) enum Feature {
 
 /// Element types the bridge passes for multi-arrays (float64 crosses as f32).
 fn multiarray_dtype(code: i32) -> Option<DType> {
-    match u32::try_from(code).ok().and_then(DType::from_abi_code)? {
+    match coreml_sys::dtype_from_code(code)? {
         d @ (DType::F32 | DType::F16 | DType::I32) => Some(d),
         _ => None,
     }

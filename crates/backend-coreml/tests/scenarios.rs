@@ -342,12 +342,14 @@ fn the_compute_plan_wait_is_bounded_by_the_config() {
     let mut cfg = config(&dir.path().join("cache"));
     cfg.plan_timeout = Duration::from_millis(120);
     let engine = CoreMlEngine::with_config(cfg);
-    let t = Instant::now();
     let model = prepare_at(&engine, dir.path(), "plan_slow");
+    // The plan is read the first time placement is asked for (prepare loads the model once).
+    let t = Instant::now();
+    let placement = model.placement();
     let took = t.elapsed();
     assert_eq!(stats().last_plan_timeout_ms, 120, "the configured bound reaches the bridge");
     assert!(took >= Duration::from_millis(120) && took < Duration::from_secs(5), "{took:?}");
-    assert!(model.placement().planned.is_empty(), "no plan, no guess");
+    assert!(placement.planned.is_empty(), "no plan, no guess");
     let notes = model.notes().join("\n");
     assert!(notes.contains("not ready within 120 ms"), "{notes}");
     let ctx = inference_api::RunContext::new();

@@ -96,7 +96,7 @@ pub struct CmbFeatureDesc {
     pub name: [c_char; CMB_NAME_CAPACITY],
     /// `CMB_FEATURE_*`.
     pub kind: i32,
-    /// `DType` ABI code, or -1.
+    /// `CMB_DTYPE_*` code ([`crate::dtype_code`]), or -1.
     pub dtype: i32,
     /// Valid entries in `shape`.
     pub rank: u32,
@@ -141,7 +141,7 @@ pub struct CmbTensor {
     pub data: *mut c_void,
     /// Size of the storage in bytes.
     pub bytes: u64,
-    /// `DType` ABI code of the storage.
+    /// `CMB_DTYPE_*` code of the storage ([`crate::dtype_code`]).
     pub dtype: i32,
     /// Valid entries in `shape` and `strides`.
     pub rank: u32,

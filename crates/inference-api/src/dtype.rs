@@ -1,4 +1,5 @@
-//! Element types and Core ML compute-unit choices, with their stable C ABI codes.
+//! Element types and Core ML compute-unit choices. Their C ABI codes live with the ABI, in
+//! `coreml-sys` (`dtype_code`, `compute_units_code`).
 
 use crate::Error;
 
@@ -22,7 +23,7 @@ pub enum DType {
 }
 
 impl DType {
-    /// Every dtype, in ABI code order.
+    /// Every dtype (in the order of their C ABI codes, see `coreml_sys::dtype_code`).
     pub const ALL: [DType; 6] =
         [DType::F32, DType::F16, DType::I32, DType::I64, DType::I8, DType::U8];
 
@@ -46,23 +47,6 @@ impl DType {
             DType::I8 => "i8",
             DType::U8 => "u8",
         }
-    }
-
-    /// Stable integer code used across the C ABI (0..=5).
-    pub fn abi_code(self) -> u32 {
-        match self {
-            DType::F32 => 0,
-            DType::F16 => 1,
-            DType::I32 => 2,
-            DType::I64 => 3,
-            DType::I8 => 4,
-            DType::U8 => 5,
-        }
-    }
-
-    /// Inverse of [`DType::abi_code`].
-    pub fn from_abi_code(code: u32) -> Option<DType> {
-        DType::ALL.get(code as usize).copied()
     }
 }
 
@@ -99,29 +83,13 @@ pub enum ComputeUnits {
 }
 
 impl ComputeUnits {
-    /// Every value, in ABI code order.
+    /// Every value (in the order of their C ABI codes, see `coreml_sys::compute_units_code`).
     pub const ALL: [ComputeUnits; 4] = [
         ComputeUnits::All,
         ComputeUnits::CpuOnly,
         ComputeUnits::CpuAndGpu,
         ComputeUnits::CpuAndNeuralEngine,
     ];
-
-    /// Stable integer code used across the C ABI: All 0, CpuOnly 1, CpuAndGpu 2,
-    /// CpuAndNeuralEngine 3.
-    pub fn abi_code(self) -> u32 {
-        match self {
-            ComputeUnits::All => 0,
-            ComputeUnits::CpuOnly => 1,
-            ComputeUnits::CpuAndGpu => 2,
-            ComputeUnits::CpuAndNeuralEngine => 3,
-        }
-    }
-
-    /// Inverse of [`ComputeUnits::abi_code`].
-    pub fn from_abi_code(code: u32) -> Option<ComputeUnits> {
-        ComputeUnits::ALL.get(code as usize).copied()
-    }
 
     /// Snake-case name (`all`, `cpu_only`, ...), as used in manifests, CLI flags and telemetry.
     pub fn as_str(self) -> &'static str {
@@ -156,16 +124,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn abi_codes_are_stable_and_round_trip() {
-        let codes: Vec<u32> = ComputeUnits::ALL.iter().map(|c| c.abi_code()).collect();
-        assert_eq!(codes, [0, 1, 2, 3]);
+    fn names_round_trip() {
+        // The ABI-code checks moved to coreml-sys (codes.rs) with the codes.
         for c in ComputeUnits::ALL {
-            assert_eq!(ComputeUnits::from_abi_code(c.abi_code()), Some(c));
             assert_eq!(c.as_str().parse::<ComputeUnits>().ok(), Some(c));
         }
-        assert_eq!(ComputeUnits::from_abi_code(4), None);
         for d in DType::ALL {
-            assert_eq!(DType::from_abi_code(d.abi_code()), Some(d));
             assert_eq!(d.as_str().parse::<DType>().ok(), Some(d));
         }
         assert!("f64".parse::<DType>().is_err());

@@ -26,6 +26,8 @@ pub struct FakeStats {
     pub hung_now: u64,
     pub outputs_too_small: u64,
     pub last_plan_timeout_ms: u64,
+    pub cancel_calls: u64,
+    pub cancelled: u64,
 }
 
 /// Folder holding the fake libraries built by build.rs.
@@ -91,8 +93,6 @@ pub fn config(cache: &Path) -> CoreMlConfig {
         bridge: SearchPolicy::Explicit(fake_lib()),
         cache_dir: Some(cache.to_path_buf()),
         instances: 1,
-        deadline: Duration::from_secs(10),
-        max_abandoned: 2,
         stale_after: Duration::from_secs(3600),
         plan_timeout: Duration::from_secs(10),
     }
@@ -107,6 +107,23 @@ pub fn compiled_model(dir: &Path, behaviour: &str) -> PathBuf {
     let p = dir.join(format!("{behaviour}.mlmodelc"));
     std::fs::create_dir_all(&p).unwrap();
     p
+}
+
+/// Waits (at most 10 s) until every model handle the fake handed out since `before` is freed:
+/// an abandoned runtime worker frees its model when its prediction finally returns.
+pub fn wait_for_models_freed(before: &FakeStats) -> bool {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = stats();
+        if now.models_freed - before.models_freed >= now.models_allocated - before.models_allocated
+        {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Asserts that everything the fake handed out since `before` was freed exactly once.

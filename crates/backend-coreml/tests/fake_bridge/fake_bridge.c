@@ -9,6 +9,9 @@
  *   compile_error  cmb_compile_model fails          load_error     cmb_model_load fails
  *   predict_error  cmb_model_predict fails          slow           predict sleeps 40 ms
  *   hang           predict blocks until fake_release_hangs(1)   badsize  output shape lies
+ *   cancellable    cmb_model_cancel stops the prediction (CMB_ERR_CANCELLED), as the async
+ *                  prediction of macOS 14+ does; without it cancel answers CMB_ERR_UNSUPPORTED,
+ *                  as on macOS 13 ("hang_cancellable": blocks until released or cancelled)
  *   internal_error predict fails with CMB_ERR_INTERNAL (an Objective-C exception's message)
  *   plan           a compute plan exists            plan_slow      the plan never gets ready:
  *                                                                  waits timeout_ms, CMB_ERR_TIMEOUT
@@ -65,12 +68,15 @@ typedef struct fake_stats_t {
     uint64_t hung_now;           /* predictions currently blocked in "hang" */
     uint64_t outputs_too_small;  /* predictions answered CMB_ERR_OUTPUT with shapes reported */
     uint64_t last_plan_timeout_ms; /* timeout_ms of the last cmb_model_compute_plan call */
+    uint64_t cancel_calls;       /* cmb_model_cancel calls, whatever they answered */
+    uint64_t cancelled;          /* predictions that returned CMB_ERR_CANCELLED */
 } fake_stats_t;
 
 struct cmb_model {
     char mode[1024];     /* the path the model came from */
     const char *base;    /* its last component: the words that pick behaviour */
     int in_flight;
+    int cancel_requested; /* "cancellable": set by cmb_model_cancel during a prediction */
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -382,13 +388,25 @@ int32_t cmb_model_compute_plan(cmb_model *model, uint32_t timeout_ms, cmb_plan_o
     return CMB_OK;
 }
 
-/* ABI 2: the fake's predictions are synchronous, like Core ML before macOS 14. */
+/* ABI 2. "cancellable" models behave like the async prediction of macOS 14+: a request during
+ * a prediction stops it, with nothing in flight it does nothing. Others are synchronous, like
+ * Core ML before macOS 14: CMB_ERR_UNSUPPORTED. */
 int32_t cmb_model_cancel(cmb_model *model, char **err) {
     if (!model)
         return fail(err, CMB_ERR_INVALID_ARGUMENT, "fake bridge: bad argument to %s",
                     "cmb_model_cancel");
-    return fail(err, CMB_ERR_UNSUPPORTED, "fake bridge: %s cannot stop a prediction",
-                "cmb_model_cancel");
+    pthread_mutex_lock(&g_lock);
+    g_stats.cancel_calls++;
+    int cancellable = strstr(model->base, "cancellable") != NULL;
+    if (cancellable && model->in_flight > 0) {
+        model->cancel_requested = 1;
+        pthread_cond_broadcast(&g_hang_cond);
+    }
+    pthread_mutex_unlock(&g_lock);
+    if (!cancellable)
+        return fail(err, CMB_ERR_UNSUPPORTED, "fake bridge: %s cannot stop a prediction",
+                    "a synchronous prediction");
+    return CMB_OK;
 }
 
 #ifndef FAKE_OMIT_PREDICT
@@ -517,11 +535,16 @@ static int32_t predict_body(cmb_model *m, const cmb_tensor *in, uint32_t n_in, c
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += 60; /* never block a test run for ever */
-        while (!g_hangs_released) {
+        while (!g_hangs_released && !m->cancel_requested) {
             if (pthread_cond_timedwait(&g_hang_cond, &g_lock, &until) == ETIMEDOUT) break;
         }
         g_stats.hung_now--;
+        int stopped = m->cancel_requested;
+        if (stopped) g_stats.cancelled++;
         pthread_mutex_unlock(&g_lock);
+        if (stopped)
+            return fail(err, CMB_ERR_CANCELLED, "fake bridge: the prediction was cancelled%s",
+                        " (cmb_model_cancel)");
     }
 
     /* Compute every output of the scenario. */
@@ -642,6 +665,7 @@ int32_t cmb_model_predict(cmb_model *model, const cmb_tensor *inputs, uint32_t n
     pthread_mutex_lock(&g_lock);
     g_stats.predicts++;
     if (model->in_flight++ > 0) g_stats.overlaps++;
+    model->cancel_requested = 0; /* requests count from the start of this call */
     g_in_flight_total++;
     if ((uint64_t)g_in_flight_total > g_stats.max_in_flight)
         g_stats.max_in_flight = (uint64_t)g_in_flight_total;
