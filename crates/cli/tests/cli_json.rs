@@ -3,6 +3,8 @@
 //! documented ones; a closed pipe ends quietly; `infer manifest init` makes a copied fixture
 //! package a model folder that classifies and runs like the package itself.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,9 +12,7 @@ use std::process::{Command, Output, Stdio};
 
 const LITE0_PKG: &str = "../shared/fixtures/efficientnet_lite0/efficientnet_lite0.mlpackage";
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::root;
 
 fn infer(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_infer"))
@@ -183,20 +183,8 @@ fn a_bare_package_is_labelled_as_what_it_is() {
 
 /// A copy of the Lite0 fixture package and the bundled labels in `dir`; returns the package.
 fn copy_fixture_package(dir: &Path) -> PathBuf {
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            let dest = to.join(e.file_name());
-            if e.file_type().unwrap().is_dir() {
-                copy_dir(&e.path(), &dest);
-            } else {
-                std::fs::copy(e.path(), dest).unwrap();
-            }
-        }
-    }
     let pkg = dir.join("efficientnet_lite0.mlpackage");
-    copy_dir(&root().join(LITE0_PKG), &pkg);
+    common::copy_dir(&root().join(LITE0_PKG), &pkg);
     std::fs::copy(root().join("models/efficientnet-lite0/labels.txt"), dir.join("labels.txt"))
         .unwrap();
     pkg

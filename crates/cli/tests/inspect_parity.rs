@@ -1,12 +1,11 @@
 //! `infer inspect` snapshots on the fixtures, and `infer run` / `classify` / `parity` on a bare
 //! Core ML package, through the built binary.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::root;
 
 /// Runs `infer` from the workspace root (so paths in the output are the relative ones given).
 fn infer(args: &[&str]) -> (bool, String, String) {
@@ -123,7 +122,7 @@ fn an_image_package_made_a_folder_keeps_its_colour_layout() {
     let dir = tempfile::tempdir().unwrap();
     let src = root().join("crates/backend-candle/tests/image_inputs/bgr_scale_bias.mlpackage");
     let pkg = dir.path().join("bgr_scale_bias.mlpackage");
-    copy_dir(&src, &pkg);
+    common::copy_dir(&src, &pkg);
     let (d, p) = (dir.path().to_str().unwrap(), pkg.to_str().unwrap());
     let (ok, out, err) = infer(&["manifest", "init", "--model", p]);
     assert!(ok, "{out}\n{err}");
@@ -138,17 +137,4 @@ fn an_image_package_made_a_folder_keeps_its_colour_layout() {
         assert!(ok, "{err}");
     }
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
 }
