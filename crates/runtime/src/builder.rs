@@ -37,6 +37,8 @@ pub struct RuntimeBuilder {
     stuck_grace: Duration,
     workers: usize,
     max_abandoned: usize,
+    /// Workers stuck inside an engine, across every model this runtime loads.
+    stuck_total: Arc<std::sync::atomic::AtomicUsize>,
     shadow: Option<ShadowConfig>,
     routing: Routing,
     threads: Option<usize>,
@@ -54,6 +56,7 @@ impl Default for RuntimeBuilder {
             stuck_grace: Duration::from_millis(250),
             workers: 1,
             max_abandoned: 4,
+            stuck_total: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             shadow: None,
             routing: Routing::Auto,
             threads: None,
@@ -113,7 +116,10 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Workers allowed to stay stuck in an engine before it is no longer rebuilt (default 4).
+    /// Workers allowed to stay stuck inside engines before a timed-out engine is no longer
+    /// rebuilt (default 4). One cap for the whole runtime: it counts stuck workers across every
+    /// engine and every model this runtime loads, so hung calls cannot pile up threads (and
+    /// rebuilt model instances) without bound however many models there are.
     pub fn max_abandoned_workers(mut self, n: usize) -> Self {
         self.max_abandoned = n;
         self
@@ -300,6 +306,7 @@ impl Runtime {
                             stuck_grace: b.stuck_grace,
                         },
                         Arc::clone(&series),
+                        Arc::clone(&b.stuck_total),
                     );
                     served.push(Served {
                         lane,

@@ -327,3 +327,47 @@ fn shadow_parity_records_drift_and_trips_on_wrong_values() {
     assert!((p.max_abs - 0.5).abs() < 1e-6);
     assert!(matches!(model.breaker_state("primary"), Some(BreakerState::Open { .. })));
 }
+
+#[test]
+fn the_abandoned_worker_cap_is_one_for_the_whole_runtime() {
+    // Two models on one runtime share the cap of 2 stuck workers: model A's hang leaves 1
+    // stuck (A is rebuilt), model B's hang makes it 2, so B is not rebuilt while both workers
+    // stay stuck, although B alone has only one. A per-model cap would rebuild B at once.
+    let primary = FaultyEngine::new("primary");
+    let cpu = FaultyEngine::new("cpu").with_device(DeviceClass::Cpu);
+    let rt = Runtime::builder()
+        .engine(Arc::new(primary.clone()))
+        .engine(Arc::new(cpu.clone()))
+        .max_abandoned_workers(2)
+        .build();
+    let spec = BundleSpec { sla_ms: 200, ..Default::default() };
+    let a = rt.load_bundle(&bundle(&spec).unwrap()).unwrap();
+    let b = rt.load_bundle(&bundle(&spec).unwrap()).unwrap();
+    let only = RunOptions::deadline(Duration::from_millis(100))
+        .with_routing(runtime::Routing::Require("primary".into()));
+    primary.set_fault(Fault::Hang);
+
+    let e = timed(&a, &only).0.unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    wait_until("model A's primary rebuilt (1 stuck < cap 2)", || a.engine_ready("primary"));
+
+    let e = timed(&b, &only).0.unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    assert_eq!((a.abandoned_workers("primary"), b.abandoned_workers("primary")), (1, 1));
+    // New calls would not hang (the two stuck workers stay stuck until released). Every call on
+    // B asks for a rebuild; none may start while 2 workers are stuck in the runtime.
+    primary.set_fault(Fault::None);
+    let end = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < end {
+        let _ = timed(&b, &only);
+        assert!(!b.engine_ready("primary"), "B rebuilt although the runtime's cap was reached");
+    }
+
+    // The stuck workers come back: the cap frees and B is rebuilt on its next call.
+    primary.release_hangs();
+    wait_until("stuck workers to exit", || {
+        a.abandoned_workers("primary") + b.abandoned_workers("primary") == 0
+    });
+    let _ = timed(&b, &only);
+    wait_until("model B's primary rebuilt", || b.engine_ready("primary"));
+}

@@ -127,6 +127,7 @@ struct WorkerShared {
     engine: String,
     state: Arc<Mutex<InstanceState>>,
     abandoned: Arc<AtomicUsize>,
+    stuck_total: Arc<AtomicUsize>,
     series: Arc<Series>,
     pool: Arc<OutputPool>,
     busy: Arc<[AtomicU64]>,
@@ -171,6 +172,9 @@ pub(crate) struct Lane {
     current: Mutex<Option<Instance>>,
     rebuilding: Arc<AtomicBool>,
     abandoned: Arc<AtomicUsize>,
+    /// Workers stuck in any engine of the runtime that built this lane: the one cap on
+    /// abandoned work ([`LaneConfig::max_abandoned`]) is checked against it.
+    stuck_total: Arc<AtomicUsize>,
     watched: Mutex<Vec<Watched>>,
     any_watched: AtomicBool,
     /// Origin of the workers' busy timestamps.
@@ -178,7 +182,8 @@ pub(crate) struct Lane {
 }
 
 impl Lane {
-    /// A lane over an already prepared model.
+    /// A lane over an already prepared model; `stuck_total` counts stuck workers across every
+    /// lane of the runtime (shared by all its lanes).
     pub(crate) fn new(
         engine: Arc<dyn Engine>,
         artifact: ModelArtifact,
@@ -186,6 +191,7 @@ impl Lane {
         model: Arc<dyn PreparedModel>,
         cfg: LaneConfig,
         series: Arc<Series>,
+        stuck_total: Arc<AtomicUsize>,
     ) -> Arc<Lane> {
         let engine_name = engine.name().to_string();
         let lane = Arc::new(Lane {
@@ -198,6 +204,7 @@ impl Lane {
             current: Mutex::new(None),
             rebuilding: Arc::new(AtomicBool::new(false)),
             abandoned: Arc::new(AtomicUsize::new(0)),
+            stuck_total,
             watched: Mutex::new(Vec::new()),
             any_watched: AtomicBool::new(false),
             epoch: Instant::now(),
@@ -237,6 +244,7 @@ impl Lane {
                 engine: self.engine_name.clone(),
                 state: Arc::clone(&state),
                 abandoned: Arc::clone(&self.abandoned),
+                stuck_total: Arc::clone(&self.stuck_total),
                 series: Arc::clone(&self.series),
                 pool: Arc::clone(&pool),
                 busy: Arc::clone(&busy),
@@ -373,6 +381,7 @@ impl Lane {
             // Workers still alive are inside the engine or about to exit; those that exit
             // decrement again.
             self.abandoned.fetch_add(st.live, Ordering::AcqRel);
+            self.stuck_total.fetch_add(st.live, Ordering::AcqRel);
             self.series.record_abandoned_worker(st.live as i64);
             drop(st);
             self.series.record_quarantine();
@@ -401,9 +410,9 @@ impl Lane {
     }
 
     /// Prepares a fresh instance in the background unless one is being built or too many
-    /// workers are still stuck.
+    /// workers are still stuck, in any engine of this runtime.
     fn maybe_rebuild(self: &Arc<Self>) {
-        if self.abandoned() >= self.cfg.max_abandoned.max(1) {
+        if self.stuck_total.load(Ordering::Acquire) >= self.cfg.max_abandoned.max(1) {
             return;
         }
         if self.rebuilding.swap(true, Ordering::AcqRel) {
@@ -434,7 +443,7 @@ impl Lane {
 }
 
 fn worker(rx: Receiver<Job>, model: Arc<dyn PreparedModel>, index: usize, w: WorkerShared) {
-    let WorkerShared { engine, state, abandoned, series, pool, busy, epoch } = w;
+    let WorkerShared { engine, state, abandoned, stuck_total, series, pool, busy, epoch } = w;
     while let Ok(job) = rx.recv() {
         let queue = job.enqueued.elapsed();
         let st = &job.state;
@@ -483,6 +492,7 @@ fn worker(rx: Receiver<Job>, model: Arc<dyn PreparedModel>, index: usize, w: Wor
     st.live -= 1;
     if st.retired {
         abandoned.fetch_sub(1, Ordering::AcqRel);
+        stuck_total.fetch_sub(1, Ordering::AcqRel);
         series.record_abandoned_worker(-1);
     }
 }
