@@ -1,15 +1,14 @@
 //! `CandleEngine`: probing the CPU, preparing artifacts, running them on a private thread pool.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use candle_core::{Device, Tensor as CTensor};
 use inference_api::{
-    ArtifactFormat, CapabilityReport, ComputeUnits, DType, DeviceClass, Engine, EngineId, Error,
-    IoSchema, ModelArtifact, NamedTensors, PlacementReport, PrepareOptions, PreparedModel, Result,
-    RunContext, RunTimings, Tensor, TensorData, TensorSpec,
+    ArtifactFormat, CapabilityReport, DType, DeviceClass, Engine, EngineId, Error, IoSchema,
+    ModelArtifact, NamedTensors, PrepareOptions, PreparedModel, Result, TensorSpec,
 };
 
+use crate::cpu_model::{Body, CpuModel};
 use crate::models::{Network, Weights, efficientnet_lite::EfficientNetLite, fastvit::FastVit};
 
 /// Name this engine reports and the runtime routes by (the name of [`EngineId::CANDLE_CPU`]).
@@ -157,7 +156,39 @@ impl Engine for CandleEngine {
             "{ENGINE_NAME}:{arch}:{}:threads={threads}",
             artifact.sha256.as_deref().unwrap_or("unhashed")
         );
-        Ok(Arc::new(CandleModel { schema, net, pool, key, requested: options.compute_units }))
+        let body = NativeBody { net, output: schema.outputs[0].name.clone() };
+        Ok(CpuModel::shared(schema, Box::new(body), pool, key, options.compute_units))
+    }
+}
+
+/// A native network (one f32 input, one output) as the body of a [`CpuModel`].
+struct NativeBody {
+    net: Box<dyn Network>,
+    output: String,
+}
+
+impl Body for NativeBody {
+    fn marshal(&self, schema: &IoSchema, inputs: &NamedTensors) -> Result<Vec<CTensor>> {
+        let spec = &schema.inputs[0];
+        let input = inputs
+            .get(&spec.name)
+            .ok_or_else(|| Error::invalid_input(&spec.name, "present", "missing"))?;
+        let x = CTensor::from_slice(input.as_f32()?, input.shape(), &Device::Cpu)
+            .map_err(|e| Error::Runtime(format!("{ENGINE_NAME}: {e}")))?;
+        Ok(vec![x])
+    }
+
+    fn compute(
+        &self,
+        args: Vec<CTensor>,
+        stop: &dyn Fn() -> bool,
+    ) -> candle_core::Result<Vec<(String, CTensor)>> {
+        let x = args.first().ok_or_else(|| candle_core::Error::Msg("no input".into()))?;
+        Ok(vec![(self.output.clone(), self.net.forward(x, stop)?)])
+    }
+
+    fn what(&self) -> &'static str {
+        ""
     }
 }
 
@@ -168,165 +199,6 @@ fn worker_pool(threads: usize) -> Result<rayon::ThreadPool> {
         .thread_name(|i| format!("candle-cpu-{i}"))
         .build()
         .map_err(|e| Error::Load(format!("cannot start {threads} worker threads: {e}")))
-}
-
-struct CandleModel {
-    schema: IoSchema,
-    net: Box<dyn Network>,
-    pool: rayon::ThreadPool,
-    key: String,
-    requested: ComputeUnits,
-}
-
-fn rt(e: candle_core::Error) -> Error {
-    Error::Runtime(format!("{ENGINE_NAME}: {e}"))
-}
-
-/// Maps a failure inside the computation: when the call was cancelled or its deadline passed
-/// (the kernels stop between ops), that is the error; otherwise `err`.
-pub(crate) fn stopped_or(ctx: &RunContext, err: Error) -> Error {
-    ctx.check(ENGINE_NAME).err().unwrap_or(err)
-}
-
-impl PreparedModel for CandleModel {
-    fn io_schema(&self) -> &IoSchema {
-        &self.schema
-    }
-
-    fn run_timed(
-        &self,
-        inputs: &NamedTensors,
-        ctx: &RunContext,
-    ) -> Result<(NamedTensors, RunTimings)> {
-        let mut outputs = NamedTensors::new();
-        let timings = self.run_into(inputs, &mut outputs, ctx)?;
-        Ok((outputs, timings))
-    }
-
-    fn run_into(
-        &self,
-        inputs: &NamedTensors,
-        outputs: &mut NamedTensors,
-        ctx: &RunContext,
-    ) -> Result<RunTimings> {
-        self.schema.validate_inputs(inputs)?;
-        ctx.check(ENGINE_NAME)?;
-        let t0 = Instant::now();
-        let spec = &self.schema.inputs[0];
-        let input = inputs
-            .get(&spec.name)
-            .ok_or_else(|| Error::invalid_input(&spec.name, "present", "missing"))?;
-        let x = CTensor::from_slice(input.as_f32()?, input.shape(), &Device::Cpu).map_err(rt)?;
-        let t1 = Instant::now();
-        let stop = || ctx.should_stop();
-        let y = self
-            .pool
-            .install(|| self.net.forward(&x, &stop))
-            .map_err(|e| stopped_or(ctx, rt(e)))?;
-        let t2 = Instant::now();
-        store_outputs(&self.schema, [(&self.schema.outputs[0], &y)], outputs)?;
-        let t3 = Instant::now();
-        Ok(RunTimings { marshal_in: t1 - t0, compute: t2 - t1, marshal_out: t3 - t2 })
-    }
-
-    fn cache_key(&self) -> String {
-        self.key.clone()
-    }
-
-    fn placement(&self) -> PlacementReport {
-        cpu_placement(self.requested)
-    }
-}
-
-/// Placement of every model this engine prepares: all work on the CPU, whatever was asked.
-pub(crate) fn cpu_placement(requested: ComputeUnits) -> PlacementReport {
-    PlacementReport::new(requested, vec![("cpu".into(), 1.0)], "cpu")
-}
-
-/// Stores candle outputs into the caller's map: an existing tensor of the same name, shape and
-/// dtype is overwritten in place (no allocation when the caller holds the only reference);
-/// otherwise a new tensor is inserted. Names the schema does not declare are removed.
-pub(crate) fn store_outputs<'a>(
-    schema: &IoSchema,
-    produced: impl IntoIterator<Item = (&'a TensorSpec, &'a CTensor)>,
-    outputs: &mut NamedTensors,
-) -> Result<()> {
-    let stale: Vec<String> =
-        outputs.names().filter(|n| schema.output(n).is_none()).map(str::to_string).collect();
-    for n in stale {
-        outputs.remove(&n);
-    }
-    for (spec, y) in produced {
-        let reused = match outputs.get_mut(&spec.name) {
-            Some(dst) if dst.shape() == y.dims() && dst.dtype() == spec.dtype => {
-                write_in_place(spec, y, dst)?
-            }
-            _ => false,
-        };
-        if !reused {
-            outputs.insert(spec.name.clone(), output_tensor(spec, y)?);
-        }
-    }
-    Ok(())
-}
-
-/// Copies a contiguous f32 candle tensor into `dst` (f32, or f16 rounded to nearest even);
-/// false when `y` is not laid out so it can be read in place.
-fn write_in_place(spec: &TensorSpec, y: &CTensor, dst: &mut Tensor) -> Result<bool> {
-    if y.dtype() != candle_core::DType::F32 {
-        return Ok(false);
-    }
-    let (storage, layout) = y.storage_and_layout();
-    let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
-        (&*storage, layout.contiguous_offsets())
-    else {
-        return Ok(false);
-    };
-    let src = cpu
-        .as_slice::<f32>()
-        .map_err(|e| Error::Runtime(format!("{ENGINE_NAME}: output `{}`: {e}", spec.name)))?;
-    let src = &src[start..end];
-    match dst.data_mut() {
-        TensorData::F32(d) if d.len() == src.len() => d.copy_from_slice(src),
-        TensorData::F16(d) if d.len() == src.len() => {
-            d.iter_mut().zip(src).for_each(|(o, &v)| *o = half::f16::from_f32(v));
-        }
-        _ => return Ok(false),
-    }
-    Ok(true)
-}
-
-/// Copies a candle output into a caller tensor of the spec's dtype (f32, or f16 rounded to
-/// nearest even) and checks it against the spec.
-pub(crate) fn output_tensor(spec: &inference_api::TensorSpec, y: &CTensor) -> Result<Tensor> {
-    let dims = y.dims().to_vec();
-    let values = y
-        .to_dtype(candle_core::DType::F32)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(|e| Error::Runtime(format!("{ENGINE_NAME}: output `{}`: {e}", spec.name)))?;
-    if let inference_api::FeatureKind::Image { format, .. } = spec.kind {
-        // Image outputs leave as u8 [H, W, C] RGB (or gray), as the Core ML engine gives them.
-        let out = coreml_format::image::planes_to_image(&spec.name, &values, &dims, format)?;
-        spec.check(&out)
-            .map_err(|e| Error::Runtime(format!("{ENGINE_NAME} produced a bad output: {e}")))?;
-        return Ok(out);
-    }
-    let data = match spec.dtype {
-        DType::F16 => {
-            inference_api::TensorData::F16(values.into_iter().map(half::f16::from_f32).collect())
-        }
-        // Integer outputs (indices, shapes, casts): the executor's f32 values are integral.
-        DType::I32 => inference_api::TensorData::I32(values.iter().map(|&v| v as i32).collect()),
-        DType::I64 => inference_api::TensorData::I64(values.iter().map(|&v| v as i64).collect()),
-        DType::I8 => inference_api::TensorData::I8(values.iter().map(|&v| v as i8).collect()),
-        DType::U8 => inference_api::TensorData::U8(values.iter().map(|&v| v as u8).collect()),
-        _ => inference_api::TensorData::F32(values),
-    };
-    let out = Tensor::new(dims, data)?;
-    spec.check(&out)
-        .map_err(|e| Error::Runtime(format!("{ENGINE_NAME} produced a bad output: {e}")))?;
-    Ok(out)
 }
 
 #[cfg(test)]

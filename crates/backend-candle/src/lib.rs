@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod conv_op;
+mod cpu_model;
 mod engine;
 mod mlprogram;
 mod models;

@@ -7,16 +7,16 @@
 //! tensors (fp16 weights widened), convs are packed with pad and activation fused.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use candle_core::{Device, Tensor as CTensor};
 use coreml_format::MlModel;
 use inference_api::{
-    ComputeUnits, Error, FeatureKind, IoSchema, ModelArtifact, NamedTensors, PlacementReport,
-    PreparedModel, Result, RunContext, RunTimings, Tensor,
+    ComputeUnits, Error, FeatureKind, IoSchema, ModelArtifact, NamedTensors, PreparedModel, Result,
+    Tensor,
 };
 
 use crate::ENGINE_NAME;
+use crate::cpu_model::{Body, CpuModel};
 
 mod compile;
 mod ops;
@@ -24,13 +24,9 @@ mod plan;
 
 pub(crate) use compile::SUPPORTED_OPS;
 
-/// A prepared ML Program.
-struct MlProgramModel {
-    schema: IoSchema,
+/// A compiled ML Program as the body of a [`CpuModel`].
+struct ProgramBody {
     plan: plan::Plan,
-    pool: rayon::ThreadPool,
-    key: String,
-    requested: ComputeUnits,
 }
 
 /// Opens and compiles an ML Program artifact.
@@ -72,7 +68,7 @@ pub(crate) fn prepare(
         "{ENGINE_NAME}:mlprogram:{}:threads={threads}",
         artifact.sha256.as_deref().unwrap_or("unhashed")
     );
-    Ok(Arc::new(MlProgramModel { schema, plan, pool, key, requested }))
+    Ok(CpuModel::shared(schema, Box::new(ProgramBody { plan }), pool, key, requested))
 }
 
 /// A schema given with the artifact (a manifest's, which records names, dtypes and shapes only)
@@ -99,30 +95,8 @@ fn to_candle(t: &Tensor) -> Result<CTensor> {
         .map_err(|e| Error::Runtime(format!("{ENGINE_NAME}: {e}")))
 }
 
-impl PreparedModel for MlProgramModel {
-    fn io_schema(&self) -> &IoSchema {
-        &self.schema
-    }
-
-    fn run_timed(
-        &self,
-        inputs: &NamedTensors,
-        ctx: &RunContext,
-    ) -> Result<(NamedTensors, RunTimings)> {
-        let mut outputs = NamedTensors::new();
-        let timings = self.run_into(inputs, &mut outputs, ctx)?;
-        Ok((outputs, timings))
-    }
-
-    fn run_into(
-        &self,
-        inputs: &NamedTensors,
-        outputs: &mut NamedTensors,
-        ctx: &RunContext,
-    ) -> Result<RunTimings> {
-        self.schema.validate_inputs(inputs)?;
-        ctx.check(ENGINE_NAME)?;
-        let t0 = Instant::now();
+impl Body for ProgramBody {
+    fn marshal(&self, schema: &IoSchema, inputs: &NamedTensors) -> Result<Vec<CTensor>> {
         let mut args = Vec::with_capacity(self.plan.inputs.len());
         for (name, _) in &self.plan.inputs {
             let t = inputs.get(name).ok_or_else(|| {
@@ -130,36 +104,27 @@ impl PreparedModel for MlProgramModel {
             })?;
             // An image comes in as u8 [H, W, C] RGB (or gray), whatever the model's colour
             // layout; the program reads float planes in that layout, as Core ML gives it.
-            match self.schema.input(name).map(|spec| spec.kind) {
+            match schema.input(name).map(|spec| spec.kind) {
                 Some(FeatureKind::Image { format, .. }) => {
                     args.push(to_candle(&coreml_format::image::image_to_planes(name, t, format)?)?);
                 }
                 _ => args.push(to_candle(t)?),
             }
         }
-        let t1 = Instant::now();
-        let stop = || ctx.should_stop();
-        let outs = self.pool.install(|| self.plan.run(args, &stop)).map_err(|e| {
-            crate::engine::stopped_or(ctx, Error::Runtime(format!("{ENGINE_NAME}: ML Program {e}")))
-        })?;
-        let t2 = Instant::now();
-        let produced = self
-            .plan
-            .outputs
-            .iter()
-            .zip(&outs)
-            .filter_map(|((name, _), y)| self.schema.output(name).map(|spec| (spec, y)));
-        crate::engine::store_outputs(&self.schema, produced, outputs)?;
-        let t3 = Instant::now();
-        Ok(RunTimings { marshal_in: t1 - t0, compute: t2 - t1, marshal_out: t3 - t2 })
+        Ok(args)
     }
 
-    fn cache_key(&self) -> String {
-        self.key.clone()
+    fn compute(
+        &self,
+        args: Vec<CTensor>,
+        stop: &dyn Fn() -> bool,
+    ) -> candle_core::Result<Vec<(String, CTensor)>> {
+        let outs = self.plan.run(args, stop).map_err(candle_core::Error::Msg)?;
+        Ok(self.plan.outputs.iter().map(|(name, _)| name.clone()).zip(outs).collect())
     }
 
-    fn placement(&self) -> PlacementReport {
-        crate::engine::cpu_placement(self.requested)
+    fn what(&self) -> &'static str {
+        "ML Program "
     }
 }
 
