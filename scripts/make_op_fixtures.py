@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Make small op-level test packages: PyTorch modules converted by coremltools to ML Programs,
 each with a seeded input and PyTorch's output, for ops whose semantics are easy to get subtly
-wrong (transposed convolutions with output padding, groups and dilation; 1-D variants).
+wrong (transposed convolutions with output padding, groups and dilation; 1-D variants), and
+packages with flexible input shapes (RangeDim, EnumeratedShapes) checked at two sizes each.
 
 `cargo test -p backend-candle --test op_packages` runs every `<case>.mlpackage` in the folder on
 the CPU executor and compares with `<case>.safetensors` (`input`, `output`, f32).
@@ -84,6 +85,64 @@ def make(name, module, shape, out_dir, seed):
     os.replace(ref + ".tmp", ref)
 
 
+def flexible_cases(torch, ct):
+    """Packages with flexible input shapes (a RangeDim and EnumeratedShapes), each checked at two
+    sizes: the reference at the default size in `<case>.safetensors`, another in
+    `<case>.alt.safetensors`. Fully convolutional, so the output's shape follows the input's."""
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    rng = ct.RangeDim(lower_bound=8, upper_bound=64, default=16)
+    return {
+        "flexible_range_hw": (
+            net,
+            ct.TensorType(name="input", shape=(1, 3, rng, ct.RangeDim(8, 64, default=16))),
+            [(1, 3, 16, 16), (1, 3, 24, 40)],
+        ),
+        "flexible_enumerated": (
+            nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1)),
+            ct.TensorType(name="input",
+                          shape=ct.EnumeratedShapes(shapes=[(1, 3, 16, 16), (1, 3, 32, 48)],
+                                                    default=(1, 3, 16, 16))),
+            [(1, 3, 16, 16), (1, 3, 32, 48)],
+        ),
+    }
+
+
+def make_flexible(name, module, input_type, sizes, out_dir, seed):
+    import coremltools as ct
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    for p in module.parameters():
+        torch.nn.init.uniform_(p, -1.0, 1.0)
+    module = module.eval()
+    traced = torch.jit.trace(module, torch.zeros(*sizes[0]))
+    mlmodel = ct.convert(
+        traced,
+        inputs=[input_type],
+        outputs=[ct.TensorType(name="output")],
+        convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT32,
+        minimum_deployment_target=ct.target.macOS13,
+    )
+    target = os.path.join(out_dir, f"{name}.mlpackage")
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        staged = os.path.join(tmp, f"{name}.mlpackage")
+        mlmodel.save(staged)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.replace(staged, target)
+    for k, shape in enumerate(sizes):
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 10 + k))
+        with torch.no_grad():
+            y = module(x)
+        suffix = "" if k == 0 else ".alt"
+        ref = os.path.join(out_dir, f"{name}{suffix}.safetensors")
+        save_file({"input": x.contiguous(), "output": y.contiguous()}, ref + ".tmp")
+        os.replace(ref + ".tmp", ref)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="crates/backend-candle/tests/op_packages")
@@ -95,6 +154,11 @@ def main():
     for name, (module, shape) in cases(torch).items():
         print(f"op fixture: {name}", file=sys.stderr)
         make(name, module, shape, args.out, args.seed)
+    import coremltools as ct
+
+    for name, (module, input_type, sizes) in flexible_cases(torch, ct).items():
+        print(f"op fixture: {name}", file=sys.stderr)
+        make_flexible(name, module, input_type, sizes, args.out, args.seed)
     return 0
 
 

@@ -1,6 +1,7 @@
 //! Op-level packages converted from PyTorch (`scripts/make_op_fixtures.py`): every
 //! `tests/op_packages/<case>.mlpackage` runs on the ML Program executor and must match PyTorch's
-//! output in `<case>.safetensors` within the fp32 tolerance.
+//! output in `<case>.safetensors` within the fp32 tolerance; a package with flexible input
+//! shapes also against `<case>.alt.safetensors`, at another size.
 
 use std::path::{Path, PathBuf};
 
@@ -28,19 +29,26 @@ fn every_op_package_matches_pytorch() {
         .filter(|p| p.extension().is_some_and(|e| e == "mlpackage"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 4, "expected the generated op packages, found {cases:?}");
+    assert!(cases.len() >= 8, "expected the generated op packages, found {cases:?}");
     for pkg in cases {
-        let reference = pkg.with_extension("safetensors");
-        let (x, want) = (load(&reference, "input"), load(&reference, "output"));
         let artifact = ModelArtifact::from_path(&pkg).expect("artifact");
         let model =
             CandleEngine::new().prepare(&artifact, &PrepareOptions::default()).expect("prepare");
-        let out =
-            model.run(&NamedTensors::new().with("input", x), &RunContext::new()).expect("run");
-        let got = out.get("output").expect("output");
-        assert_eq!(got.shape(), want.shape(), "{}", pkg.display());
-        let d = Drift::between(got.as_f32().unwrap(), want.as_f32().unwrap());
-        assert!(d.within(&tolerance::FP32), "{}: {d:?}", pkg.display());
-        println!("{}: max_abs {:.2e}", pkg.file_name().unwrap().to_string_lossy(), d.max_abs);
+        // Flexible-shape packages carry a second reference at another size (`.alt`): the same
+        // prepared model must run both, with the output shape following the input.
+        let alt = pkg.with_extension("alt.safetensors");
+        let references =
+            std::iter::once(pkg.with_extension("safetensors")).chain(alt.exists().then_some(alt));
+        for reference in references {
+            let (x, want) = (load(&reference, "input"), load(&reference, "output"));
+            let out =
+                model.run(&NamedTensors::new().with("input", x), &RunContext::new()).expect("run");
+            let got = out.get("output").expect("output");
+            assert_eq!(got.shape(), want.shape(), "{}", reference.display());
+            let d = Drift::between(got.as_f32().unwrap(), want.as_f32().unwrap());
+            assert!(d.within(&tolerance::FP32), "{}: {d:?}", reference.display());
+            let name = reference.file_name().unwrap().to_string_lossy().into_owned();
+            println!("{name}: shape {:?} max_abs {:.2e}", got.shape(), d.max_abs);
+        }
     }
 }

@@ -254,7 +254,15 @@ impl MlModel {
                 })
                 .collect()
         };
-        Ok(IoSchema { inputs: specs(&self.inputs)?, outputs: specs(&self.outputs)? })
+        let mut outputs = specs(&self.outputs)?;
+        if let Some(main) = self.program.as_ref().and_then(Program::main) {
+            for spec in outputs.iter_mut().filter(|s| s.shape.is_empty()) {
+                if let Some(shape) = returned_shape(main, &spec.name) {
+                    spec.shape = shape;
+                }
+            }
+        }
+        Ok(IoSchema { inputs: specs(&self.inputs)?, outputs })
     }
 
     /// The typed ML Program, when the model is one.
@@ -293,4 +301,31 @@ impl MlModel {
             None => Ok(None),
         }
     }
+}
+
+/// The shape of the value `main` returns as `name`, from its MIL type: coremltools leaves the
+/// output description of a flexible-shape model without a shape, while the program's type
+/// still knows the rank and the fixed sizes. Unknown sizes become open ranges; `None` for a
+/// scalar, a non-tensor or a variadic rank.
+fn returned_shape(main: &Function, name: &str) -> Option<Vec<inference_api::Dim>> {
+    use crate::{MilDim, ValueType};
+    use inference_api::Dim;
+    let ty = main
+        .block
+        .producer(name)
+        .and_then(|op| op.outputs.iter().find(|o| o.name == name))
+        .or_else(|| main.inputs.iter().find(|i| i.name == name))
+        .map(|o| &o.ty)?;
+    let ValueType::Tensor { shape, .. } = ty else { return None };
+    if shape.is_empty() {
+        return None;
+    }
+    shape
+        .iter()
+        .map(|d| match *d {
+            MilDim::Fixed(n) => usize::try_from(n).ok().map(Dim::Fixed),
+            MilDim::Unknown { variadic: false } => Some(Dim::Range { min: 1, max: None }),
+            MilDim::Unknown { variadic: true } => None,
+        })
+        .collect()
 }
