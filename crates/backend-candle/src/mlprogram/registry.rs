@@ -356,8 +356,10 @@ pub(crate) fn coverage_markdown() -> String {
             the program float planes in the package's layout (B, G, R for a BGR model) and the\n\
             image scale and bias run as the ops coremltools wrote. Image outputs come back as u8\n\
             `[height, width, channels]` RGB (rounded, clamped to 0-255).\n\
-          - Not covered yet: flexible input shapes beyond what the program's ops accept, and\n\
-            legacy NeuralNetwork `.mlmodel` files.\n\
+          - Flexible inputs (`RangeDim`, `EnumeratedShapes`) run at any size the description\n\
+            allows; an output the description leaves without a shape takes its rank and fixed\n\
+            sizes from the program's return type, so its shape follows the input.\n\
+          - Not covered yet: legacy NeuralNetwork `.mlmodel` files.\n\
           - Weights: fp32, fp16, and the compression ops above, decompressed to f32 at prepare.\n";
     s
 }
