@@ -40,6 +40,7 @@
 #![warn(clippy::unwrap_used)]
 #![forbid(unsafe_code)]
 
+mod batch;
 pub mod breaker;
 mod builder;
 pub mod clock;
@@ -53,6 +54,7 @@ pub mod shadow;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use batch::BatchItem;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Outcome};
 pub use builder::{EngineLoad, LoadReport, Runtime, RuntimeBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
