@@ -132,6 +132,17 @@ fn package(path: &Path) -> Result<Inspection> {
     };
     out.inputs = s.inputs.iter().map(feature).collect();
     out.outputs = s.outputs.iter().map(feature).collect();
+    // An output the description leaves without a shape (flexible models) is shown with the
+    // shape the schema derives from the program's return type, as every engine sees it.
+    if let Ok(schema) = model.io_schema() {
+        for o in &mut out.outputs {
+            if let Some(spec) = schema.output(&o.name).filter(|sp| !sp.shape.is_empty())
+                && o.shape.as_ref().is_some_and(Vec::is_empty)
+            {
+                *o = io(spec);
+            }
+        }
+    }
     out.op_count = s.op_count;
     out.op_histogram = s.op_histogram.clone();
     for (dtype, w) in &s.weights_by_dtype {

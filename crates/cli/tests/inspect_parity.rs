@@ -138,3 +138,11 @@ fn an_image_package_made_a_folder_keeps_its_colour_layout() {
     }
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
 }
+
+#[test]
+fn inspect_shows_a_flexible_output_with_the_rank_the_program_returns() {
+    let pkg = "crates/backend-candle/tests/op_packages/flexible_range_hw.mlpackage";
+    let out = inspect(&[pkg]);
+    assert!(out.contains("[1, 3, 8..=64, 8..=64]"), "{out}");
+    assert!(out.contains("output       f32  [1, 2, 1.., 1..]"), "{out}");
+}
