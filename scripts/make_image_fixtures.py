@@ -22,9 +22,9 @@ or gray) and `logits` (f32 [1,10], PyTorch fp32).
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
+
+from fixture_io import save_package, save_tensors
 
 CASES = {
     # name: (colour layout, channels, height, width, scale, bias)
@@ -38,7 +38,6 @@ def make_case(name, out_dir, seed):
     import coremltools as ct
     import numpy as np
     import torch
-    from safetensors.numpy import save_file
 
     layout, channels, h, w, scale, bias = CASES[name]
     torch.manual_seed(seed)
@@ -72,16 +71,9 @@ def make_case(name, out_dir, seed):
         compute_precision=ct.precision.FLOAT32,
         minimum_deployment_target=ct.target.macOS13,
     )
-    target = os.path.join(out_dir, f"{name}.mlpackage")
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        staged = os.path.join(tmp, f"{name}.mlpackage")
-        mlmodel.save(staged)
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.replace(staged, target)
-    ref = os.path.join(out_dir, f"{name}.safetensors")
-    save_file({"image": image, "logits": logits.astype(np.float32)}, ref + ".tmp")
-    os.replace(ref + ".tmp", ref)
+    save_package(mlmodel, os.path.join(out_dir, f"{name}.mlpackage"))
+    save_tensors({"image": image, "logits": logits.astype(np.float32)},
+                 os.path.join(out_dir, f"{name}.safetensors"))
 
 
 def main():

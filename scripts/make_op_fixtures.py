@@ -16,9 +16,9 @@ Packages are fp32 (compute_precision FLOAT32) and a few kilobytes each; they are
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
+
+from fixture_io import save_package, save_tensors
 
 
 def cases(torch):
@@ -55,7 +55,6 @@ def cases(torch):
 def make(name, module, shape, out_dir, seed):
     import coremltools as ct
     import torch
-    from safetensors.torch import save_file
 
     torch.manual_seed(seed)
     for p in module.parameters():
@@ -73,16 +72,8 @@ def make(name, module, shape, out_dir, seed):
         compute_precision=ct.precision.FLOAT32,
         minimum_deployment_target=ct.target.macOS13,
     )
-    target = os.path.join(out_dir, f"{name}.mlpackage")
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        staged = os.path.join(tmp, f"{name}.mlpackage")
-        mlmodel.save(staged)
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.replace(staged, target)
-    ref = os.path.join(out_dir, f"{name}.safetensors")
-    save_file({"input": x.contiguous(), "output": y.contiguous()}, ref + ".tmp")
-    os.replace(ref + ".tmp", ref)
+    save_package(mlmodel, os.path.join(out_dir, f"{name}.mlpackage"))
+    save_tensors({"input": x, "output": y}, os.path.join(out_dir, f"{name}.safetensors"))
 
 
 def flexible_cases(torch, ct):
@@ -111,7 +102,6 @@ def flexible_cases(torch, ct):
 def make_flexible(name, module, input_type, sizes, out_dir, seed):
     import coremltools as ct
     import torch
-    from safetensors.torch import save_file
 
     torch.manual_seed(seed)
     for p in module.parameters():
@@ -126,21 +116,13 @@ def make_flexible(name, module, input_type, sizes, out_dir, seed):
         compute_precision=ct.precision.FLOAT32,
         minimum_deployment_target=ct.target.macOS13,
     )
-    target = os.path.join(out_dir, f"{name}.mlpackage")
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        staged = os.path.join(tmp, f"{name}.mlpackage")
-        mlmodel.save(staged)
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.replace(staged, target)
+    save_package(mlmodel, os.path.join(out_dir, f"{name}.mlpackage"))
     for k, shape in enumerate(sizes):
         x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 10 + k))
         with torch.no_grad():
             y = module(x)
         suffix = "" if k == 0 else ".alt"
-        ref = os.path.join(out_dir, f"{name}{suffix}.safetensors")
-        save_file({"input": x.contiguous(), "output": y.contiguous()}, ref + ".tmp")
-        os.replace(ref + ".tmp", ref)
+        save_tensors({"input": x, "output": y}, os.path.join(out_dir, f"{name}{suffix}.safetensors"))
 
 
 def main():

@@ -21,9 +21,9 @@ against `<case>.safetensors`, which holds the inputs as `in.<name>` and PyTorch'
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
+
+from fixture_io import save_package, save_tensors
 
 SEED = 11
 
@@ -186,18 +186,9 @@ def convert(torch, ct, model, example, out_names, int_input, fp16=False):
 
 
 def save(ct, mlmodel, name, tensors, out_dir):
-    from safetensors.torch import save_file
-
     target = os.path.join(out_dir, f"{name}.mlpackage")
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        staged = os.path.join(tmp, f"{name}.mlpackage")
-        mlmodel.save(staged)
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.replace(staged, target)
-    ref = os.path.join(out_dir, f"{name}.safetensors")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, ref + ".tmp")
-    os.replace(ref + ".tmp", ref)
+    save_package(mlmodel, target)
+    save_tensors(tensors, os.path.join(out_dir, f"{name}.safetensors"))
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(target) for f in fs)
     print(f"small zoo: {name}: {size / 1024:.0f} KiB", file=sys.stderr)
 

@@ -24,7 +24,8 @@ import argparse
 import json
 import os
 import sys
-import tempfile
+
+from fixture_io import save_package, save_tensors
 
 # The families the CPU engine must run (issue 9's zoo and issue 10's common families): a modern
 # ConvNet, a RegNet (grouped convolutions), a mobile hybrid (MobileViT), a plain ViT (DeiT), a
@@ -75,7 +76,6 @@ def make_one(name, out_dir, seed, fp16):
     import coremltools as ct
     import timm
     import torch
-    from safetensors.torch import save_file
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -99,9 +99,7 @@ def make_one(name, out_dir, seed, fp16):
 
     # Write each file under a temporary name and rename it into place, so an interrupted run
     # leaves no half-written file that looks complete.
-    tmp_ref = paths["reference"] + ".tmp"
-    save_file({"input": x.contiguous(), "logits": logits.contiguous()}, tmp_ref)
-    os.replace(tmp_ref, paths["reference"])
+    save_tensors({"input": x, "logits": logits}, paths["reference"])
 
     tmp_onnx = paths["onnx"] + ".tmp"
     torch.onnx.export(model, (x,), tmp_onnx, opset_version=17, input_names=["input"],
@@ -118,14 +116,7 @@ def make_one(name, out_dir, seed, fp16):
         compute_precision=precision,
         minimum_deployment_target=ct.target.macOS13,
     )
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        staged = os.path.join(tmp, f"{name}.mlpackage")
-        mlmodel.save(staged)
-        if os.path.exists(paths["mlpackage"]):
-            import shutil
-
-            shutil.rmtree(paths["mlpackage"])
-        os.replace(staged, paths["mlpackage"])
+    save_package(mlmodel, paths["mlpackage"])
 
     params = sum(p.numel() for p in model.parameters())
     return {
