@@ -31,7 +31,7 @@ mod pool;
 pub mod profile;
 mod simd;
 
-pub use activation::{Activation, apply_activation, erf};
+pub use activation::{Activation, apply_activation, erf, exp};
 pub use conv::{Conv2d, Padding, fold_batch_norm};
 pub use dw_direct::DwIsa;
 pub use gemm::matmul;
