@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use inference_api::{DType, FeatureKind, ImageFormat, Tensor, TensorData, TensorSpec};
 use model_manifest::Preprocessing;
-use model_manifest::preprocess::{decode_file, resize, resized_size};
+use model_manifest::preprocess::{decode_file, resize_and_crop};
 
 /// The input tensor for `photo`, shaped for `spec`.
 pub(crate) fn photo_tensor(
@@ -23,27 +23,8 @@ pub(crate) fn photo_tensor(
             spec.name
         ),
         Some(_) => {
-            let img = decode_file(photo)?;
-            let (w, h) = resized_size(img.width, img.height, prep.resize_shorter)?;
-            let img = resize(&img, w, h, prep.interpolation)?;
-            let (ch, cw) = (prep.crop[0] as usize, prep.crop[1] as usize);
-            if ch > img.height || cw > img.width {
-                bail!(
-                    "{}: a {ch}x{cw} crop does not fit the {}x{} resized photo",
-                    photo.display(),
-                    img.height,
-                    img.width
-                );
-            }
-            // Centre crop, as the tensor preprocessing does.
-            let top = ((img.height - ch) as f64 / 2.0).round() as usize;
-            let left = ((img.width - cw) as f64 / 2.0).round() as usize;
-            let mut px = Vec::with_capacity(ch * cw * 3);
-            for y in top..top + ch {
-                let row = (y * img.width + left) * 3;
-                px.extend_from_slice(&img.pixels[row..row + cw * 3]);
-            }
-            Tensor::new(vec![ch, cw, 3], TensorData::U8(px))
+            let img = resize_and_crop(&decode_file(photo)?, prep)?;
+            Tensor::new(vec![img.height, img.width, 3], TensorData::U8(img.pixels))
                 .with_context(|| format!("building the image input from {}", photo.display()))
         }
     }

@@ -42,11 +42,7 @@ pub fn image_to_planes(name: &str, image: &Tensor, format: ImageFormat) -> Resul
     let plane = h * w;
     let mut out = vec![0f32; c * plane];
     // Output plane `p` reads input channel `src[p]`: R, G, B in, the model's layout out.
-    let src: &[usize] = match format {
-        ImageFormat::Rgb => &[0, 1, 2],
-        ImageFormat::Bgr => &[2, 1, 0],
-        ImageFormat::Gray => &[0],
-    };
+    let src = plane_order(format);
     let mut fill = |value: &dyn Fn(usize) -> f32| {
         for (p, &s) in src.iter().enumerate() {
             let dst = &mut out[p * plane..(p + 1) * plane];
@@ -96,11 +92,7 @@ pub fn planes_to_image(
         )));
     }
     let plane = h * w;
-    let src: &[usize] = match format {
-        ImageFormat::Rgb => &[0, 1, 2],
-        ImageFormat::Bgr => &[2, 1, 0],
-        ImageFormat::Gray => &[0],
-    };
+    let src = plane_order(format);
     let mut px = vec![0u8; c * plane];
     for (ch, &p) in src.iter().enumerate() {
         for (i, v) in planes[p * plane..(p + 1) * plane].iter().enumerate() {
@@ -109,6 +101,15 @@ pub fn planes_to_image(
         }
     }
     Tensor::new(vec![h, w, c], TensorData::U8(px))
+}
+
+/// For each plane of the model's layout, the channel of an R, G, B (or gray) pixel it holds.
+fn plane_order(format: ImageFormat) -> &'static [usize] {
+    match format {
+        ImageFormat::Rgb => &[0, 1, 2],
+        ImageFormat::Bgr => &[2, 1, 0],
+        ImageFormat::Gray => &[0],
+    }
 }
 
 fn layout_name(format: ImageFormat) -> &'static str {

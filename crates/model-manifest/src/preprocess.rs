@@ -122,9 +122,10 @@ fn check_resize(w: usize, h: usize) -> std::result::Result<(), u64> {
     }
 }
 
-/// Turns a decoded image into the model's input tensor of shape `[1, 3, crop_h, crop_w]`
-/// (or `[1, crop_h, crop_w, 3]` for `layout = "nhwc"`).
-pub fn preprocess(img: &RgbImage, p: &Preprocessing) -> Result<Tensor> {
+/// The geometric half of preprocessing: resize the shorter side to `resize_shorter`, then
+/// centre-crop to `crop` (height, width). The pixels stay u8 RGB: what a model whose input is a
+/// Core ML image takes, and what [`preprocess`] normalises.
+pub fn resize_and_crop(img: &RgbImage, p: &Preprocessing) -> Result<RgbImage> {
     if img.width == 0 || img.height == 0 {
         return Err(Error::invalid_input("image", "a non-empty image", "0 pixels"));
     }
@@ -140,15 +141,28 @@ pub fn preprocess(img: &RgbImage, p: &Preprocessing) -> Result<Tensor> {
     }
     let top = ((resized.height - ch) as f64 / 2.0).round() as usize;
     let left = ((resized.width - cw) as f64 / 2.0).round() as usize;
+    let mut pixels = Vec::with_capacity(ch * cw * 3);
+    for y in top..top + ch {
+        let row = (y * resized.width + left) * 3;
+        pixels.extend_from_slice(&resized.pixels[row..row + cw * 3]);
+    }
+    Ok(RgbImage { width: cw, height: ch, pixels })
+}
+
+/// Turns a decoded image into the model's input tensor of shape `[1, 3, crop_h, crop_w]`
+/// (or `[1, crop_h, crop_w, 3]` for `layout = "nhwc"`).
+pub fn preprocess(img: &RgbImage, p: &Preprocessing) -> Result<Tensor> {
+    let cropped = resize_and_crop(img, p)?;
+    let (ch, cw) = (cropped.height, cropped.width);
     let bgr = p.channel_order == "bgr";
     let nhwc = p.layout == "nhwc";
     let mut out = vec![0f32; 3 * ch * cw];
     for y in 0..ch {
         for x in 0..cw {
-            let src = ((top + y) * resized.width + left + x) * 3;
+            let src = (y * cw + x) * 3;
             for c in 0..3 {
                 let sc = if bgr { 2 - c } else { c };
-                let v = resized.pixels[src + sc] as f32 * p.scale;
+                let v = cropped.pixels[src + sc] as f32 * p.scale;
                 let v = (v - p.mean[c]) / p.std[c];
                 let dst = if nhwc { (y * cw + x) * 3 + c } else { c * ch * cw + y * cw + x };
                 out[dst] = v;
