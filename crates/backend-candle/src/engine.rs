@@ -142,6 +142,7 @@ impl Engine for CandleEngine {
         let schema = artifact.io_schema.clone().unwrap_or_else(|| IoSchema {
             inputs: vec![TensorSpec::fixed("input", DType::F32, &[1, 3, size, size])],
             outputs: vec![TensorSpec::fixed("logits", DType::F32, &[1, 1000])],
+            classifier: None,
         });
         if schema.inputs.len() != 1 || schema.outputs.len() != 1 {
             return Err(Error::Load(format!(

@@ -177,6 +177,7 @@ fn runtime_model(
     let schema = IoSchema {
         inputs: vec![TensorSpec::fixed("input", DType::F32, &[1, 4])],
         outputs: vec![TensorSpec::fixed("output", DType::F32, &[1, 4])],
+        classifier: None,
     };
     b.artifact.format = ArtifactFormat::MlModelc;
     b.artifact.path = compiled_model(dir, behaviour);

@@ -29,6 +29,7 @@ fn fake_bundle(dir: &std::path::Path, behaviour: &str) -> ModelBundle {
     let schema = IoSchema {
         inputs: vec![TensorSpec::fixed("input", DType::F32, &[1, 4])],
         outputs: vec![TensorSpec::fixed("output", DType::F32, &[1, 4])],
+        classifier: None,
     };
     b.artifact.format = ArtifactFormat::MlModelc;
     b.artifact.path = compiled_model(dir, behaviour);

@@ -139,6 +139,7 @@ mod tests {
         IoSchema {
             inputs: vec![TensorSpec::fixed("x", DType::F32, &[1, 2])],
             outputs: vec![TensorSpec::fixed("y", DType::F32, &[1])],
+            classifier: None,
         }
     }
 

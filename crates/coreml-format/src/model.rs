@@ -262,7 +262,7 @@ impl MlModel {
                 }
             }
         }
-        Ok(IoSchema { inputs: specs(&self.inputs)?, outputs })
+        Ok(IoSchema { inputs: specs(&self.inputs)?, outputs, classifier: None })
     }
 
     /// The typed ML Program, when the model is one.

@@ -30,7 +30,7 @@ pub use engine::{
 pub use engine_id::EngineId;
 pub use error::{Error, ErrorKind, Result};
 pub use parity::{Drift, Tolerance, softmax, tolerance, top_k, top_k_agreement};
-pub use schema::{Dim, FeatureKind, ImageFormat, IoSchema, TensorSpec};
+pub use schema::{ClassLabels, Dim, FeatureKind, ImageFormat, IoSchema, TensorSpec};
 pub use spec::{ModelSpec, ServingSpec};
 pub use tensor::{NamedTensors, Tensor, TensorData, TensorView, TensorViewData};
 

@@ -138,9 +138,28 @@ pub struct IoSchema {
     pub inputs: Vec<TensorSpec>,
     /// Outputs the model produces.
     pub outputs: Vec<TensorSpec>,
+    /// For a classifier: which output holds the class scores and what each index means.
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
+    pub classifier: Option<ClassLabels>,
+}
+
+/// A classifier's class labels (Core ML classifier specs carry them in the model): the output
+/// whose last dimension indexes the classes, and one label per index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ClassLabels {
+    /// Name of the output holding one score (probability or logit) per class.
+    pub output: String,
+    /// Label of each class, in index order (integer labels as decimal text).
+    pub labels: Vec<String>,
 }
 
 impl IoSchema {
+    /// A schema of plain inputs and outputs (not a classifier).
+    pub fn new(inputs: Vec<TensorSpec>, outputs: Vec<TensorSpec>) -> IoSchema {
+        IoSchema { inputs, outputs, classifier: None }
+    }
+
     /// The input spec called `name`.
     pub fn input(&self, name: &str) -> Option<&TensorSpec> {
         self.inputs.iter().find(|s| s.name == name)
@@ -186,6 +205,7 @@ mod tests {
         IoSchema {
             inputs: vec![TensorSpec::fixed("input", DType::F32, &[1, 3, 4, 4])],
             outputs: vec![TensorSpec::fixed("logits", DType::F32, &[1, 10])],
+            classifier: None,
         }
     }
 

@@ -308,6 +308,7 @@ impl Manifest {
                 .iter()
                 .map(|t| spec(t, "output", origin))
                 .collect::<Result<_>>()?,
+            classifier: None,
         })
     }
 

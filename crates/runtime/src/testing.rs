@@ -192,6 +192,7 @@ impl Engine for FaultyEngine {
         let schema = artifact.io_schema.clone().unwrap_or_else(|| IoSchema {
             inputs: vec![TensorSpec::fixed("input", DType::F32, &[1, 4])],
             outputs: vec![TensorSpec::fixed("output", DType::F32, &[1, 10])],
+            classifier: None,
         });
         Ok(Arc::new(FaultyModel {
             name: self.name.clone(),

@@ -42,7 +42,11 @@ impl Engine for Rows {
             kind: Default::default(),
         };
         Ok(Arc::new(RowsModel {
-            schema: IoSchema { inputs: vec![spec("x")], outputs: vec![spec("y")] },
+            schema: IoSchema {
+                inputs: vec![spec("x")],
+                outputs: vec![spec("y")],
+                classifier: None,
+            },
             calls: Arc::clone(&self.calls),
         }))
     }

@@ -27,6 +27,7 @@ fn spec() -> ModelSpec {
     let schema = IoSchema {
         inputs: vec![TensorSpec::fixed("input", DType::F32, &[1, 4])],
         outputs: vec![TensorSpec::fixed("logits", DType::F32, &[1, OUT])],
+        classifier: None,
     };
     let mut artifact = ModelArtifact::from_path("/nonexistent/big.safetensors").unwrap();
     artifact.io_schema = Some(schema);

@@ -48,8 +48,11 @@ mod tests {
 
     #[test]
     fn a_set_is_reused_only_once_its_buffers_are_free() {
-        let schema =
-            IoSchema { inputs: vec![], outputs: vec![TensorSpec::fixed("y", DType::F32, &[1, 3])] };
+        let schema = IoSchema {
+            inputs: vec![],
+            outputs: vec![TensorSpec::fixed("y", DType::F32, &[1, 3])],
+            classifier: None,
+        };
         let pool = OutputPool::new(2);
         assert!(pool.take(&schema).is_empty());
         let set = NamedTensors::new().with("y", Tensor::zeros([1, 3], DType::F32).unwrap());
