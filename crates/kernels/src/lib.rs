@@ -1,6 +1,7 @@
 //! CPU kernels shared by the native models and the ML Program executor: convolution
 //! (depthwise direct, pointwise and general as GEMM) with bias and activation fused into the
-//! epilogue, and the activations themselves.
+//! epilogue, the activations themselves, and the transformer ops (strided batched matmul on a
+//! packed GEMM, softmax, layer norm).
 //!
 //! This crate holds all of the CPU side's `unsafe` and SIMD code; the engine crate on top of it
 //! (`backend-candle`) forbids `unsafe`. Kernels work on contiguous NCHW f32 slices. Parallel work
@@ -24,14 +25,18 @@ mod conv;
 mod depthwise;
 mod dw_direct;
 mod gemm;
+mod matmul;
 mod packed;
 pub mod peak;
 mod pointwise;
 mod pool;
 pub mod profile;
+mod rows;
 mod simd;
 
 pub use activation::{Activation, apply_activation, erf, exp};
 pub use conv::{Conv2d, Padding, fold_batch_norm};
 pub use dw_direct::DwIsa;
 pub use gemm::matmul;
+pub use matmul::{GemmIsa, PackedB, Strided, matmul_packed, matmul_strided, matmul_strided_with};
+pub use rows::{Isa, layer_norm, layer_norm_with, softmax, softmax_with};

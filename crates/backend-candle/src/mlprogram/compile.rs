@@ -278,10 +278,15 @@ fn core_op(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
             other => return Err(b.unsupported(i, op, format!("cast to {other:?}"))),
         },
         "linear" => {
-            let w = b.const_tensor(i, op, "weight")?.ok_or_else(|| b.bad(i, op, "no weight"))?;
-            let weight_t = w.t().and_then(|t| t.contiguous()).map_err(|e| b.bad(i, op, e))?;
-            let bias = b.const_tensor(i, op, "bias")?;
-            Kind::Linear { weight_t, bias }
+            let w = b.param(i, op, "weight")?.ok_or_else(|| b.bad(i, op, "no weight"))?;
+            let &[out, inp] = w.shape.as_slice() else {
+                return Err(b.bad(i, op, format!("weight of shape {:?} is not 2-D", w.shape)));
+            };
+            let data = w.to_f32_vec().ok_or_else(|| b.bad(i, op, "weight is not numeric"))?;
+            let bias = b.param(i, op, "bias")?.and_then(|v| v.to_f32_vec());
+            let lin = super::kernel_ops::Linear::new(&data, out, inp, bias)
+                .ok_or_else(|| b.bad(i, op, format!("bias does not have {out} values")))?;
+            Kind::Linear(lin)
         }
         "matmul" => {
             Kind::MatMul { tx: b.flag(i, op, "transpose_x")?, ty: b.flag(i, op, "transpose_y")? }

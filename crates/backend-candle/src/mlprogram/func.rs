@@ -30,6 +30,11 @@ impl FuncOp {
     pub(crate) fn call(&self, args: &[&Tensor]) -> Result<Vec<Tensor>> {
         (self.f)(args)
     }
+
+    /// The profile row of this op (`INFER_PROFILE`): its registry name.
+    pub(crate) fn profile_kind(&self) -> &'static str {
+        self.name
+    }
 }
 
 /// The `k`-th run-time input of a step.

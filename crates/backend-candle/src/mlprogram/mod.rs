@@ -19,6 +19,7 @@ use crate::ENGINE_NAME;
 use crate::cpu_model::{Body, CpuModel};
 
 mod compile;
+mod kernel_ops;
 mod ops;
 mod plan;
 

@@ -1,6 +1,6 @@
 //! Tensor functions behind the MIL ops that candle has no direct equivalent for: fused
-//! activations through the shared kernels, pooling, slicing, layer norm, padding, matmul
-//! transposes and axis handling.
+//! activations through the shared kernels, pooling, slicing, layer norm (trailing axes and
+//! softmax on the kernels, see `kernel_ops`), padding, matmul transposes and axis handling.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 
@@ -106,6 +106,16 @@ pub(crate) fn layer_norm(
 ) -> Result<Tensor> {
     let rank = x.rank();
     let ax: Vec<usize> = axes.iter().map(|&a| axis(a, rank)).collect::<Result<_>>()?;
+    let mut sorted = ax.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    // Trailing axes are whole contiguous rows: one pass per row on the kernels.
+    if x.dtype() == DType::F32
+        && !sorted.is_empty()
+        && sorted.iter().enumerate().all(|(i, &a)| a == rank - sorted.len() + i)
+    {
+        return super::kernel_ops::layer_norm_trailing(x, rank - sorted.len(), gamma, beta, eps);
+    }
     let mut mean = x.clone();
     for &a in &ax {
         mean = mean.mean_keepdim(a)?;
@@ -131,6 +141,9 @@ pub(crate) fn layer_norm(
 /// Softmax along `axis` (max-subtracted).
 pub(crate) fn softmax(x: &Tensor, ax: i64) -> Result<Tensor> {
     let a = axis(ax, x.rank())?;
+    if x.dtype() == DType::F32 {
+        return super::kernel_ops::softmax(x, a);
+    }
     let max = x.max_keepdim(a)?;
     let e = x.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(a)?)

@@ -35,10 +35,7 @@ pub(crate) enum UnOp {
 #[derive(Debug, Clone)]
 pub(crate) enum Kind {
     Conv(ConvOp),
-    Linear {
-        weight_t: Tensor,
-        bias: Option<Tensor>,
-    },
+    Linear(super::kernel_ops::Linear),
     MatMul {
         tx: bool,
         ty: bool,
@@ -153,6 +150,29 @@ fn reshape_to(x: &Tensor, shape: &[i64]) -> Result<Tensor> {
 }
 
 impl Step {
+    /// The profile row this step's time goes to (`INFER_PROFILE`); `None` for convolutions,
+    /// whose kernels record their own rows.
+    fn profile_kind(&self) -> Option<&'static str> {
+        Some(match &self.kind {
+            Kind::Conv(_) => return None,
+            Kind::Linear(_) => "mil linear",
+            Kind::MatMul { .. } => "mil matmul",
+            Kind::Binary(_) => "mil binary",
+            Kind::Act(_) | Kind::Clip { .. } => "mil activation",
+            Kind::Unary(_) => "mil unary",
+            Kind::Softmax { .. } => "mil softmax",
+            Kind::ReduceMean { .. } => "mil reduce_mean",
+            Kind::Reshape { .. } | Kind::Squeeze { .. } | Kind::ExpandDims { .. } => "mil reshape",
+            Kind::Transpose { .. } => "mil transpose",
+            Kind::Concat { .. } | Kind::Split { .. } | Kind::Slice(_) => "mil concat/split/slice",
+            Kind::LayerNorm { .. } => "mil layer_norm",
+            Kind::BatchNorm { .. } => "mil batch_norm",
+            Kind::Pool(_) => "mil pool",
+            Kind::Pad { .. } => "mil pad",
+            Kind::Func(f) => f.profile_kind(),
+        })
+    }
+
     fn run(&self, args: &[&Tensor]) -> Result<Vec<Tensor>> {
         if let Kind::Func(f) = &self.kind {
             return f.call(args);
@@ -164,18 +184,14 @@ impl Step {
         let one = |t: Tensor| Ok(vec![t]);
         match &self.kind {
             Kind::Conv(op) => one(x.contiguous()?.apply_op1_no_bwd(op)?),
-            Kind::Linear { weight_t, bias } => {
-                let y = if x.rank() == 2 {
-                    x.contiguous()?.matmul(weight_t)?
-                } else {
-                    x.contiguous()?.broadcast_matmul(weight_t)?
-                };
-                one(match bias {
-                    Some(b) => y.broadcast_add(b)?,
-                    None => y,
+            Kind::Linear(op) => one(op.forward(x)?),
+            Kind::MatMul { tx, ty } => {
+                let y = arg(1)?;
+                one(match super::kernel_ops::matmul(x, y, *tx, *ty)? {
+                    Some(t) => t,
+                    None => ops::matmul(x, y, *tx, *ty)?,
                 })
             }
-            Kind::MatMul { tx, ty } => one(ops::matmul(x, arg(1)?, *tx, *ty)?),
             Kind::Binary(op) => {
                 let y = arg(1)?;
                 one(match op {
@@ -272,6 +288,7 @@ impl Plan {
                     step.origin
                 ));
             }
+            let t = step.profile_kind().and_then(|_| kernels::profile::start());
             let outs = {
                 let outs = step
                     .inputs
@@ -290,6 +307,9 @@ impl Plan {
                 }
                 outs
             };
+            if let Some(kind) = step.profile_kind() {
+                kernels::profile::record(kind, t);
+            }
             for (&slot, t) in step.outputs.iter().zip(outs) {
                 slots[slot] = Some(t);
             }
