@@ -2,11 +2,13 @@
 # Same-model A/B of infer binaries by CPU time (user+sys of the whole process: load, 10 warm-up
 # and ITERS timed runs), alternating binaries per round, for a loaded machine where wall-clock
 # percentiles mostly measure the scheduler. Usage: ab_cpu.sh THREADS ITERS ROUNDS BIN...
-# MODELS="lite0 fastvit" picks models. Prints one line per run: binary, model, CPU s per run, wall p50 ms, load average.
+# MODELS="lite0 fastvit" picks models; any other name is a zoo package, $ZOO/NAME/NAME.mlpackage
+# (ZOO defaults to target/zoo, made by scripts/make_zoo.py). Prints one line per run: binary, model, CPU s per run, wall p50 ms, load average.
 set -u
 T=$1; ITERS=$2; ROUNDS=$3; shift 3
 FX=${FX:-../shared/fixtures}
 LITE0=${LITE0:-models/efficientnet-lite0}
+ZOO=${ZOO:-target/zoo}
 for r in $(seq "$ROUNDS"); do
   for model in ${MODELS:-lite0 fastvit lite0pkg fastvitpkg}; do
     case $model in
@@ -14,6 +16,7 @@ for r in $(seq "$ROUNDS"); do
       fastvit) a=(--model "$FX/fastvit_t8/fastvit_t8.train_form.safetensors" --arch fastvit-t8);;
       lite0pkg) a=(--model "$FX/efficientnet_lite0/efficientnet_lite0.mlpackage");;
       fastvitpkg) a=(--model "$FX/fastvit_t8/fastvit_t8.mlpackage");;
+      *) a=(--model "$ZOO/$model/$model.mlpackage");;
     esac
     for b in "$@"; do
       /usr/bin/time -o /tmp/ab_cpu.t -f "%U %S" "$b" bench "${a[@]}" --threads "$T" --iters "$ITERS" \

@@ -1,12 +1,14 @@
 //! The executor's transformer ops on the shared kernels, as candle custom ops over the tensors'
 //! storage (one pass, no copy out and back): `linear` on a weight packed once at prepare time,
 //! `matmul` reading transposed or broadcast operands through their strides, softmax and layer
-//! norm over contiguous rows.
+//! norm over contiguous rows, broadcast binary ops over strides, and trailing-axis means.
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use kernels::{PackedB, Strided};
+
+use super::plan::BinOp;
 
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else { candle_core::bail!("{what}: expected f32 values") };
@@ -243,4 +245,161 @@ pub(crate) fn layer_norm_trailing(
     let flat = |t: Option<&Tensor>| t.map(|t| t.flatten_all()?.to_vec1::<f32>()).transpose();
     let op = LayerNorm { len, gamma: flat(gamma)?, beta: flat(beta)?, eps };
     x.contiguous()?.apply_op1_no_bwd(&op)
+}
+
+/// An element-wise binary op on two views of one (broadcast) shape, walking both operands'
+/// strides directly: the innermost run is a plain loop (both contiguous, or one a repeated
+/// scalar), which the compiler vectorizes.
+struct Binary(BinOp);
+
+/// Dimensions of the output with each operand's stride, size-1 dimensions dropped and adjacent
+/// dimensions merged where both operands step through them as one.
+fn collapse(dims: &[usize], sa: &[usize], sb: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    for ((&n, &a), &b) in dims.iter().zip(sa).zip(sb) {
+        if n == 1 {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.1 == a * n && last.2 == b * n => *last = (last.0 * n, a, b),
+            _ => out.push((n, a, b)),
+        }
+    }
+    out
+}
+
+fn zip_runs(
+    shape: &[(usize, usize, usize)],
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(f32, f32) -> f32,
+) -> Vec<f32> {
+    let total: usize = shape.iter().map(|d| d.0).product();
+    let mut out = Vec::with_capacity(total);
+    let (&(n, ia, ib), outer) = match shape.split_last() {
+        Some(s) => s,
+        None => {
+            out.push(f(a[0], b[0]));
+            return out;
+        }
+    };
+    let mut idx = vec![0usize; outer.len()];
+    let (mut oa, mut ob) = (0usize, 0usize);
+    loop {
+        match (ia, ib) {
+            (1, 1) => out.extend(a[oa..oa + n].iter().zip(&b[ob..ob + n]).map(|(&x, &y)| f(x, y))),
+            (1, 0) => {
+                let y = b[ob];
+                out.extend(a[oa..oa + n].iter().map(|&x| f(x, y)));
+            }
+            (0, 1) => {
+                let x = a[oa];
+                out.extend(b[ob..ob + n].iter().map(|&y| f(x, y)));
+            }
+            _ => out.extend((0..n).map(|j| f(a[oa + j * ia], b[ob + j * ib]))),
+        }
+        // Odometer over the outer dimensions.
+        let mut d = outer.len();
+        loop {
+            if d == 0 {
+                return out;
+            }
+            d -= 1;
+            idx[d] += 1;
+            oa += outer[d].1;
+            ob += outer[d].2;
+            if idx[d] < outer[d].0 {
+                break;
+            }
+            oa -= outer[d].1 * outer[d].0;
+            ob -= outer[d].2 * outer[d].0;
+            idx[d] = 0;
+        }
+    }
+}
+
+impl CustomOp2 for Binary {
+    fn name(&self) -> &'static str {
+        "mil-binary"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() {
+            candle_core::bail!("binary: shapes {:?} and {:?} differ", l1.dims(), l2.dims())
+        }
+        let shape = collapse(l1.dims(), l1.stride(), l2.stride());
+        let (a, b) = (f32s(s1, l1, "binary")?, f32s(s2, l2, "binary")?);
+        let out = if l1.shape().elem_count() == 0 {
+            Vec::new()
+        } else {
+            match self.0 {
+                BinOp::Add => zip_runs(&shape, a, b, |x, y| x + y),
+                BinOp::Sub => zip_runs(&shape, a, b, |x, y| x - y),
+                BinOp::Mul => zip_runs(&shape, a, b, |x, y| x * y),
+                BinOp::Div => zip_runs(&shape, a, b, |x, y| x / y),
+                BinOp::Maximum => zip_runs(&shape, a, b, |x, y| if x > y { x } else { y }),
+                BinOp::Minimum => zip_runs(&shape, a, b, |x, y| if x < y { x } else { y }),
+            }
+        };
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `x op y` with numpy broadcasting over the operands' strides; `None` unless both are f32.
+pub(crate) fn binary(x: &Tensor, y: &Tensor, op: BinOp) -> Result<Option<Tensor>> {
+    if x.dtype() != DType::F32 || y.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let shape = x.shape().broadcast_shape_binary_op(y.shape(), "binary")?;
+    let (a, b) = (x.broadcast_as(&shape)?, y.broadcast_as(&shape)?);
+    a.apply_op2_no_bwd(&b, &Binary(op)).map(Some)
+}
+
+/// Mean over the trailing `len` values of each row of a contiguous tensor.
+struct MeanRows {
+    len: usize,
+    shape: Vec<usize>,
+}
+
+impl CustomOp1 for MeanRows {
+    fn name(&self) -> &'static str {
+        "mil-mean"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s, l, "reduce_mean")?;
+        let inv = 1.0 / self.len as f32;
+        let out: Vec<f32> = x
+            .chunks_exact(self.len)
+            .map(|row| {
+                let mut acc = [0f32; 16];
+                let mut chunks = row.chunks_exact(16);
+                for c in &mut chunks {
+                    acc.iter_mut().zip(c).for_each(|(a, v)| *a += v);
+                }
+                (chunks.remainder().iter().sum::<f32>() + acc.iter().sum::<f32>()) * inv
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), Shape::from(self.shape.clone())))
+    }
+}
+
+/// Mean over the trailing dimensions `first..rank` (the global pooling of squeeze-excite
+/// blocks); `None` unless f32 with something to reduce.
+pub(crate) fn mean_trailing(x: &Tensor, first: usize, keep: bool) -> Result<Option<Tensor>> {
+    let len: usize = x.dims()[first..].iter().product();
+    if x.dtype() != DType::F32 || len == 0 {
+        return Ok(None);
+    }
+    let mut shape = x.dims()[..first].to_vec();
+    if keep {
+        shape.extend(std::iter::repeat_n(1, x.rank() - first));
+    }
+    x.contiguous()?.apply_op1_no_bwd(&MeanRows { len, shape }).map(Some)
 }

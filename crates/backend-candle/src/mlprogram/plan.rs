@@ -194,6 +194,9 @@ impl Step {
             }
             Kind::Binary(op) => {
                 let y = arg(1)?;
+                if let Some(t) = super::kernel_ops::binary(x, y, *op)? {
+                    return one(t);
+                }
                 one(match op {
                     BinOp::Add => x.broadcast_add(y)?,
                     BinOp::Sub => x.broadcast_sub(y)?,
