@@ -51,10 +51,11 @@ pub(crate) fn reduce_mean(x: &Tensor, axes: Option<&[i64]>, keep: bool) -> Resul
     };
     ax.sort_unstable();
     ax.dedup();
-    if !ax.is_empty() && ax.iter().enumerate().all(|(i, &a)| a == rank - ax.len() + i) {
-        if let Some(y) = super::kernel_ops::mean_trailing(x, rank - ax.len(), keep)? {
-            return Ok(y);
-        }
+    if !ax.is_empty()
+        && ax.iter().enumerate().all(|(i, &a)| a == rank - ax.len() + i)
+        && let Some(y) = super::kernel_ops::mean_trailing(x, rank - ax.len(), keep)?
+    {
+        return Ok(y);
     }
     let mut y = x.clone();
     for &a in &ax {
