@@ -75,7 +75,9 @@ pub(super) fn gelu_approx(b: &mut Builder<'_>, i: usize, op: &Operation) -> Resu
             let c = (2.0f32 / std::f32::consts::PI).sqrt();
             0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
         }),
-        Some("SIGMOID_APPROXIMATION") => b.push_map(i, op, |x| x / (1.0 + (-1.702 * x).exp())),
+        Some("SIGMOID_APPROXIMATION") => {
+            b.push_map(i, op, |x| x / (1.0 + kernels::exp(-1.702 * x)))
+        }
         other => Err(b.unsupported(i, op, format!("gelu mode {other:?}"))),
     }
 }

@@ -180,7 +180,7 @@ impl Se {
                     .map(|(a, b)| a * b)
                     .sum::<f32>()
                     + self.b2[ch];
-                let gate = 1.0 / (1.0 + (-s).exp());
+                let gate = 1.0 / (1.0 + kernels::exp(-s));
                 plane.iter_mut().for_each(|v| *v *= gate);
             }
         }
