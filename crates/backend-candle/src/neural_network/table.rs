@@ -61,8 +61,8 @@ pub(crate) static LAYERS: &[LayerEntry] = &[
         "TOP_LEFT_HEAVY same padding; deconvolution with same padding"
     ),
     entry!("cos", Cos, act::cos),
-    entry!("crop", Crop, conv::crop, "two-input crop (to the second input's size)"),
     entry!("cosh", Cosh, act::cosh),
+    entry!("crop", Crop, conv::crop, "two-input crop (to the second input's size)"),
     entry!("divideBroadcastable", DivideBroadcastable, ew::divide_broadcastable),
     entry!("erf", Erf, act::erf),
     entry!("exp2", Exp2, act::exp2),
