@@ -13,7 +13,13 @@ Cases:
 - compressed weights: the MobileNetV3 with fp16 weights (`quantize_weights(nbits=16)`) and with
   8-bit linear weights (`quantize_weights(nbits=8)`); BatchNorm is made the identity (the
   converter folds it into the conv weights) and the PyTorch weights are put on the fp16 /
-  per-channel 8-bit grid, so PyTorch's fp32 output stays the exact reference;
+  per-channel 8-bit grid, so PyTorch's fp32 output stays the exact reference; likewise the
+  ResNet with 4-bit look-up-table weights (`quantize_weights(nbits=4, "linear_lut")`);
+- `legacy_layers`: layers of the original rank-5 spec that today's converter no longer emits
+  (scale, bias, unary, multi-input average/max/min, l2normalize, lrn, softmax, reduce, slice,
+  split, flatten, innerProduct on a flattened blob, reshape, permute, loadConstant, every
+  activation with parameters), built with the NeuralNetworkBuilder; its reference is numpy
+  written from NeuralNetwork.proto's definitions, as there is no Core ML on Linux to run it;
 - single-layer-family models: deconvolution, grouped and dilated convs, padding modes, pooling
   (ceil mode, padding), upsampling (nearest, bilinear both alignments), activations, softmax,
   concat/split, permute/reshape, reductions, matmul.
@@ -220,6 +226,14 @@ def snap(torch, model, how):
             if not isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
                 continue
             w = mod.weight
+            if how == "lut4":
+                # 16 evenly spaced levels over the whole tensor (and over each bias): what
+                # `quantize_weights(nbits=4, "linear_lut")` stores as its look-up table.
+                for t in [w] + ([mod.bias] if mod.bias is not None else []):
+                    lo, hi = t.min(), t.max()
+                    scale = (hi - lo).clamp_min(1e-8) / 15.0
+                    t.copy_(lo + torch.round((t - lo) / scale) * scale)
+                continue
             if how == "fp16":
                 w.copy_(w.half().float())
                 if mod.bias is not None:
@@ -269,7 +283,7 @@ def make_plain(name, model, shape, out_dir, compress=None):
         # BatchNorm as the identity: the converter folds it into the conv weights, which must
         # stay on the grid they were put on.
         identity_bn(model, torch)
-        snap(torch, model, "fp16" if compress == 16 else "int8")
+        snap(torch, model, {16: "fp16", 8: "int8", 4: "lut4"}[compress])
     else:
         perturb_bn(model, torch, gen)
     x = torch.randn(shape, generator=gen)
@@ -280,7 +294,8 @@ def make_plain(name, model, shape, out_dir, compress=None):
     if compress:
         from coremltools.models.neural_network import quantization_utils as qu
 
-        mlmodel = qu.quantize_weights(mlmodel, nbits=compress, quantization_mode="linear")
+        mode = "linear_lut" if compress == 4 else "linear"
+        mlmodel = qu.quantize_weights(mlmodel, nbits=compress, quantization_mode=mode)
     outs = [np.ascontiguousarray(o.numpy(), dtype=np.float32) for o in outs]
     write(ct, mlmodel, name, {"x": x.numpy()}, outs, out_dir)
 
@@ -341,6 +356,107 @@ def make_image_classifier(out_dir):
     print(f"image_classifier: {dict(layer_types(spec))}", flush=True)
 
 
+def make_legacy_layers(out_dir):
+    """Layers of the original (rank-5) NeuralNetwork spec that converters of today no longer
+    emit, built with coremltools' NeuralNetworkBuilder on a `[C, H, W]` input with the default
+    rank-5 shape mapping. There is no Core ML on Linux to run them, so the reference is numpy,
+    written here from the layer definitions in NeuralNetwork.proto (a naive reference)."""
+    import coremltools as ct
+    import numpy as np
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+
+    rng = np.random.default_rng(SEED)
+    c, h, w = 4, 5, 6
+    x = rng.standard_normal((c, h, w)).astype(np.float32)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    sc, sb, bias, const = f(c), f(c), f(c, h, w), f(c, h, w)
+    ip_w, ip_b = f(3, c * h * w) * 0.1, f(3)
+    pre_a, psp_a, psp_b = np.abs(f(c)) * 0.3, np.abs(f(c)) + 0.5, np.abs(f(c)) + 0.5
+    ch = lambda v: v[:, None, None]  # noqa: E731
+
+    ref = {}
+    ref["y_scale"] = x * ch(sc) + ch(sb)
+    xb = x + bias
+    ref["y_unary"] = np.log(2.0 * np.abs(xb) + 1.0)
+    ave = (x + ref["y_scale"] + xb) / 3.0
+    ref["y_elementwise"] = np.minimum(np.maximum(ave, x), ref["y_scale"]) * 0.5 + 0.25
+    ref["y_l2"] = x / np.sqrt((x * x).sum() + 1e-5)
+    sq = np.pad(x * x, ((1, 1), (0, 0), (0, 0)))
+    win = sq[:-2] + sq[1:-1] + sq[2:]
+    ref["y_lrn"] = x / (1.0 + 1e-2 / 3 * win) ** 0.75
+    e = np.exp(x - x.max(0, keepdims=True))
+    ref["y_softmax"] = e / e.sum(0, keepdims=True)
+    ref["y_sum_hw"] = x.sum((1, 2), keepdims=True)
+    ref["y_avg_c"] = x.mean(0, keepdims=True)
+    ref["y_max_chw"] = x.max(keepdims=True)
+    ref["y_slice_c"] = x[1:3]
+    ref["y_slice_h"] = x[:, 0:4:2]
+    ref["y_split_a"], ref["y_split_b"] = x[:2], x[2:]
+    flat = x.reshape(-1)
+    ref["y_inner"] = ip_w @ flat + ip_b
+    ref["y_reshape"] = x.reshape(2, 10, 6)
+    ref["y_permute"] = x.transpose(1, 2, 0)
+    ref["y_const"] = x + const
+    ref["y_scaled_tanh"] = 0.8 * np.tanh(1.3 * x)
+    ref["y_linear"] = 0.5 * x - 0.2
+    ref["y_psoftplus"] = ch(psp_a) * np.log1p(np.exp(ch(psp_b) * x))
+    ref["y_thresholded"] = np.where(x > 0.3, x, 0.0)
+    ref["y_softsign"] = x / (1.0 + np.abs(x))
+    ref["y_elu"] = np.where(x > 0, x, 0.6 * (np.exp(x) - 1.0))
+    ref["y_prelu"] = np.where(x >= 0, x, ch(pre_a) * x)
+    ref["y_leaky"] = np.where(x >= 0, x, 0.1 * x)
+    ref["y_sigmoid_hard"] = np.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+    outs = [(k, datatypes.Array(*v.shape)) for k, v in ref.items()]
+    b = NeuralNetworkBuilder([("x", datatypes.Array(c, h, w))], outs)
+    b.add_scale("scale", sc, sb, True, "x", "y_scale", shape_scale=[c], shape_bias=[c])
+    b.add_bias("bias", bias, "x", "xb", shape_bias=[c, h, w])
+    b.add_unary("abs", "xb", "xb_abs", "abs")
+    b.add_unary("log", "xb_abs", "y_unary", "log", shift=1.0, scale=2.0, epsilon=1e-20)
+    b.add_elementwise("ave", ["x", "y_scale", "xb"], "ave", "AVE")
+    b.add_elementwise("max", ["ave", "x"], "mx", "MAX")
+    b.add_elementwise("min", ["mx", "y_scale"], "mn", "MIN")
+    b.add_elementwise("half", ["mn"], "half", "MULTIPLY", alpha=0.5)
+    b.add_elementwise("plus", ["half"], "y_elementwise", "ADD", alpha=0.25)
+    b.add_l2_normalize("l2", "x", "y_l2", epsilon=1e-5)
+    b.add_lrn("lrn", "x", "y_lrn", alpha=1e-2, beta=0.75, local_size=3, k=1.0)
+    b.add_softmax("softmax", "x", "y_softmax")
+    b.add_reduce("sum_hw", "x", "y_sum_hw", "HW", "sum")
+    b.add_reduce("avg_c", "x", "y_avg_c", "C", "avg")
+    b.add_reduce("max_chw", "x", "y_max_chw", "CHW", "max")
+    b.add_slice("slice_c", "x", "y_slice_c", "channel", 1, 3, 1)
+    b.add_slice("slice_h", "x", "y_slice_h", "height", 0, 4, 2)
+    b.add_split("split", "x", ["y_split_a", "y_split_b"])
+    b.add_flatten("flatten", 0, "x", "flat")
+    b.add_inner_product("inner", ip_w, ip_b, c * h * w, 3, True, "flat", "y_inner")
+    b.add_reshape("reshape", "x", "y_reshape", (2, 10, 6), 0)
+    b.add_permute("permute", (0, 2, 3, 1), "x", "y_permute")
+    b.add_load_constant("const", "k", const, [c, h, w])
+    b.add_elementwise("plus_const", ["x", "k"], "y_const", "ADD")
+    acts = [
+        ("SCALED_TANH", "y_scaled_tanh", [0.8, 1.3]),
+        ("LINEAR", "y_linear", [0.5, -0.2]),
+        ("PARAMETRICSOFTPLUS", "y_psoftplus", [psp_a, psp_b]),
+        ("THRESHOLDEDRELU", "y_thresholded", 0.3),
+        ("SOFTSIGN", "y_softsign", None),
+        ("ELU", "y_elu", 0.6),
+        ("PRELU", "y_prelu", pre_a),
+        ("LEAKYRELU", "y_leaky", [0.1]),
+        ("SIGMOID_HARD", "y_sigmoid_hard", [0.2, 0.5]),
+    ]
+    for kind, out, params in acts:
+        b.add_activation(out, kind, "x", out, params=params)
+    spec = b.spec
+    spec.specificationVersion = 4
+    tensors = {"in.x": x}
+    for k, v in ref.items():
+        tensors[f"out.{k}"] = np.ascontiguousarray(v, dtype=np.float32)
+    save_mlmodel(spec, os.path.join(out_dir, "legacy_layers.mlmodel"))
+    save_tensors(tensors, os.path.join(out_dir, "legacy_layers.safetensors"))
+    print(f"legacy_layers: {dict(layer_types(spec))}", flush=True)
+
+
 def make_zoo(out_dir):
     """Full-size timm MobileNetV2 and ResNet-18 (random weights) for `infer run`."""
     import coremltools as ct
@@ -389,8 +505,13 @@ def main():
         if want(name):
             model, shape = reduced_models(torch, timm)["mobilenetv3_reduced"]
             make_plain(name, model, shape, args.out, compress=bits)
+    if want("resnet_reduced_lut4"):
+        model, shape = reduced_models(torch, timm)["resnet_reduced"]
+        make_plain("resnet_reduced_lut4", model, shape, args.out, compress=4)
     if want("image_classifier"):
         make_image_classifier(args.out)
+    if want("legacy_layers"):
+        make_legacy_layers(args.out)
 
 
 if __name__ == "__main__":

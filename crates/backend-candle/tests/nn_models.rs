@@ -1,9 +1,12 @@
 //! Legacy NeuralNetwork `.mlmodel`s (`scripts/make_nn_fixtures.py`): reduced MobileNetV2,
-//! ResNet and MobileNetV3 (fp16 and 8-bit weights), a BGR image classifier with string labels,
-//! and single-family layer models, each converted from PyTorch by coremltools with
-//! `convert_to="neuralnetwork"`. Every output must be within 1e-4 of its peak of PyTorch's fp32
-//! output, with the same arg-max. (The compressed models' PyTorch weights were put on the
-//! stored grid before conversion, so fp32 PyTorch is their exact reference too.)
+//! ResNet and MobileNetV3 (fp16, 8-bit and 4-bit look-up-table weights), a BGR image classifier
+//! with string labels, and single-family layer models, each converted from PyTorch by
+//! coremltools with `convert_to="neuralnetwork"`; and `legacy_layers`, the rank-5-era layers
+//! today's converter no longer emits, built with the NeuralNetworkBuilder, whose reference is
+//! numpy written from NeuralNetwork.proto's definitions (no Core ML on Linux to run it). Every
+//! output must be within 1e-4 of its peak of the reference, with the same arg-max. (The
+//! compressed models' PyTorch weights were put on the stored grid before conversion, so fp32
+//! PyTorch is their exact reference too.)
 
 use std::path::{Path, PathBuf};
 

@@ -242,7 +242,7 @@ impl MlModel {
     /// Inputs and outputs as an [`IoSchema`]; fails naming the feature when one is not a tensor
     /// the project can carry (e.g. a double array or a string).
     pub fn io_schema(&self) -> Result<IoSchema> {
-        if let Some(schema) = crate::neural_network::classifier_schema(self)? {
+        if let Some(schema) = crate::neural_network::schema(self)? {
             return Ok(schema);
         }
         let specs = |fs: &[Feature]| -> Result<Vec<_>> {

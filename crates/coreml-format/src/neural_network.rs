@@ -1,7 +1,10 @@
-//! The I/O schema of a legacy NeuralNetwork classifier (`neuralNetworkClassifier`): its class
-//! labels become [`IoSchema::classifier`], its probability dictionary an f32 tensor of one score
-//! per class, and its predicted-label output (a string or int64 feature) is left out of the
-//! schema: the project has no string tensors, and the label is the arg-max of the scores.
+//! The I/O schema of a legacy NeuralNetwork spec. Core ML runs a NeuralNetwork in floating
+//! point whatever its features declare, so a double multi-array feature (what the old
+//! NeuralNetworkBuilder declares by default) is carried as f32. A classifier's
+//! (`neuralNetworkClassifier`) class labels become [`IoSchema::classifier`], its probability
+//! dictionary an f32 tensor of one score per class, and its predicted-label output (a string or
+//! int64 feature) is left out of the schema: the project has no string tensors, and the label is
+//! the arg-max of the scores.
 
 use coreml_proto::proto as pb;
 use inference_api::{ClassLabels, DType, IoSchema, TensorSpec};
@@ -22,35 +25,66 @@ pub fn class_labels(spec: &pb::Model) -> Option<Vec<String>> {
     })
 }
 
-/// The schema of a NeuralNetwork classifier; `Ok(None)` for any other model.
-pub(crate) fn classifier_schema(model: &MlModel) -> Result<Option<IoSchema>> {
-    let Some(labels) = class_labels(model.spec()) else { return Ok(None) };
-    let desc = model.spec().description.as_ref();
-    let probs = desc.map(|d| d.predicted_probabilities_name.clone()).unwrap_or_default();
-    let label = desc.map(|d| d.predicted_feature_name.clone()).unwrap_or_default();
-    let not_tensor = |f: &Feature| {
+/// Whether the spec is a NeuralNetwork (plain, classifier or regressor).
+fn is_neural_network(spec: &pb::Model) -> bool {
+    use pb::model::Type as T;
+    matches!(
+        spec.r#type,
+        Some(T::NeuralNetwork(_) | T::NeuralNetworkClassifier(_) | T::NeuralNetworkRegressor(_))
+    )
+}
+
+/// The tensor spec of a feature, a double multi-array taken as f32.
+fn tensor_spec(model: &MlModel, f: &Feature, all: &[pb::FeatureDescription]) -> Result<TensorSpec> {
+    if let Some(s) = &f.spec {
+        return Ok(s.clone());
+    }
+    let not_tensor = || {
         FormatError::unsupported(
             model.spec_path(),
             format!("feature `{}` of type {} is not a tensor", f.name, f.type_name),
         )
     };
-    let inputs = model
-        .inputs()
-        .iter()
-        .map(|f| f.spec.clone().ok_or_else(|| not_tensor(f)))
-        .collect::<Result<Vec<_>>>()?;
+    use pb::array_feature_type::ArrayDataType as A;
+    use pb::feature_type::Type as T;
+    let mut desc = all.iter().find(|d| d.name == f.name).ok_or_else(not_tensor)?.clone();
+    match desc.r#type.as_mut().and_then(|t| t.r#type.as_mut()) {
+        Some(T::MultiArrayType(a)) if a.data_type == A::Double as i32 => {
+            a.data_type = A::Float32 as i32;
+        }
+        _ => return Err(not_tensor()),
+    }
+    Feature::from_proto(&desc)
+        .map_err(|e| FormatError::malformed(model.spec_path(), e))?
+        .spec
+        .ok_or_else(not_tensor)
+}
+
+/// The schema of a NeuralNetwork spec; `Ok(None)` for any other model.
+pub(crate) fn schema(model: &MlModel) -> Result<Option<IoSchema>> {
+    if !is_neural_network(model.spec()) {
+        return Ok(None);
+    }
+    let labels = class_labels(model.spec()).unwrap_or_default();
+    let desc = model.spec().description.as_ref();
+    let (ins, outs) = desc.map_or((&[][..], &[][..]), |d| (&d.input[..], &d.output[..]));
+    let probs = desc.map(|d| d.predicted_probabilities_name.clone()).unwrap_or_default();
+    let label = desc.map(|d| d.predicted_feature_name.clone()).unwrap_or_default();
+    let classifier = class_labels(model.spec()).is_some();
+    let inputs =
+        model.inputs().iter().map(|f| tensor_spec(model, f, ins)).collect::<Result<Vec<_>>>()?;
     let mut outputs = Vec::new();
     for f in model.outputs() {
-        if f.name == probs {
+        if classifier && f.name == probs {
             outputs.push(TensorSpec::fixed(&f.name, DType::F32, &[labels.len()]));
-        } else if f.name == label {
+        } else if classifier && f.name == label {
             // The predicted label: a string (or int64) feature, the arg-max of the scores.
             continue;
         } else {
-            outputs.push(f.spec.clone().ok_or_else(|| not_tensor(f))?);
+            outputs.push(tensor_spec(model, f, outs)?);
         }
     }
-    let classifier =
-        (!probs.is_empty() && !labels.is_empty()).then(|| ClassLabels { output: probs, labels });
+    let classifier = (classifier && !probs.is_empty() && !labels.is_empty())
+        .then(|| ClassLabels { output: probs, labels });
     Ok(Some(IoSchema { inputs, outputs, classifier }))
 }

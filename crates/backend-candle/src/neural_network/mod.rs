@@ -275,39 +275,33 @@ pub(crate) fn translate(model: &MlModel) -> Result<Function> {
         layer: "(inputs)".into(),
         layer_type: "preprocessing",
     };
-    let schema_inputs = model.inputs();
+    // The model's own schema (double arrays as f32, a classifier's scores as a tensor).
+    let schema = model.io_schema()?;
     let mut inputs = Vec::new();
-    for f in schema_inputs {
-        let spec = f.spec.as_ref().ok_or_else(|| {
-            Error::Unavailable(format!(
-                "{}: input `{}` of type {} is not a tensor the CPU engine can take",
-                model.path().display(),
-                f.name,
-                f.type_name
-            ))
-        })?;
-        inputs.push(NamedType { name: f.name.clone(), ty: ValueType::Unknown });
+    for spec in &schema.inputs {
+        let name_ = spec.name.clone();
+        inputs.push(NamedType { name: name_.clone(), ty: ValueType::Unknown });
         let var = match spec.kind {
             FeatureKind::Image { format, width, height } => {
-                e.ranks.insert(f.name.clone(), Some(4));
+                e.ranks.insert(name_.clone(), Some(4));
                 let size = (height, width);
-                preprocess(&mut e, &net, &f.name, format, size, schema_inputs.len())?
+                preprocess(&mut e, &net, &name_, format, size, schema.inputs.len())?
             }
             _ => {
                 let rank = spec.shape.len();
-                e.ranks.insert(f.name.clone(), Some(rank));
+                e.ranks.insert(name_.clone(), Some(rank));
                 match (net.rank5_arrays, rank) {
-                    (true, 1) => e.reshape(&f.name, &[1, -1, 1, 1]),
+                    (true, 1) => e.reshape(&name_, &[1, -1, 1, 1]),
                     (true, 3) => e.op(
                         "expand_dims",
-                        vec![("x", name(&f.name)), ("axes", ints(&[0]))],
+                        vec![("x", name(&name_)), ("axes", ints(&[0]))],
                         Some(4),
                     ),
-                    _ => f.name.clone(),
+                    _ => name_.clone(),
                 }
             }
         };
-        e.vars.insert(f.name.clone(), var);
+        e.vars.insert(name_, var);
     }
     for l in net.layers {
         let layer = l.layer.as_ref().ok_or_else(|| {
@@ -318,36 +312,22 @@ pub(crate) fn translate(model: &MlModel) -> Result<Function> {
     e.layer = "(outputs)".into();
     e.layer_type = "model outputs";
     let mut outputs = Vec::new();
-    let classifier = model
-        .spec()
-        .r#type
-        .as_ref()
-        .is_some_and(|t| matches!(t, pb::model::Type::NeuralNetworkClassifier(_)));
-    let desc = model.spec().description.as_ref();
-    let probs_name = desc.map(|d| d.predicted_probabilities_name.as_str()).unwrap_or("");
-    let label_name = desc.map(|d| d.predicted_feature_name.as_str()).unwrap_or("");
-    for f in model.outputs() {
-        if classifier && (f.name == label_name || (f.spec.is_none() && f.name != probs_name)) {
-            // The predicted label (a string or int64 feature): we carry no string tensors; the
-            // caller takes the arg-max of the probabilities with the schema's labels.
-            continue;
-        }
-        let (blob, flat) = if classifier && f.name == probs_name {
+    let probs = schema.classifier.as_ref().map(|c| c.output.as_str());
+    for spec in &schema.outputs {
+        let (blob, flat) = if Some(spec.name.as_str()) == probs {
             (net.probabilities.clone().unwrap_or_default(), true)
         } else {
-            (f.name.clone(), false)
+            (spec.name.clone(), false)
         };
         let var = e.vars.get(&blob).cloned().ok_or_else(|| {
             Error::Compile(format!(
                 "{ENGINE_NAME}: {}: output `{}` is not produced by any layer (blob `{blob}`)",
                 model.path().display(),
-                f.name
+                spec.name
             ))
         })?;
-        let fixed: Option<Vec<i64>> = f
-            .spec
-            .as_ref()
-            .and_then(|s| s.fixed_shape())
+        let fixed: Option<Vec<i64>> = spec
+            .fixed_shape()
             .map(|s| s.iter().map(|&n| i64::try_from(n).unwrap_or(i64::MAX)).collect());
         let shape = match (flat, fixed) {
             (true, _) => vec![-1],
@@ -364,9 +344,9 @@ pub(crate) fn translate(model: &MlModel) -> Result<Function> {
             e.op(op_type, inputs, None);
             e.ops.pop().ok_or_else(|| e.bad("internal: no op"))?
         };
-        op.outputs = vec![NamedType { name: f.name.clone(), ty: ValueType::Unknown }];
+        op.outputs = vec![NamedType { name: spec.name.clone(), ty: ValueType::Unknown }];
         e.ops.push(op);
-        outputs.push(f.name.clone());
+        outputs.push(spec.name.clone());
     }
     Ok(Function {
         inputs,
