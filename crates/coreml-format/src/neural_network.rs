@@ -85,6 +85,6 @@ pub(crate) fn schema(model: &MlModel) -> Result<Option<IoSchema>> {
         }
     }
     let classifier = (classifier && !probs.is_empty() && !labels.is_empty())
-        .then(|| ClassLabels { output: probs, labels });
+        .then_some(ClassLabels { output: probs, labels });
     Ok(Some(IoSchema { inputs, outputs, classifier }))
 }

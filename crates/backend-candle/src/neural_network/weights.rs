@@ -12,13 +12,13 @@ use half::f16;
 /// (output-channel) axis, along which per-channel quantization parameters run. Errors are plain
 /// text naming what is wrong; the caller names the layer.
 pub(crate) fn decode(w: &WeightParams, count: usize, channels: usize) -> Result<Vec<f32>, String> {
-    if w.int8_raw_value.len() > 0 {
+    if !w.int8_raw_value.is_empty() {
         return Err("int8 dynamic-quantized weights (int8RawValue) are not supported".into());
     }
     let values = if !w.float_value.is_empty() {
         w.float_value.clone()
     } else if !w.float16_value.is_empty() {
-        if w.float16_value.len() % 2 != 0 {
+        if !w.float16_value.len().is_multiple_of(2) {
             return Err(format!("float16Value has an odd byte count {}", w.float16_value.len()));
         }
         w.float16_value.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
@@ -75,7 +75,7 @@ fn dequantize(
     let per = |len: usize, what: &str| -> Result<usize, String> {
         if len == 1 {
             Ok(0)
-        } else if len == channels && channels > 0 && count % channels == 0 {
+        } else if len == channels && channels > 0 && count.is_multiple_of(channels) {
             Ok(count / channels)
         } else {
             Err(format!("{len} quantization {what} values for {channels} output channels"))
@@ -90,8 +90,8 @@ fn dequantize(
                 .iter()
                 .enumerate()
                 .map(|(k, &c)| {
-                    let s = if sstep == 0 { lq.scale[0] } else { lq.scale[k / sstep] };
-                    let b = if bstep == 0 { bias[0] } else { bias[k / bstep] };
+                    let s = k.checked_div(sstep).map_or(lq.scale[0], |j| lq.scale[j]);
+                    let b = k.checked_div(bstep).map_or(bias[0], |j| bias[j]);
                     s * c as f32 + b
                 })
                 .collect())
