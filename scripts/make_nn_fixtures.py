@@ -20,6 +20,7 @@ Cases:
   split, flatten, innerProduct on a flattened blob, reshape, permute, loadConstant, every
   activation with parameters), built with the NeuralNetworkBuilder; its reference is numpy
   written from NeuralNetwork.proto's definitions, as there is no Core ML on Linux to run it;
+  and `legacy_mean_image`, a BGR image input whose preprocessing subtracts a mean image;
 - single-layer-family models: deconvolution, grouped and dilated convs, padding modes, pooling
   (ceil mode, padding), upsampling (nearest, bilinear both alignments), activations, softmax,
   concat/split, permute/reshape, reductions, matmul.
@@ -209,7 +210,7 @@ def layer_models(torch):
             (1, 8, 12, 12),
         ),
         "layers_pad": (Seq(pads), (1, 8, 10, 10)),
-        "layers_pool": (Seq(pools), (1, 8, 13, 13)),
+        "layers_pool": (Seq(pools), (1, 8, 14, 14)),  # 14: the ceil-mode pool rounds up
         "layers_upsample": (Seq(ups), (1, 8, 6, 7)),
         "layers_activation": (Seq(acts, nn.PReLU(8)), (1, 8, 6, 6)),
         "layers_shape": (Seq(shapes, nn.Linear(8, 6)), (1, 8, 5, 6)),
@@ -457,6 +458,36 @@ def make_legacy_layers(out_dir):
     print(f"legacy_layers: {dict(layer_types(spec))}", flush=True)
 
 
+def make_mean_image(out_dir):
+    """A BGR image input whose NeuralNetwork preprocessing subtracts a mean image (a `[C, H, W]`
+    array in the model's colour layout), then a linear activation; numpy reference."""
+    import numpy as np
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+    from coremltools.proto import FeatureTypes_pb2 as ft
+
+    rng = np.random.default_rng(SEED)
+    h, w = 4, 5
+    image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)  # R, G, B
+    mean = (rng.random((3, h, w)) * 255).astype(np.float32)
+    planes = image.astype(np.float32).transpose(2, 0, 1)[::-1]  # B, G, R as Core ML feeds it
+    y = 0.5 * (planes - mean) + 1.0
+    b = NeuralNetworkBuilder([("image", datatypes.Array(3, h, w))], [("y", datatypes.Array(3, h, w))])
+    b.add_activation("linear", "LINEAR", "image", "y", params=[0.5, 1.0])
+    spec = b.spec
+    t = spec.description.input[0].type
+    t.imageType.width, t.imageType.height = w, h
+    t.imageType.colorSpace = ft.ImageFeatureType.BGR
+    p = spec.neuralNetwork.preprocessing.add()
+    p.featureName = "image"
+    p.meanImage.meanImage.extend(mean.ravel().tolist())
+    spec.specificationVersion = 4
+    tensors = {"in.image": image, "out.y": np.ascontiguousarray(y, np.float32)}
+    save_mlmodel(spec, os.path.join(out_dir, "legacy_mean_image.mlmodel"))
+    save_tensors(tensors, os.path.join(out_dir, "legacy_mean_image.safetensors"))
+    print(f"legacy_mean_image: {dict(layer_types(spec))}", flush=True)
+
+
 def make_zoo(out_dir):
     """Full-size timm MobileNetV2 and ResNet-18 (random weights) for `infer run`."""
     import coremltools as ct
@@ -512,6 +543,8 @@ def main():
         make_image_classifier(args.out)
     if want("legacy_layers"):
         make_legacy_layers(args.out)
+    if want("legacy_mean_image"):
+        make_mean_image(args.out)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,12 @@ fn package(path: &Path) -> Result<Inspection> {
             }
         }
     }
+    if let Ok(schema) = model.io_schema()
+        && let Some(c) = &schema.classifier
+        && let Some(label) = crate::inspect_nn::omitted_label(&model, &schema)
+    {
+        out.metadata.insert("classifier".into(), crate::inspect_nn::classifier_note(c, &label));
+    }
     out.op_count = s.op_count;
     out.op_histogram = s.op_histogram.clone();
     for (dtype, w) in &s.weights_by_dtype {

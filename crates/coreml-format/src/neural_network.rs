@@ -88,3 +88,70 @@ pub(crate) fn schema(model: &MlModel) -> Result<Option<IoSchema>> {
         .then_some(ClassLabels { output: probs, labels });
     Ok(Some(IoSchema { inputs, outputs, classifier }))
 }
+
+/// The type of a layer as the spec spells its `layer` field, lower camel case
+/// (`convolution`, `innerProduct`, `uniDirectionalLstm`).
+pub fn layer_type_name(layer: &pb::neural_network_layer::Layer) -> String {
+    use std::fmt::Write;
+    /// Keeps what is written up to the first `(`, then stops the formatting (the rest is the
+    /// layer's parameters, weights included).
+    struct Head(String);
+    impl Write for Head {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            match s.find('(') {
+                Some(k) => {
+                    self.0.push_str(&s[..k]);
+                    Err(std::fmt::Error)
+                }
+                None => {
+                    self.0.push_str(s);
+                    Ok(())
+                }
+            }
+        }
+    }
+    let mut head = Head(String::new());
+    let _stopped = write!(head, "{layer:?}");
+    let mut chars = head.0.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => "unknown".into(),
+    }
+}
+
+/// Number of layers of each type in a NeuralNetwork spec (empty for other models).
+pub fn layer_histogram(spec: &pb::Model) -> std::collections::BTreeMap<String, usize> {
+    use pb::model::Type as T;
+    let layers = match &spec.r#type {
+        Some(T::NeuralNetwork(n)) => &n.layers,
+        Some(T::NeuralNetworkClassifier(n)) => &n.layers,
+        Some(T::NeuralNetworkRegressor(n)) => &n.layers,
+        _ => return Default::default(),
+    };
+    let mut h = std::collections::BTreeMap::new();
+    for l in layers {
+        let name = l.layer.as_ref().map_or_else(|| "(none)".to_string(), layer_type_name);
+        *h.entry(name).or_insert(0) += 1;
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_types_are_named_as_the_spec_spells_them() {
+        use pb::neural_network_layer::Layer as L;
+        let conv = L::Convolution(pb::ConvolutionLayerParams {
+            weights: Some(pb::WeightParams { float_value: vec![1.0; 9], ..Default::default() }),
+            ..Default::default()
+        });
+        assert_eq!(layer_type_name(&conv), "convolution");
+        assert_eq!(layer_type_name(&L::InnerProduct(Default::default())), "innerProduct");
+        assert_eq!(
+            layer_type_name(&L::UniDirectionalLstm(Default::default())),
+            "uniDirectionalLstm"
+        );
+    }
+}

@@ -131,12 +131,6 @@ pub(crate) fn supported_layers() -> Vec<&'static str> {
     LAYERS.iter().map(|e| e.name).collect()
 }
 
-/// The layer type's name for messages: its variant name in the proto (`Convolution`, `Lrn`).
-fn variant_name(layer: &L) -> String {
-    let dbg = format!("{layer:?}");
-    dbg.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("unknown").to_string()
-}
-
 /// Translates one layer through the table; a layer type not in it fails naming it.
 pub(super) fn translate_layer(e: &mut Emitter, l: &NeuralNetworkLayer, layer: &L) -> Result<()> {
     e.layer = l.name.clone();
@@ -146,12 +140,7 @@ pub(super) fn translate_layer(e: &mut Emitter, l: &NeuralNetworkLayer, layer: &L
             return r;
         }
     }
-    let kind = variant_name(layer);
-    let mut chars = kind.chars();
-    let kind = match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => kind,
-    };
+    let kind = coreml_format::neural_network::layer_type_name(layer);
     Err(Error::Unavailable(format!(
         "{ENGINE_NAME}: NeuralNetwork layer `{}` is of type `{kind}`, which the CPU engine does \
          not run (supported layer types: `infer doctor` lists them); run the model with Core ML",

@@ -1,0 +1,28 @@
+//! What `infer inspect` says about a legacy NeuralNetwork classifier: its labels, where the
+//! scores are, and that the predicted-label output is not in the I/O schema.
+
+use coreml_format::MlModel;
+use inference_api::{ClassLabels, IoSchema};
+
+/// The NeuralNetwork classifier's predicted-label output that the schema leaves out (a string
+/// or int64 feature); `None` for other models.
+pub(crate) fn omitted_label(model: &MlModel, schema: &IoSchema) -> Option<String> {
+    coreml_format::neural_network::class_labels(model.spec())?;
+    let label = &model.spec().description.as_ref()?.predicted_feature_name;
+    (!label.is_empty() && schema.output(label).is_none()).then(|| label.clone())
+}
+
+/// One line: the class count, the first labels, the scores output, and the note on the label.
+pub(crate) fn classifier_note(c: &ClassLabels, label: &str) -> String {
+    let shown: Vec<&str> = c.labels.iter().take(5).map(String::as_str).collect();
+    let more = if c.labels.len() > 5 { ", ..." } else { "" };
+    format!(
+        "{} classes ({}{more}); `{}` holds one probability per class as an f32 tensor; the \
+         predicted-label output `{label}` is not in the I/O schema (there are no string \
+         tensors): it is the label of the arg-max of `{}`",
+        c.labels.len(),
+        shown.join(", "),
+        c.output,
+        c.output
+    )
+}
