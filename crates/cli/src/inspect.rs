@@ -137,7 +137,7 @@ fn package(path: &Path) -> Result<Inspection> {
     if let Ok(schema) = model.io_schema() {
         for o in &mut out.outputs {
             if let Some(spec) = schema.output(&o.name).filter(|sp| !sp.shape.is_empty())
-                && o.shape.as_ref().is_some_and(Vec::is_empty)
+                && o.shape.as_ref().is_none_or(Vec::is_empty)
             {
                 *o = io(spec);
             }

@@ -26,3 +26,28 @@ pub(crate) fn classifier_note(c: &ClassLabels, label: &str) -> String {
         c.output
     )
 }
+
+/// Fills in the output shapes a NeuralNetwork's description leaves out (coremltools writes none)
+/// from the CPU engine, which learns them from one run at prepare: the runtime checks every
+/// answer against the schema, so an unknown shape would refuse every answer. Other models, and
+/// schemas without a missing shape, are left as they are.
+pub(crate) fn settle_output_shapes(
+    model: &MlModel,
+    path: &std::path::Path,
+    schema: &mut IoSchema,
+) -> anyhow::Result<()> {
+    use inference_api::Engine;
+    let is_nn = matches!(model.model_type(), coreml_format::ModelType::NeuralNetwork { .. });
+    if !is_nn || schema.outputs.iter().all(|o| !o.shape.is_empty()) {
+        return Ok(());
+    }
+    let artifact = inference_api::ModelArtifact::from_path(path)?;
+    let prepared = backend_candle::CandleEngine::new()
+        .prepare(&artifact, &inference_api::PrepareOptions::default())?;
+    for o in schema.outputs.iter_mut().filter(|o| o.shape.is_empty()) {
+        if let Some(p) = prepared.io_schema().output(&o.name) {
+            o.shape = p.shape.clone();
+        }
+    }
+    Ok(())
+}
