@@ -96,6 +96,7 @@ impl Engine for CandleEngine {
                 ARCHITECTURES.iter().map(|a| a.0).collect::<Vec<_>>().join(","),
             ),
             ("mlprogram_ops".into(), crate::mlprogram::SUPPORTED_OPS.join(",")),
+            ("neuralnetwork_layers".into(), crate::neural_network::supported_layers().join(",")),
         ];
         r
     }

@@ -19,5 +19,6 @@ mod cpu_model;
 mod engine;
 mod mlprogram;
 mod models;
+mod neural_network;
 
 pub use engine::{CandleEngine, ENGINE_NAME, cpu_features};

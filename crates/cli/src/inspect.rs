@@ -137,11 +137,17 @@ fn package(path: &Path) -> Result<Inspection> {
     if let Ok(schema) = model.io_schema() {
         for o in &mut out.outputs {
             if let Some(spec) = schema.output(&o.name).filter(|sp| !sp.shape.is_empty())
-                && o.shape.as_ref().is_some_and(Vec::is_empty)
+                && o.shape.as_ref().is_none_or(Vec::is_empty)
             {
                 *o = io(spec);
             }
         }
+    }
+    if let Ok(schema) = model.io_schema()
+        && let Some(c) = &schema.classifier
+        && let Some(label) = crate::inspect_nn::omitted_label(&model, &schema)
+    {
+        out.metadata.insert("classifier".into(), crate::inspect_nn::classifier_note(c, &label));
     }
     out.op_count = s.op_count;
     out.op_histogram = s.op_histogram.clone();

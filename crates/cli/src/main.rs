@@ -14,6 +14,7 @@ mod finite;
 mod image_input;
 mod input_file;
 mod inspect;
+mod inspect_nn;
 mod json;
 mod manifest_init;
 mod output;

@@ -56,7 +56,8 @@ pub(crate) fn non_empty(s: &str) -> Option<String> {
 pub(crate) fn bundle(path: &Path, donor: Option<&Path>) -> Result<ModelBundle> {
     let model = coreml_format::MlModel::open(path)
         .with_context(|| format!("opening Core ML model {}", path.display()))?;
-    let schema = model.io_schema()?;
+    let mut schema = model.io_schema()?;
+    crate::inspect_nn::settle_output_shapes(&model, path, &mut schema)?;
     let donor_dir: PathBuf = donor
         .map(Path::to_path_buf)
         .unwrap_or_else(|| crate::models_dir().join("efficientnet-lite0"));

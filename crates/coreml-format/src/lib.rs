@@ -31,6 +31,7 @@ mod error;
 pub mod fuzz;
 pub mod image;
 mod model;
+pub mod neural_network;
 mod program;
 mod summary;
 mod types;

@@ -242,6 +242,9 @@ impl MlModel {
     /// Inputs and outputs as an [`IoSchema`]; fails naming the feature when one is not a tensor
     /// the project can carry (e.g. a double array or a string).
     pub fn io_schema(&self) -> Result<IoSchema> {
+        if let Some(schema) = crate::neural_network::schema(self)? {
+            return Ok(schema);
+        }
         let specs = |fs: &[Feature]| -> Result<Vec<_>> {
             fs.iter()
                 .map(|f| {

@@ -81,6 +81,8 @@ impl Summary {
             }
         };
         let (mut functions, mut opset, mut op_histogram) = (Vec::new(), None, BTreeMap::new());
+        // A NeuralNetwork's "ops" are its layers, by type.
+        op_histogram.extend(crate::neural_network::layer_histogram(model.spec()));
         if let Some(p) = model.program() {
             functions = p.functions.keys().cloned().collect();
             opset = p.main().map(|f| f.opset.clone());

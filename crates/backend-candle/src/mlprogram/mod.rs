@@ -20,6 +20,7 @@ use crate::cpu_model::{Body, CpuModel};
 
 mod compile;
 mod kernel_ops;
+mod nn_prepare;
 mod ops;
 mod plan;
 
@@ -38,6 +39,9 @@ pub(crate) fn prepare(
     requested: ComputeUnits,
 ) -> Result<Arc<dyn PreparedModel>> {
     let model = MlModel::open(&artifact.path)?;
+    if crate::neural_network::network(&model).is_some() {
+        return nn_prepare::prepare(artifact, &model, pool, threads, requested);
+    }
     let func = model.main_function().map_err(|e| Error::Unavailable(e.to_string()))?;
     let resolve = |v: &coreml_format::ConstValue| model.resolve(v).map_err(Error::from);
     let plan = compile::compile("main", func, &resolve)?;
