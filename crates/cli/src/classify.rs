@@ -41,8 +41,9 @@ pub(crate) struct Args {
     /// CPU engine worker threads (at least 1; default: all cores).
     #[arg(long, value_parser = common::at_least_one)]
     threads: Option<usize>,
-    /// Photos per call when the model's batch dimension is open (stacked into one call, each
-    /// photo's latency is then the call's); 1 runs them one by one. Models with a fixed batch
+    /// Photos per call when the model's batch dimension is open (stacked into one call whose
+    /// deadline is the model's timeout times the photos; each photo's latency is then the
+    /// call's); 1 runs them one by one. Models with a fixed batch
     /// always run one photo per call.
     #[arg(long, default_value_t = 8, value_parser = common::at_least_one)]
     batch: usize,
@@ -192,7 +193,15 @@ pub(crate) fn main(args: Args) -> Result<()> {
             .collect();
         let ready: Vec<NamedTensors> =
             prepared.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
-        let mut answers = model.run_batch(&ready, &RunOptions::default()).into_iter();
+        // A stacked call does the work of every photo in it: its deadline is the model's
+        // per-call timeout times the photos.
+        let opts = if ready.len() > 1 {
+            let per_call = m.serving.timeout_ms.max(1);
+            RunOptions::deadline(std::time::Duration::from_millis(per_call * ready.len() as u64))
+        } else {
+            RunOptions::default()
+        };
+        let mut answers = model.run_batch(&ready, &opts).into_iter();
         for (photo, prepared) in group.iter().zip(prepared) {
             let outcome = prepared.and_then(|_| {
                 let (out, report) = answers
@@ -334,5 +343,36 @@ fn print_result(r: &PhotoResult, fallback: Option<&str>) {
             p.label,
             p.class
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inference_api::{ClassLabels, DType, IoSchema, TensorSpec};
+
+    #[test]
+    fn probabilities_are_kept_and_logits_softmaxed() {
+        let p = [0.1f32, 0.7, 0.2];
+        assert_eq!(probabilities(&p), p.to_vec());
+        let logits = [1.0f32, 3.0, 2.0];
+        assert_eq!(probabilities(&logits), softmax(&logits));
+        // Values in [0, 1] that do not sum to 1 are not a distribution.
+        let sigmoids = [0.9f32, 0.8, 0.7];
+        assert_eq!(probabilities(&sigmoids), softmax(&sigmoids));
+    }
+
+    #[test]
+    fn the_scores_output_is_the_classifiers_then_one_score_per_label() {
+        let label = TensorSpec::fixed("classLabel", DType::I64, &[1]);
+        let probs = TensorSpec::fixed("classLabel_probs", DType::F32, &[1, 4]);
+        let mut schema = IoSchema::new(vec![], vec![label, probs]);
+        // A manifest's schema has no classifier: the float output with one score per label.
+        assert_eq!(scores_output(&schema, Some(4)), "classLabel_probs");
+        schema.classifier =
+            Some(ClassLabels { output: "classLabel_probs".into(), labels: vec![String::new(); 4] });
+        assert_eq!(scores_output(&schema, None), "classLabel_probs");
+        let plain = IoSchema::new(vec![], vec![TensorSpec::fixed("logits", DType::F32, &[1, 9])]);
+        assert_eq!(scores_output(&plain, Some(4)), "logits");
     }
 }

@@ -38,6 +38,8 @@ mod elementwise;
 pub(crate) mod func;
 #[path = "op_gather.rs"]
 mod gather;
+#[path = "op_layout.rs"]
+mod layout;
 #[path = "op_norm.rs"]
 mod norm;
 #[path = "op_pool_nd.rs"]

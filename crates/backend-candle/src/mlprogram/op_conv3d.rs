@@ -1,28 +1,16 @@
-//! 3-D `conv` (`[N, C, D, H, W]` input, `[O, C/groups, kD, kH, kW]` weight): each output depth
-//! slice is the sum over the kernel's depth taps of a 2-D convolution (candle's, with groups,
-//! stride and dilation) of one padded input slice with one weight slice. 1-D and 2-D convs stay
-//! on the fused kernels (`compile_conv.rs`).
+//! `conv` beyond the fused kernels: 3-D convolutions (`[N, C, D, H, W]` input,
+//! `[O, C/groups, kD, kH, kW]` weight), and 1-D/2-D/3-D convolutions whose weight is computed at
+//! run time. The input is zero-padded explicitly, then 1-D and 2-D run on candle's conv, and
+//! each 3-D output depth slice is the sum over the kernel's depth taps of a 2-D convolution of
+//! one input slice with one weight slice. Const-weight 1-D/2-D convs stay on the fused kernels
+//! (`compile_conv.rs`).
 
 use candle_core::{Result as CResult, Tensor};
-use coreml_format::Operation;
+use coreml_format::{Argument, Operation};
 use inference_api::Result;
 
 use super::Builder;
 use super::func::arg;
-
-/// A 3-D convolution with its weights.
-#[derive(Debug, Clone)]
-pub(crate) struct Conv3d {
-    /// `[O, C/groups, kD, kH, kW]`.
-    pub(crate) weight: Tensor,
-    /// `[O]`.
-    pub(crate) bias: Option<Tensor>,
-    pub(crate) strides: [usize; 3],
-    pub(crate) dilations: [usize; 3],
-    pub(crate) groups: usize,
-    /// `valid`, `same`, `same_lower` or explicit `[d0, d1, h0, h1, w0, w1]`.
-    pub(crate) pad: ConvPad,
-}
 
 /// Conv padding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,58 +20,103 @@ pub(crate) enum ConvPad {
     Same {
         lower: bool,
     },
-    Custom([usize; 6]),
+    /// `[begin, end]` per spatial dimension, flattened.
+    Custom(Vec<usize>),
 }
 
-impl Conv3d {
-    /// `(before, after)` padding of each spatial dimension for input sizes `sizes`.
-    fn pads(&self, sizes: &[usize], kernel: &[usize]) -> [(usize, usize); 3] {
-        let mut out = [(0, 0); 3];
-        for d in 0..3 {
-            out[d] = match &self.pad {
-                ConvPad::Valid => (0, 0),
-                ConvPad::Custom(p) => (p[2 * d], p[2 * d + 1]),
-                ConvPad::Same { lower } => {
-                    let (i, s) = (sizes[d], self.strides[d]);
-                    let eff = (kernel[d] - 1) * self.dilations[d] + 1;
-                    let total = (i.div_ceil(s).saturating_sub(1) * s + eff).saturating_sub(i);
-                    let small = total / 2;
-                    if *lower { (total - small, small) } else { (small, total - small) }
-                }
-            };
-        }
-        out
+/// A 1-D, 2-D or 3-D convolution's geometry.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvNd {
+    pub(crate) strides: Vec<usize>,
+    pub(crate) dilations: Vec<usize>,
+    pub(crate) groups: usize,
+    pub(crate) pad: ConvPad,
+}
+
+impl ConvNd {
+    /// `(before, after)` padding of each spatial dimension.
+    fn pads(&self, sizes: &[usize], kernel: &[usize]) -> CResult<Vec<(usize, usize)>> {
+        (0..sizes.len())
+            .map(|d| {
+                Ok(match &self.pad {
+                    ConvPad::Valid => (0, 0),
+                    ConvPad::Custom(p) => match (p.get(2 * d), p.get(2 * d + 1)) {
+                        (Some(&b), Some(&e)) => (b, e),
+                        _ => candle_core::bail!("conv: custom pad {p:?} for {} dims", sizes.len()),
+                    },
+                    ConvPad::Same { lower } => {
+                        let (i, s) = (sizes[d], self.strides[d]);
+                        let eff = (kernel[d] - 1) * self.dilations[d] + 1;
+                        let total = (i.div_ceil(s).saturating_sub(1) * s + eff).saturating_sub(i);
+                        let small = total / 2;
+                        if *lower { (total - small, small) } else { (small, total - small) }
+                    }
+                })
+            })
+            .collect()
     }
 
-    /// Runs on `[N, C, D, H, W]`.
-    pub(crate) fn forward(&self, x: &Tensor) -> CResult<Tensor> {
-        let &[_, _, d, h, w] = x.dims() else {
-            candle_core::bail!("conv3d: expected [N, C, D, H, W], got {:?}", x.dims())
+    /// Runs on `[N, C, spatial...]` with `weight` `[O, C/groups, kernel...]`.
+    pub(crate) fn forward(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> CResult<Tensor> {
+        let r = x.rank().saturating_sub(2);
+        if !(1..=3).contains(&r) || w.rank() != r + 2 || self.strides.len() != r {
+            candle_core::bail!(
+                "conv: input {:?}, weight {:?}, {} strides",
+                x.dims(),
+                w.dims(),
+                self.strides.len()
+            )
+        }
+        if self.strides.contains(&0) || self.dilations.contains(&0) || self.groups == 0 {
+            candle_core::bail!("conv: strides, dilations and groups must be positive")
+        }
+        let pads = self.pads(&x.dims()[2..], &w.dims()[2..])?;
+        let mut xp = x.clone();
+        for (d, &(b, e)) in pads.iter().enumerate() {
+            xp = xp.pad_with_zeros(d + 2, b, e)?;
+        }
+        let (s, dl, g) = (&self.strides, &self.dilations, self.groups);
+        let y = match r {
+            1 => xp.contiguous()?.conv1d(&w.contiguous()?, 0, s[0], dl[0], g)?,
+            2 => {
+                if s[0] != s[1] || dl[0] != dl[1] {
+                    candle_core::bail!("conv: unequal strides or dilations {s:?} {dl:?}")
+                }
+                xp.contiguous()?.conv2d(&w.contiguous()?, 0, s[0], dl[0], g)?
+            }
+            _ => self.forward3d(&xp, w)?,
         };
-        let &[o, _, kd, kh, kw] = self.weight.dims() else {
-            candle_core::bail!("conv3d: weight of shape {:?}", self.weight.dims())
-        };
-        let pads = self.pads(&[d, h, w], &[kd, kh, kw]);
-        let x = x
-            .pad_with_zeros(2, pads[0].0, pads[0].1)?
-            .pad_with_zeros(3, pads[1].0, pads[1].1)?
-            .pad_with_zeros(4, pads[2].0, pads[2].1)?;
-        let pd = d + pads[0].0 + pads[0].1;
-        let eff = (kd - 1) * self.dilations[0] + 1;
+        match bias {
+            Some(b) => {
+                let mut shape = vec![1; y.rank()];
+                shape[1] = b.elem_count();
+                y.broadcast_add(&b.reshape(shape)?)
+            }
+            None => Ok(y),
+        }
+    }
+
+    /// A 3-D convolution of an already padded input: per output depth, the sum over depth taps
+    /// of 2-D convolutions.
+    fn forward3d(&self, x: &Tensor, w: &Tensor) -> CResult<Tensor> {
+        let (s, dl) = (&self.strides, &self.dilations);
+        if s[1] != s[2] || dl[1] != dl[2] {
+            candle_core::bail!("conv3d: unequal H/W strides or dilations {s:?} {dl:?}")
+        }
+        let (pd, kd) = (x.dims()[2], w.dims()[2]);
+        let eff = (kd - 1) * dl[0] + 1;
         if pd < eff {
             candle_core::bail!("conv3d: kernel depth {eff} larger than padded depth {pd}")
         }
-        let od = (pd - eff) / self.strides[0] + 1;
-        let taps: Vec<Tensor> = (0..kd)
-            .map(|t| self.weight.narrow(2, t, 1)?.squeeze(2)?.contiguous())
-            .collect::<CResult<_>>()?;
+        let od = (pd - eff) / s[0] + 1;
+        let taps: Vec<Tensor> =
+            (0..kd).map(|t| w.narrow(2, t, 1)?.squeeze(2)?.contiguous()).collect::<CResult<_>>()?;
         let mut slices = Vec::with_capacity(od);
         for z in 0..od {
             let mut acc: Option<Tensor> = None;
             for (t, wt) in taps.iter().enumerate() {
-                let at = z * self.strides[0] + t * self.dilations[0];
-                let plane = x.narrow(2, at, 1)?.squeeze(2)?.contiguous()?;
-                let y = plane.conv2d(wt, 0, self.strides[1], self.dilations[1], self.groups)?;
+                let plane = x.narrow(2, z * s[0] + t * dl[0], 1)?.squeeze(2)?.contiguous()?;
+                let y = plane.conv2d(wt, 0, s[1], dl[1], self.groups)?;
                 acc = Some(match acc {
                     None => y,
                     Some(a) => (a + y)?,
@@ -92,36 +125,50 @@ impl Conv3d {
             let y = acc.ok_or_else(|| candle_core::Error::Msg("conv3d: empty kernel".into()))?;
             slices.push(y.unsqueeze(2)?);
         }
-        let mut y = Tensor::cat(&slices, 2)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(&b.reshape((1, o, 1, 1, 1))?)?;
-        }
-        Ok(y)
+        Tensor::cat(&slices, 2)
     }
 }
 
-/// `conv`: a rank-5 weight runs here, everything else on the fused 1-D/2-D path.
+/// `conv`: a const 1-D/2-D weight runs on the fused kernels; a 3-D or run-time weight here.
 pub(super) fn conv(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
-    let w = b.param(i, op, "weight")?.ok_or_else(|| b.bad(i, op, "no weight"))?;
-    if w.shape.len() != 5 {
+    let computed = match op.inputs.get("weight").map(Vec::as_slice) {
+        Some([Argument::Name(n)]) => b.named_const(n)?.is_none(),
+        _ => false,
+    };
+    let w = if computed { None } else { b.param(i, op, "weight")? };
+    if let Some(w) = &w
+        && w.shape.len() != 5
+    {
         return super::core_op(b, i, op);
     }
-    let weight = b.const_tensor(i, op, "weight")?.ok_or_else(|| b.bad(i, op, "no weight"))?;
-    let bias = b.const_tensor(i, op, "bias")?;
-    let three = |v: Option<Vec<usize>>, what: &str| -> std::result::Result<[usize; 3], String> {
-        match v.as_deref() {
-            None => Ok([1; 3]),
-            Some(&[a, b, c]) => Ok([a, b, c]),
-            Some(other) => Err(format!("`{what}` {other:?} is not three values")),
+    let r = match &w {
+        Some(_) => 3,
+        None => {
+            let k = b.usizes(i, op, "strides")?.or(b.usizes(i, op, "dilations")?);
+            let pad = b.usizes(i, op, "pad")?.map(|p| p.len() / 2);
+            match k.map(|k| k.len()).or(pad) {
+                Some(r) => r,
+                None => {
+                    return Err(b.unsupported(
+                        i,
+                        op,
+                        "a run-time conv weight without strides, dilations or pad to give the rank",
+                    ));
+                }
+            }
+        }
+    };
+    let n = |v: Option<Vec<usize>>, what: &str| -> std::result::Result<Vec<usize>, String> {
+        match v {
+            None => Ok(vec![1; r]),
+            Some(v) if v.len() == r => Ok(v),
+            Some(v) => Err(format!("`{what}` {v:?} is not {r} values")),
         }
     };
     let strides = b.usizes(i, op, "strides")?;
-    let strides = three(strides, "strides").map_err(|e| b.bad(i, op, e))?;
+    let strides = n(strides, "strides").map_err(|e| b.bad(i, op, e))?;
     let dilations = b.usizes(i, op, "dilations")?;
-    let dilations = three(dilations, "dilations").map_err(|e| b.bad(i, op, e))?;
-    if strides.contains(&0) || dilations.contains(&0) {
-        return Err(b.bad(i, op, "strides and dilations must be positive"));
-    }
+    let dilations = n(dilations, "dilations").map_err(|e| b.bad(i, op, e))?;
     let groups = b.int_or(i, op, "groups", 1)?;
     let groups =
         usize::try_from(groups).ok().filter(|&g| g > 0).ok_or_else(|| b.bad(i, op, "groups"))?;
@@ -129,14 +176,18 @@ pub(super) fn conv(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> 
         None | Some("valid") => ConvPad::Valid,
         Some("same") => ConvPad::Same { lower: false },
         Some("same_lower") => ConvPad::Same { lower: true },
-        Some("custom") => match b.usizes(i, op, "pad")?.as_deref() {
-            Some(&[a, b_, c, d, e, f]) => ConvPad::Custom([a, b_, c, d, e, f]),
-            other => return Err(b.bad(i, op, format!("custom pad {other:?} is not 6 values"))),
-        },
+        Some("custom") => ConvPad::Custom(b.usizes(i, op, "pad")?.unwrap_or_default()),
         Some(other) => return Err(b.unsupported(i, op, format!("pad_type `{other}`"))),
     };
-    let conv = Conv3d { weight, bias, strides, dilations, groups, pad };
-    let x = b.var(i, op, "x")?;
-    b.push_fn(i, op, vec![x], move |a| Ok(vec![conv.forward(arg(a, 0)?)?]));
+    let conv = ConvNd { strides, dilations, groups, pad };
+    let mut inputs = vec![b.var(i, op, "x")?, b.var(i, op, "weight")?];
+    let has_bias = op.inputs.contains_key("bias");
+    if has_bias {
+        inputs.push(b.var(i, op, "bias")?);
+    }
+    b.push_fn(i, op, inputs, move |a| {
+        let bias = if has_bias { Some(arg(a, 2)?) } else { None };
+        Ok(vec![conv.forward(arg(a, 0)?, arg(a, 1)?, bias)?])
+    });
     Ok(())
 }

@@ -8,8 +8,8 @@ use coreml_format::Operation;
 use inference_api::Result;
 
 use super::{
-    Builder, act, classify, compress, conv_transpose, conv3d, einsum, elementwise, gather, norm,
-    pool_nd, reduce, resize, tensor_ops as t,
+    Builder, act, classify, compress, conv_transpose, conv3d, einsum, elementwise, gather, layout,
+    norm, pool_nd, reduce, resize, tensor_ops as t,
 };
 
 /// The op families of coremltools' MIL op definitions (and its op tests).
@@ -126,7 +126,7 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
         "scores as a [.., classes] tensor; int64 labels exact to 2^24; no string outputs",
     ),
     e("clip", F::ElementwiseUnary, super::core_op),
-    l("concat", F::TensorOperation, super::core_op, "interleave=True"),
+    e("concat", F::TensorOperation, layout::concat),
     e("const", F::Const, super::core_op),
     e("constexpr_affine_dequantize", F::Compression, compress::affine_dequantize),
     e("constexpr_blockwise_shift_scale", F::Compression, compress::blockwise_shift_scale),
@@ -229,6 +229,7 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
     e("sinh", F::ElementwiseUnary, elementwise::unary),
     e("slice_by_index", F::TensorTransformation, super::core_op),
     e("slice_by_size", F::TensorTransformation, t::slice_by_size),
+    e("sliding_windows", F::TensorTransformation, layout::sliding_windows),
     e("softmax", F::Activation, super::core_op),
     e("softplus", F::Activation, act::softplus),
     e("softplus_parametric", F::Activation, act::softplus_parametric),
@@ -247,7 +248,7 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
     e("thresholded_relu", F::Activation, act::thresholded_relu),
     e("tile", F::TensorOperation, t::tile),
     l("topk", F::TensorOperation, t::topk, "sort=False"),
-    e("transpose", F::TensorTransformation, super::core_op),
+    e("transpose", F::TensorTransformation, layout::transpose),
     e("upsample_bilinear", F::ImageResizing, resize::upsample_bilinear),
     e("upsample_nearest_neighbor", F::ImageResizing, resize::upsample_nearest),
 ];
@@ -310,7 +311,6 @@ pub(crate) static NOT_SUPPORTED: &[(&str, &str)] = &[
         "not yet implemented (coremltools decomposes it before iOS18)",
     ),
     ("select", "not yet implemented"),
-    ("sliding_windows", "not yet implemented"),
     ("slice_update", "stateful models"),
     ("while_loop", "control flow (nested blocks)"),
 ];
