@@ -113,21 +113,20 @@ fn int64_label_classifier_returns_the_label_of_the_top_class() {
     };
     assert_eq!(label.as_slice(), [want_labels[argmax(&want)].parse::<i64>().unwrap()]);
 
-    // Another input, another top class: the label follows the scores, not a constant.
-    let TensorData::F32(x) = input.data() else { unreachable!() };
+    // Other inputs, other top classes: the label follows the scores, not a constant.
+    // Constant planes of a grid of values per channel drive the features apart.
+    let plane = input.len() / 2;
     let mut seen = std::collections::BTreeSet::new();
-    for k in 0..16 {
-        let shifted: Vec<f32> = x
-            .iter()
-            .enumerate()
-            .map(|(j, v)| v * (k as f32 - 8.0) + (j % 5) as f32 * 0.1 * k as f32)
-            .collect();
-        let t = Tensor::new(input.shape().to_vec(), TensorData::F32(shifted)).unwrap();
-        let out = model.run(&NamedTensors::new().with("input", t), &RunContext::new()).unwrap();
-        let p = out.get("classLabel_probs").unwrap().as_f32().unwrap().to_vec();
-        let TensorData::I64(l) = out.get("classLabel").unwrap().data() else { unreachable!() };
-        assert_eq!(l[0].to_string(), want_labels[argmax(&p)]);
-        seen.insert(l[0]);
+    for a in [-6.0f32, -2.0, -0.5, 0.5, 2.0, 6.0] {
+        for c in [-6.0f32, -2.0, -0.5, 0.5, 2.0, 6.0] {
+            let v: Vec<f32> = (0..input.len()).map(|j| if j < plane { a } else { c }).collect();
+            let t = Tensor::new(input.shape().to_vec(), TensorData::F32(v)).unwrap();
+            let out = model.run(&NamedTensors::new().with("input", t), &RunContext::new()).unwrap();
+            let p = out.get("classLabel_probs").unwrap().as_f32().unwrap().to_vec();
+            let TensorData::I64(l) = out.get("classLabel").unwrap().data() else { unreachable!() };
+            assert_eq!(l[0].to_string(), want_labels[argmax(&p)]);
+            seen.insert(l[0]);
+        }
     }
     assert!(seen.len() > 1, "every input gave the same label: {seen:?}");
 }

@@ -78,12 +78,7 @@ impl ConvNd {
         let (s, dl, g) = (&self.strides, &self.dilations, self.groups);
         let y = match r {
             1 => xp.contiguous()?.conv1d(&w.contiguous()?, 0, s[0], dl[0], g)?,
-            2 => {
-                if s[0] != s[1] || dl[0] != dl[1] {
-                    candle_core::bail!("conv: unequal strides or dilations {s:?} {dl:?}")
-                }
-                xp.contiguous()?.conv2d(&w.contiguous()?, 0, s[0], dl[0], g)?
-            }
+            2 => conv2d_any(&xp.contiguous()?, &w.contiguous()?, [s[0], s[1]], [dl[0], dl[1]], g)?,
             _ => self.forward3d(&xp, w)?,
         };
         match bias {
@@ -100,9 +95,6 @@ impl ConvNd {
     /// of 2-D convolutions.
     fn forward3d(&self, x: &Tensor, w: &Tensor) -> CResult<Tensor> {
         let (s, dl) = (&self.strides, &self.dilations);
-        if s[1] != s[2] || dl[1] != dl[2] {
-            candle_core::bail!("conv3d: unequal H/W strides or dilations {s:?} {dl:?}")
-        }
         let (pd, kd) = (x.dims()[2], w.dims()[2]);
         let eff = (kd - 1) * dl[0] + 1;
         if pd < eff {
@@ -116,7 +108,7 @@ impl ConvNd {
             let mut acc: Option<Tensor> = None;
             for (t, wt) in taps.iter().enumerate() {
                 let plane = x.narrow(2, z * s[0] + t * dl[0], 1)?.squeeze(2)?.contiguous()?;
-                let y = plane.conv2d(wt, 0, s[1], dl[1], self.groups)?;
+                let y = conv2d_any(&plane, wt, [s[1], s[2]], [dl[1], dl[2]], self.groups)?;
                 acc = Some(match acc {
                     None => y,
                     Some(a) => (a + y)?,
@@ -127,6 +119,48 @@ impl ConvNd {
         }
         Tensor::cat(&slices, 2)
     }
+}
+
+/// candle's 2-D convolution (one stride and one dilation for both axes) with per-axis strides
+/// and dilations: unequal dilations become zeros inserted into the kernel, unequal strides a
+/// stride-1 convolution subsampled.
+fn conv2d_any(
+    x: &Tensor,
+    w: &Tensor,
+    s: [usize; 2],
+    d: [usize; 2],
+    groups: usize,
+) -> CResult<Tensor> {
+    if s[0] == s[1] && d[0] == d[1] {
+        return x.conv2d(w, 0, s[0], d[0], groups);
+    }
+    let (w, dil) = if d[0] == d[1] { (w.clone(), d[0]) } else { (dilate(w, d)?, 1) };
+    let y = x.conv2d(&w, 0, 1, dil, groups)?;
+    let pick = |t: Tensor, axis: usize, step: usize| -> CResult<Tensor> {
+        if step == 1 {
+            return Ok(t);
+        }
+        let n = t.dims()[axis];
+        let ids: Vec<u32> = (0..n as u32).step_by(step).collect();
+        t.index_select(&Tensor::new(ids, t.device())?, axis)
+    };
+    pick(pick(y, 2, s[0])?, 3, s[1])?.contiguous()
+}
+
+/// `[O, I, kh, kw]` with `d - 1` zeros between taps along each axis.
+fn dilate(w: &Tensor, d: [usize; 2]) -> CResult<Tensor> {
+    let &[o, i, kh, kw] = w.dims() else { candle_core::bail!("conv: weight {:?}", w.dims()) };
+    let (eh, ew) = ((kh - 1) * d[0] + 1, (kw - 1) * d[1] + 1);
+    let v = w.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; o * i * eh * ew];
+    for (p, plane) in v.chunks_exact(kh * kw).enumerate() {
+        for y in 0..kh {
+            for x in 0..kw {
+                out[p * eh * ew + y * d[0] * ew + x * d[1]] = plane[y * kw + x];
+            }
+        }
+    }
+    Tensor::from_vec(out, (o, i, eh, ew), w.device())
 }
 
 /// `conv`: a const 1-D/2-D weight runs on the fused kernels; a 3-D or run-time weight here.
