@@ -63,8 +63,7 @@ struct Inspection {
     op_histogram: BTreeMap<String, usize>,
     weights_by_dtype: BTreeMap<String, WeightStats>,
     metadata: BTreeMap<String, String>,
-    /// For a classifier package: its labels and where the scores are.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// For a classifier package: its labels and where the scores are (null otherwise).
     classifier: Option<ClassifierView>,
 }
 
