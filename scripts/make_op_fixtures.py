@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Make small op-level test packages: PyTorch modules converted by coremltools to ML Programs,
 each with a seeded input and PyTorch's output, for ops whose semantics are easy to get subtly
-wrong (transposed convolutions with output padding, groups and dilation; 1-D variants), and
+wrong (transposed convolutions with output padding, groups and dilation; 1-D variants; 3-D
+convolution and pooling; einsum), and
 packages with flexible input shapes (RangeDim, EnumeratedShapes) checked at two sizes each.
 
 `cargo test -p backend-candle --test op_packages` runs every `<case>.mlpackage` in the folder on
@@ -12,6 +13,7 @@ the CPU executor and compares with `<case>.safetensors` (`input`, `output`, f32)
     target/zoo-venv/bin/python scripts/make_op_fixtures.py
 
 Packages are fp32 (compute_precision FLOAT32) and a few kilobytes each; they are committed.
+`--only NAME...` remakes just those cases (package folders carry fresh identifiers each run).
 """
 
 import argparse
@@ -49,7 +51,40 @@ def cases(torch):
             nn.ConvTranspose1d(3, 4, 5, stride=3, padding=2, output_padding=1),
             (1, 3, 9),
         ),
+        # 3-D convolution and pooling, 1-D pooling.
+        "conv3d_groups_strided": (
+            nn.Conv3d(4, 6, (3, 2, 3), stride=(2, 1, 2), padding=(1, 0, 1), dilation=(1, 2, 1),
+                      groups=2),
+            (1, 4, 6, 7, 8),
+        ),
+        "conv3d_same": (nn.Conv3d(2, 3, 3, padding="same"), (2, 2, 4, 5, 5)),
+        "max_pool3d_ceil": (nn.MaxPool3d((2, 3, 2), stride=(2, 2, 1), ceil_mode=True),
+                            (1, 3, 5, 7, 6)),
+        "avg_pool3d_pad": (nn.AvgPool3d(3, stride=2, padding=1, count_include_pad=False),
+                           (1, 2, 5, 6, 7)),
+        "avg_pool3d_pad_counted": (nn.AvgPool3d(2, stride=1, padding=1, count_include_pad=True),
+                                   (1, 2, 3, 4, 4)),
+        "max_pool1d": (nn.MaxPool1d(3, stride=2, padding=1), (2, 3, 11)),
+        "avg_pool1d": (nn.AvgPool1d(4, stride=3), (1, 2, 13)),
+        # einsum: the MIL op (nchw,nwhu->nchu) and equations coremltools lowers to matmuls.
+        "einsum_nchw_nwhu": (Einsum(torch, "nchw,nwhu->nchu", (2, 5, 4, 3)), (2, 3, 4, 5)),
+        "einsum_bhqd_bhkd": (Einsum(torch, "bhqd,bhkd->bhqk", (2, 3, 6, 5)), (2, 3, 4, 5)),
+        "einsum_nchw_nhcq": (Einsum(torch, "nchw,nhcq->nchq", (2, 4, 3, 6)), (2, 3, 4, 5)),
     }
+
+
+def Einsum(torch, equation, other_shape):
+    """`torch.einsum(equation, input, weight)` with a parameter as the second operand."""
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(*other_shape))
+
+        def forward(self, x):
+            return torch.einsum(equation, x, self.weight)
+
+    return M()
 
 
 def make(name, module, shape, out_dir, seed):
@@ -129,16 +164,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="crates/backend-candle/tests/op_packages")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--only", nargs="*", help="make only these cases (default: all)")
     args = parser.parse_args()
     import torch
 
+    wanted = (lambda name: not args.only or name in args.only)
     os.makedirs(args.out, exist_ok=True)
     for name, (module, shape) in cases(torch).items():
+        if not wanted(name):
+            continue
         print(f"op fixture: {name}", file=sys.stderr)
         make(name, module, shape, args.out, args.seed)
     import coremltools as ct
 
     for name, (module, input_type, sizes) in flexible_cases(torch, ct).items():
+        if not wanted(name):
+            continue
         print(f"op fixture: {name}", file=sys.stderr)
         make_flexible(name, module, input_type, sizes, args.out, args.seed)
     return 0

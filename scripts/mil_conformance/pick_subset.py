@@ -1,10 +1,11 @@
 """Copies a small subset of passing captured cases into crates/backend-candle/tests/mil_cases.
 
     MIL_PASSED_LIST=/tmp/passed.tsv cargo test -p backend-candle --test mil_conformance -- --ignored
-    python3 scripts/mil_conformance/pick_subset.py /tmp/passed.tsv [per_op]
+    python3 scripts/mil_conformance/pick_subset.py /tmp/passed.tsv [per_op] [--add]
 
 Keeps at most `per_op` (default 1) cases per op-test class, preferring the smallest packages,
-so the committed set covers every op that passes while staying small.
+so the committed set covers every op that passes while staying small. With `--add` the
+committed cases stay as they are and only classes none of them covers get a case.
 """
 
 import os
@@ -19,9 +20,29 @@ def size(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
+def covered():
+    """Test classes the committed cases already cover."""
+    import json
+
+    keys = set()
+    if not os.path.isdir(dest):
+        return keys
+    for case in os.listdir(dest):
+        try:
+            with open(os.path.join(dest, case, "case.json")) as f:
+                test = json.load(f)["test"]
+        except (OSError, ValueError, KeyError):
+            continue
+        keys.add(test.split("[")[0].rsplit("::", 1)[0])
+    return keys
+
+
 def main():
-    listing = sys.argv[1]
-    per_op = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    args = [a for a in sys.argv[1:] if a != "--add"]
+    add = "--add" in sys.argv[1:]
+    listing = args[0]
+    per_op = int(args[1]) if len(args) > 1 else 1
+    have = covered() if add else set()
     groups = {}
     with open(listing) as f:
         for line in f:
@@ -34,9 +55,14 @@ def main():
             groups.setdefault(key, []).append(case)
     tmp = dest + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    if add:
+        shutil.copytree(dest, tmp)
+    else:
+        os.makedirs(tmp)
     total = 0
     for key, cases in sorted(groups.items()):
+        if key in have:
+            continue
         for case in sorted(cases, key=size)[:per_op]:
             if size(case) > 64 * 1024:
                 continue

@@ -283,6 +283,19 @@ fn coremltools_op_tests() {
         };
         *reasons.entry(format!("[{}] {r}", c.family)).or_default() += 1;
     }
+    // Failing cases per op (coremltools' test class, e.g. `TestConv`), most first.
+    let mut by_op: BTreeMap<String, [usize; 2]> = BTreeMap::new();
+    for c in &cases {
+        let class = c.test.split("::").nth(1).unwrap_or("?");
+        let e = by_op.entry(format!("{}::{class}", c.family)).or_default();
+        e[usize::from(!matches!(c.outcome, Outcome::Pass))] += 1;
+    }
+    let mut ops: Vec<_> = by_op.into_iter().filter(|(_, n)| n[1] > 0).collect();
+    ops.sort_by_key(|(_, n)| std::cmp::Reverse(n[1]));
+    println!("failing cases by op test (failed / cases):");
+    for (op, n) in ops.iter().take(40) {
+        println!("{:>5} / {:<5} {op}", n[1], n[0] + n[1]);
+    }
     let mut top: Vec<_> = reasons.into_iter().collect();
     top.sort_by_key(|e| std::cmp::Reverse(e.1));
     for (r, n) in top.iter().take(60) {
@@ -296,6 +309,7 @@ fn coremltools_op_tests() {
 
 /// The part of an error message that identifies its kind (op and problem, no numbers).
 fn short(e: &str) -> String {
+    let e = e.split("; the ML Program executor cannot run").next().unwrap_or(e);
     let e = e.rsplit("ML Program ").next().unwrap_or(e);
     let e: String = e.chars().filter(|c| !c.is_ascii_digit()).collect();
     e.chars().take(140).collect()

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use inference_api::{NamedTensors, softmax, top_k};
+use runtime::RunOptions;
 use serde::Serialize;
 
 use crate::exit::{Exit, TagExit, fail};
@@ -40,6 +41,12 @@ pub(crate) struct Args {
     /// CPU engine worker threads (at least 1; default: all cores).
     #[arg(long, value_parser = common::at_least_one)]
     threads: Option<usize>,
+    /// Photos per call when the model's batch dimension is open (stacked into one call whose
+    /// deadline is the model's timeout times the photos; each photo's latency is then the
+    /// call's); 1 runs them one by one. Models with a fixed batch
+    /// always run one photo per call.
+    #[arg(long, default_value_t = 8, value_parser = common::at_least_one)]
+    batch: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -156,7 +163,7 @@ pub(crate) fn main(args: Args) -> Result<()> {
         )
     })?;
     let input_name = model.io_schema().inputs[0].name.clone();
-    let output_name = model.io_schema().outputs[0].name.clone();
+    let output_name = scores_output(model.io_schema(), bundle.labels.as_ref().map(Vec::len));
     let load_ms = model
         .load_report()
         .engines
@@ -169,54 +176,82 @@ pub(crate) fn main(args: Args) -> Result<()> {
     human!("{} {} ({}): {}", m.name, m.version, m.license, common::load_line(&model));
     let mut results = Vec::new();
     let mut only_error = None;
-    for photo in &photos {
-        let one = || -> Result<(PhotoResult, Option<String>)> {
-            let x = crate::image_input::photo_tensor(photo, &prep, &model.io_schema().inputs[0])
-                .exit(Exit::BadInput)?;
-            let inputs = NamedTensors::new().with(input_name.clone(), x);
-            finite::check_inputs(&inputs, &photo.display().to_string()).exit(Exit::BadInput)?;
-            let (out, report) = model.run(inputs).exit(Exit::RunFailed)?;
-            finite::check_outputs(&out, &m.name, &report.engine).exit(Exit::RunFailed)?;
-            let logits = out
-                .get(&output_name)
-                .ok_or_else(|| fail(Exit::RunFailed, format!("model produced no `{output_name}`")))?
-                .to_f32_vec();
-            let probs = softmax(&logits);
-            let top = top_k(&probs, args.top)
-                .into_iter()
-                .map(|i| Prediction { class: i, label: bundle.label(i), probability: probs[i] })
-                .collect();
-            let r = PhotoResult {
-                photo: photo.display().to_string(),
-                engine: Some(report.engine.clone()),
-                fell_back: Some(report.fell_back),
-                latency_ms: Some(report.total.as_secs_f64() * 1e3),
-                top: Some(top),
-                error: None,
-            };
-            Ok((r, report.fallback_reason.clone()))
+    // Photos go through in groups: one stacked call per group when the model's batch
+    // dimension is open (`LoadedModel::run_batch`), else one call per photo.
+    let batch = if batch_open(model.io_schema()) { args.batch } else { 1 };
+    let spec = model.io_schema().inputs[0].clone();
+    for group in photos.chunks(batch) {
+        let prepared: Vec<Result<NamedTensors>> = group
+            .iter()
+            .map(|photo| {
+                let x =
+                    crate::image_input::photo_tensor(photo, &prep, &spec).exit(Exit::BadInput)?;
+                let inputs = NamedTensors::new().with(input_name.clone(), x);
+                finite::check_inputs(&inputs, &photo.display().to_string()).exit(Exit::BadInput)?;
+                Ok(inputs)
+            })
+            .collect();
+        let ready: Vec<NamedTensors> =
+            prepared.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+        // A stacked call does the work of every photo in it: its deadline is the model's
+        // per-call timeout times the photos.
+        let opts = if ready.len() > 1 {
+            let per_call = m.serving.timeout_ms.max(1);
+            RunOptions::deadline(std::time::Duration::from_millis(per_call * ready.len() as u64))
+        } else {
+            RunOptions::default()
         };
-        match one() {
-            Ok((r, fallback)) => {
-                print_result(&r, fallback.as_deref());
-                results.push(r);
-            }
-            Err(e) => {
-                let msg = common::one_line(&e);
-                if photos.len() == 1 {
-                    // One photo: its error is the command's error (one line, its own status).
-                    only_error = Some(e);
-                } else {
-                    eprintln!("error: {}: {msg}", photo.display());
-                }
-                results.push(PhotoResult {
+        let mut answers = model.run_batch(&ready, &opts).into_iter();
+        for (photo, prepared) in group.iter().zip(prepared) {
+            let outcome = prepared.and_then(|_| {
+                let (out, report) = answers
+                    .next()
+                    .ok_or_else(|| fail(Exit::RunFailed, "the batch returned too few answers"))?
+                    .exit(Exit::RunFailed)?;
+                finite::check_outputs(&out, &m.name, &report.engine).exit(Exit::RunFailed)?;
+                let logits = out
+                    .get(&output_name)
+                    .ok_or_else(|| {
+                        fail(Exit::RunFailed, format!("model produced no `{output_name}`"))
+                    })?
+                    .to_f32_vec();
+                let probs = probabilities(&logits);
+                let top = top_k(&probs, args.top)
+                    .into_iter()
+                    .map(|i| Prediction { class: i, label: bundle.label(i), probability: probs[i] })
+                    .collect();
+                let r = PhotoResult {
                     photo: photo.display().to_string(),
-                    engine: None,
-                    fell_back: None,
-                    latency_ms: None,
-                    top: None,
-                    error: Some(msg),
-                });
+                    engine: Some(report.engine.clone()),
+                    fell_back: Some(report.fell_back),
+                    latency_ms: Some(report.total.as_secs_f64() * 1e3),
+                    top: Some(top),
+                    error: None,
+                };
+                Ok((r, report.fallback_reason.clone()))
+            });
+            match outcome {
+                Ok((r, fallback)) => {
+                    print_result(&r, fallback.as_deref());
+                    results.push(r);
+                }
+                Err(e) => {
+                    let msg = common::one_line(&e);
+                    if photos.len() == 1 {
+                        // One photo: its error is the command's error (one line, its own status).
+                        only_error = Some(e);
+                    } else {
+                        eprintln!("error: {}: {msg}", photo.display());
+                    }
+                    results.push(PhotoResult {
+                        photo: photo.display().to_string(),
+                        engine: None,
+                        fell_back: None,
+                        latency_ms: None,
+                        top: None,
+                        error: Some(msg),
+                    });
+                }
             }
         }
     }
@@ -248,6 +283,44 @@ pub(crate) fn main(args: Args) -> Result<()> {
     }
 }
 
+/// True when the model's (first) input has an open batch dimension that takes more than one
+/// photo.
+fn batch_open(schema: &inference_api::IoSchema) -> bool {
+    schema.inputs.len() == 1
+        && matches!(schema.inputs[0].shape.first(), Some(d @ inference_api::Dim::Range { .. }) if d.accepts(1) && d.accepts(2))
+}
+
+/// The output holding the class scores: a classifier's (named by the package), else the first
+/// float output with one score per label, else the first output.
+fn scores_output(schema: &inference_api::IoSchema, labels: Option<usize>) -> String {
+    if let Some(c) = schema.classifier.as_ref().filter(|c| schema.output(&c.output).is_some()) {
+        return c.output.clone();
+    }
+    let float = |s: &&inference_api::TensorSpec| {
+        matches!(s.dtype, inference_api::DType::F32 | inference_api::DType::F16)
+    };
+    schema
+        .outputs
+        .iter()
+        .filter(float)
+        .find(|s| labels.is_some() && s.fixed_shape().and_then(|d| d.last().copied()) == labels)
+        .or_else(|| schema.outputs.iter().find(float))
+        .or(schema.outputs.first())
+        .map(|s| s.name.clone())
+        .unwrap_or_default()
+}
+
+/// Class probabilities from a model's scores: scores that already are a distribution (every
+/// value in [0, 1], summing to 1, as a Core ML classifier's probabilities or a network ending
+/// in softmax give them) are kept as they are; anything else is taken as logits (softmax).
+fn probabilities(scores: &[f32]) -> Vec<f32> {
+    let sum: f64 = scores.iter().map(|&p| f64::from(p)).sum();
+    let distribution = !scores.is_empty()
+        && scores.iter().all(|p| (0.0..=1.0).contains(p))
+        && (sum - 1.0).abs() < 1e-3;
+    if distribution { scores.to_vec() } else { softmax(scores) }
+}
+
 fn print_result(r: &PhotoResult, fallback: Option<&str>) {
     let name = Path::new(&r.photo)
         .file_name()
@@ -270,5 +343,36 @@ fn print_result(r: &PhotoResult, fallback: Option<&str>) {
             p.label,
             p.class
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inference_api::{ClassLabels, DType, IoSchema, TensorSpec};
+
+    #[test]
+    fn probabilities_are_kept_and_logits_softmaxed() {
+        let p = [0.1f32, 0.7, 0.2];
+        assert_eq!(probabilities(&p), p.to_vec());
+        let logits = [1.0f32, 3.0, 2.0];
+        assert_eq!(probabilities(&logits), softmax(&logits));
+        // Values in [0, 1] that do not sum to 1 are not a distribution.
+        let sigmoids = [0.9f32, 0.8, 0.7];
+        assert_eq!(probabilities(&sigmoids), softmax(&sigmoids));
+    }
+
+    #[test]
+    fn the_scores_output_is_the_classifiers_then_one_score_per_label() {
+        let label = TensorSpec::fixed("classLabel", DType::I64, &[1]);
+        let probs = TensorSpec::fixed("classLabel_probs", DType::F32, &[1, 4]);
+        let mut schema = IoSchema::new(vec![], vec![label, probs]);
+        // A manifest's schema has no classifier: the float output with one score per label.
+        assert_eq!(scores_output(&schema, Some(4)), "classLabel_probs");
+        schema.classifier =
+            Some(ClassLabels { output: "classLabel_probs".into(), labels: vec![String::new(); 4] });
+        assert_eq!(scores_output(&schema, None), "classLabel_probs");
+        let plain = IoSchema::new(vec![], vec![TensorSpec::fixed("logits", DType::F32, &[1, 9])]);
+        assert_eq!(scores_output(&plain, Some(4)), "logits");
     }
 }

@@ -63,6 +63,37 @@ struct Inspection {
     op_histogram: BTreeMap<String, usize>,
     weights_by_dtype: BTreeMap<String, WeightStats>,
     metadata: BTreeMap<String, String>,
+    /// For a classifier package: its labels and where the scores are (null otherwise).
+    classifier: Option<ClassifierView>,
+}
+
+/// A classifier's labels as `inspect` shows them.
+#[derive(Debug, Serialize)]
+struct ClassifierView {
+    /// The output holding one probability per class.
+    scores: String,
+    /// The labels, in class-index order.
+    labels: Vec<String>,
+    /// What the engines do with the predicted-label output.
+    note: String,
+}
+
+fn classifier_view(c: &coreml_format::Classifier) -> ClassifierView {
+    let note = if c.int_labels {
+        format!(
+            "`{}` (int64) is the label of the top class; `{}` is the probability dictionary \
+             as an f32 tensor, one score per label",
+            c.label_output, c.probabilities_output
+        )
+    } else {
+        format!(
+            "`{}` is a string: there are no string tensors, so it is not in the I/O schema (the \
+             label of the arg-max of `{}`); `{}` is the probability dictionary as an f32 \
+             tensor, one score per label",
+            c.label_output, c.probabilities_output, c.probabilities_output
+        )
+    };
+    ClassifierView { scores: c.probabilities_output.clone(), labels: c.labels.clone(), note }
 }
 
 fn io(spec: &TensorSpec) -> Io {
@@ -111,6 +142,7 @@ fn empty(path: &Path, format: &str, model_type: String) -> Inspection {
         op_histogram: BTreeMap::new(),
         weights_by_dtype: BTreeMap::new(),
         metadata: BTreeMap::new(),
+        classifier: None,
     }
 }
 
@@ -143,11 +175,16 @@ fn package(path: &Path) -> Result<Inspection> {
             }
         }
     }
-    if let Ok(schema) = model.io_schema()
+    out.classifier = model.classifier().map(classifier_view);
+    // A legacy NeuralNetwork classifier carries its labels in the spec, not in a `classify` op.
+    if out.classifier.is_none()
+        && let Ok(schema) = model.io_schema()
         && let Some(c) = &schema.classifier
         && let Some(label) = crate::inspect_nn::omitted_label(&model, &schema)
     {
-        out.metadata.insert("classifier".into(), crate::inspect_nn::classifier_note(c, &label));
+        let note = crate::inspect_nn::classifier_note(c, &label);
+        out.classifier =
+            Some(ClassifierView { scores: c.output.clone(), labels: c.labels.clone(), note });
     }
     out.op_count = s.op_count;
     out.op_histogram = s.op_histogram.clone();
@@ -259,6 +296,17 @@ fn render(i: &Inspection) -> String {
                 f.name, f.dtype, f.shape_text, f.kind
             ));
         }
+    }
+    if let Some(c) = &i.classifier {
+        let shown: Vec<&str> = c.labels.iter().take(10).map(String::as_str).collect();
+        let more = if c.labels.len() > 10 { ", ..." } else { "" };
+        s.push_str(&format!(
+            "classifier: {} classes, scores in `{}`: {}{more}\n  note: {}\n",
+            c.labels.len(),
+            c.scores,
+            shown.join(", "),
+            c.note
+        ));
     }
     if !i.op_histogram.is_empty() {
         s.push_str(&format!("ops: {} in all\n", i.op_count));

@@ -12,18 +12,13 @@ pub(crate) fn omitted_label(model: &MlModel, schema: &IoSchema) -> Option<String
     (!label.is_empty() && schema.output(label).is_none()).then(|| label.clone())
 }
 
-/// One line: the class count, the first labels, the scores output, and the note on the label.
+/// The note `inspect` prints under a NeuralNetwork classifier's labels: where the scores are and
+/// why the predicted-label output is not in the I/O schema.
 pub(crate) fn classifier_note(c: &ClassLabels, label: &str) -> String {
-    let shown: Vec<&str> = c.labels.iter().take(5).map(String::as_str).collect();
-    let more = if c.labels.len() > 5 { ", ..." } else { "" };
     format!(
-        "{} classes ({}{more}); `{}` holds one probability per class as an f32 tensor; the \
-         predicted-label output `{label}` is not in the I/O schema (there are no string \
-         tensors): it is the label of the arg-max of `{}`",
-        c.labels.len(),
-        shown.join(", "),
-        c.output,
-        c.output
+        "`{label}` is not in the I/O schema (there are no string tensors): it is the label of the \
+         arg-max of `{}`; `{}` holds one probability per class as an f32 tensor",
+        c.output, c.output
     )
 }
 

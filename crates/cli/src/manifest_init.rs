@@ -34,11 +34,13 @@ pub(crate) struct InitArgs {
     /// `infer classify` can feed the model photos.
     #[arg(long)]
     preprocess_from: Option<PathBuf>,
-    /// Labels file (one class per line) inside the model's folder (default: labels.txt there,
-    /// when present).
+    /// Labels file (one class per line) inside the model's folder (default: for a classifier
+    /// package, labels.txt written from the model's own labels; else labels.txt there, when
+    /// present).
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// Replace an existing manifest.toml.
+    /// Replace an existing manifest.toml (and a labels.txt that differs from a classifier
+    /// package's own labels).
     #[arg(long)]
     force: bool,
     /// Print one JSON document on stdout (docs/cli-json.md) instead of text.
@@ -156,6 +158,53 @@ fn entry(dir: &Path, file: &Path, role: FileRole, format: Option<String>) -> Res
     Ok(FileEntry { path: rel, role, format, sha256, size })
 }
 
+/// Writes a classifier's labels (from the model's spec) to `labels.txt` in `dir`, one a line.
+/// An existing `labels.txt` with the same labels is kept; one with other labels is replaced
+/// only with `--force`.
+fn write_spec_labels(
+    dir: &Path,
+    c: &inference_api::ClassLabels,
+    force: bool,
+    notes: &mut Vec<String>,
+) -> Result<PathBuf> {
+    if let Some(bad) = c.labels.iter().find(|l| l.contains(['\n', '\r']) || l.trim() != *l) {
+        return Err(fail(
+            Exit::BadInput,
+            format!(
+                "the model's class label {bad:?} cannot be written one per line (line break or \
+                 surrounding spaces): write a labels file yourself and pass --labels FILE"
+            ),
+        ));
+    }
+    let path = dir.join("labels.txt");
+    let text: String = c.labels.iter().map(|l| format!("{l}\n")).collect();
+    match std::fs::read_to_string(&path) {
+        Ok(old) if old == text => {
+            notes.push(format!("{} already holds the model's labels", path.display()));
+            return Ok(path);
+        }
+        Ok(_) if !force => {
+            return Err(fail(
+                Exit::BadInput,
+                format!(
+                    "{} exists and differs from the {} class labels in the model: pass --force \
+                     to replace it with the model's labels, or --labels FILE to use another file",
+                    path.display(),
+                    c.labels.len()
+                ),
+            ));
+        }
+        _ => {}
+    }
+    crate::output::write_bytes(&path, text.as_bytes())?;
+    notes.push(format!(
+        "wrote the model's {} class labels (from its classifier spec) to {}",
+        c.labels.len(),
+        path.display()
+    ));
+    Ok(path)
+}
+
 fn init(args: InitArgs) -> Result<()> {
     if args.json {
         json::reserve_stdout();
@@ -191,10 +240,19 @@ fn init(args: InitArgs) -> Result<()> {
     let mut notes = Vec::new();
     let format = ArtifactFormat::from_path(&path).map(|f| f.to_string());
     let mut files = vec![entry(&dir, &path, FileRole::Weights, format)?];
-    let labels_file = args.labels.clone().or_else(|| {
-        let beside = dir.join("labels.txt");
-        beside.is_file().then_some(beside)
-    });
+    let labels_file = match (&args.labels, &schema.classifier) {
+        (Some(l), _) => Some(l.clone()),
+        // A classifier carries its labels: write them out, so the folder's labels are the
+        // model's own.
+        (None, Some(c)) => Some(write_spec_labels(&dir, c, args.force, &mut notes)?),
+        (None, None) => {
+            let beside = dir.join("labels.txt");
+            beside.is_file().then_some(beside)
+        }
+    };
+    let scores = schema.classifier.as_ref().map(|c| c.output.as_str());
+    let scores_output =
+        outputs.iter().find(|o| Some(o.name.as_str()) == scores).or(outputs.first());
     let mut label_count = None;
     if let Some(l) = &labels_file {
         let l = std::fs::canonicalize(l).with_context(|| format!("resolving {}", l.display()))?;
@@ -202,11 +260,12 @@ fn init(args: InitArgs) -> Result<()> {
         let text =
             std::fs::read_to_string(&l).with_context(|| format!("reading {}", l.display()))?;
         let n = text.lines().filter(|s| !s.trim().is_empty()).count();
-        let classes = outputs.first().and_then(|o| o.shape.last().copied());
+        let classes = scores_output.and_then(|o| o.shape.last().copied());
         if classes.is_some_and(|c| c != n) {
             notes.push(format!(
-                "{} has {n} labels but the first output has {} classes",
+                "{} has {n} labels but output `{}` has {} classes",
                 l.display(),
+                scores_output.map_or("?", |o| o.name.as_str()),
                 classes.unwrap_or(0)
             ));
         }

@@ -6,7 +6,8 @@
 //! EfficientNet-Lite0 folder. Preprocessing is borrowed only when the package's input is an
 //! image-shaped `[1, 3, H, W]` tensor or a Core ML image feature (the crop becomes `H x W`, the
 //! resize scales with it; an image feature gets the cropped u8 photo, not normalised planes);
-//! labels only when the output's last dimension equals the donor's label count.
+//! labels only when the output's last dimension equals the donor's label count (a classifier
+//! package uses its own labels).
 
 use std::path::{Path, PathBuf};
 
@@ -36,8 +37,17 @@ pub(crate) fn adapt_preprocessing(
 }
 
 /// The `(height, width)` a photo is cropped to for this input: a Core ML image feature
-/// (`[height, width, channels]`) or an image-shaped `[1, 3, H, W]` tensor; `None` otherwise.
+/// (`[height, width, channels]`) or an image-shaped `[1, 3, H, W]` tensor (the batch may be
+/// open: `infer classify` stacks photos along it); `None` otherwise.
 pub(crate) fn image_hw(spec: &TensorSpec) -> Option<(usize, usize)> {
+    use inference_api::Dim;
+    if let [batch @ Dim::Range { .. }, Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)] =
+        spec.shape.as_slice()
+        && batch.accepts(1)
+        && !matches!(spec.kind, FeatureKind::Image { .. })
+    {
+        return Some((*h, *w));
+    }
     match (spec.kind, spec.fixed_shape().as_deref()) {
         (FeatureKind::Image { width, height, .. }, _) => Some((height, width)),
         (_, Some(&[1, 3, h, w])) => Some((h, w)),
@@ -79,16 +89,27 @@ pub(crate) fn bundle(path: &Path, donor: Option<&Path>) -> Result<ModelBundle> {
     manifest.inputs = Vec::new();
     manifest.outputs = Vec::new();
     manifest.origin.source = format!(
-        "Core ML package {}; preprocessing and labels from {}",
+        "Core ML package {}; preprocessing{} from {}",
         path.display(),
+        if schema.classifier.is_some() { "" } else { " and labels" },
         donor_dir.display()
     );
     let image_hw = schema.inputs.first().and_then(image_hw);
     manifest.preprocessing =
         image_hw.and_then(|hw| adapt_preprocessing(manifest.preprocessing.take(), hw));
-    let classes =
-        schema.outputs.first().and_then(|o| o.fixed_shape()).and_then(|s| s.last().copied());
-    let labels = donor.labels.filter(|l| Some(l.len()) == classes);
+    // A classifier package carries its own labels; otherwise the donor's fit when the class
+    // counts agree.
+    let labels = match &schema.classifier {
+        Some(c) => Some(c.labels.clone()),
+        None => {
+            let classes = schema
+                .outputs
+                .first()
+                .and_then(|o| o.fixed_shape())
+                .and_then(|s| s.last().copied());
+            donor.labels.filter(|l| Some(l.len()) == classes)
+        }
+    };
     let mut artifact = ModelArtifact::from_path(path)?;
     artifact.name = name;
     artifact.io_schema = Some(schema.clone());

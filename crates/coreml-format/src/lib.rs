@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod blob;
+pub mod classifier;
 mod description;
 mod error;
 pub mod fuzz;
@@ -38,6 +39,7 @@ mod types;
 mod value;
 
 pub use blob::{Blob, BlobDType, BlobFile};
+pub use classifier::Classifier;
 pub use description::{Feature, Metadata, ModelType};
 pub use error::{
     FormatError, MAX_PACKAGE_MANIFEST_BYTES, MAX_SPEC_BYTES, MAX_WEIGHT_FILE_BYTES, Result,

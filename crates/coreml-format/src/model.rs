@@ -9,6 +9,7 @@ use inference_api::{ArtifactFormat, IoSchema};
 use prost::Message;
 
 use crate::blob::BlobFile;
+use crate::classifier::Classifier;
 use crate::description::{Feature, Metadata, ModelType};
 use crate::error::{FormatError, MAX_PACKAGE_MANIFEST_BYTES, MAX_SPEC_BYTES, Result, read_file};
 use crate::program::{Function, Program};
@@ -95,6 +96,7 @@ pub struct MlModel {
     outputs: Vec<Feature>,
     metadata: Metadata,
     program: Option<Program>,
+    classifier: Option<Classifier>,
     weights: WeightStore,
 }
 
@@ -181,14 +183,31 @@ impl MlModel {
             }
             _ => None,
         };
+        let classifier = match (program.as_ref().and_then(Program::main), desc) {
+            (Some(main), Some(d)) => crate::classifier::read(
+                main,
+                &d.predicted_feature_name,
+                &d.predicted_probabilities_name,
+            )
+            .map_err(|e| bad(format!("classifier: {e}")))?,
+            _ => None,
+        };
+        let mut outputs = features(outs)?;
+        if let Some(c) = &classifier {
+            // The dictionary of probabilities is carried as the scores tensor.
+            for f in outputs.iter_mut().filter(|f| f.name == c.probabilities_output) {
+                f.spec = Some(c.probabilities_spec());
+            }
+        }
         Ok(MlModel {
             path: spec_path.to_path_buf(),
             format: ArtifactFormat::MlModel,
             spec_path: spec_path.to_path_buf(),
             inputs: features(ins)?,
-            outputs: features(outs)?,
+            outputs,
             metadata: Metadata::from_proto(desc.and_then(|d| d.metadata.as_ref())),
             program,
+            classifier,
             spec,
             weights,
         })
@@ -239,14 +258,26 @@ impl MlModel {
         &self.outputs
     }
 
+    /// The classifier of an ML Program converted with a `ClassifierConfig` (labels and the
+    /// names of its outputs); `None` for other models.
+    pub fn classifier(&self) -> Option<&Classifier> {
+        self.classifier.as_ref()
+    }
+
     /// Inputs and outputs as an [`IoSchema`]; fails naming the feature when one is not a tensor
-    /// the project can carry (e.g. a double array or a string).
+    /// the project can carry (e.g. a double array or a string). For a classifier the labels
+    /// are [`IoSchema::classifier`], its probabilities an f32 scores tensor, and a string
+    /// predicted-label output is left out (it is the arg-max of the scores, see
+    /// [`crate::classifier`]).
     pub fn io_schema(&self) -> Result<IoSchema> {
         if let Some(schema) = crate::neural_network::schema(self)? {
             return Ok(schema);
         }
+        let string_label =
+            self.classifier.as_ref().filter(|c| !c.int_labels).map(|c| c.label_output.as_str());
         let specs = |fs: &[Feature]| -> Result<Vec<_>> {
             fs.iter()
+                .filter(|f| Some(f.name.as_str()) != string_label)
                 .map(|f| {
                     f.spec.clone().ok_or_else(|| {
                         FormatError::unsupported(
@@ -265,7 +296,11 @@ impl MlModel {
                 }
             }
         }
-        Ok(IoSchema { inputs: specs(&self.inputs)?, outputs, classifier: None })
+        Ok(IoSchema {
+            inputs: specs(&self.inputs)?,
+            outputs,
+            classifier: self.classifier.as_ref().map(Classifier::class_labels),
+        })
     }
 
     /// The typed ML Program, when the model is one.
@@ -310,7 +345,7 @@ impl MlModel {
 /// output description of a flexible-shape model without a shape, while the program's type
 /// still knows the rank and the fixed sizes. Unknown sizes become open ranges; `None` for a
 /// scalar, a non-tensor or a variadic rank.
-fn returned_shape(main: &Function, name: &str) -> Option<Vec<inference_api::Dim>> {
+pub(crate) fn returned_shape(main: &Function, name: &str) -> Option<Vec<inference_api::Dim>> {
     use crate::{MilDim, ValueType};
     use inference_api::Dim;
     let ty = main

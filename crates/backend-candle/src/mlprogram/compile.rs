@@ -20,20 +20,30 @@ pub(crate) use registry::SUPPORTED_OPS;
 
 #[path = "op_act.rs"]
 mod act;
+#[path = "op_classify.rs"]
+mod classify;
 #[path = "op_compress.rs"]
 mod compress;
 #[path = "compile_conv.rs"]
 mod conv;
+#[path = "op_conv3d.rs"]
+mod conv3d;
 #[path = "op_conv_transpose.rs"]
 mod conv_transpose;
+#[path = "op_einsum.rs"]
+mod einsum;
 #[path = "op_elementwise.rs"]
 mod elementwise;
 #[path = "func.rs"]
 pub(crate) mod func;
 #[path = "op_gather.rs"]
 mod gather;
+#[path = "op_layout.rs"]
+mod layout;
 #[path = "op_norm.rs"]
 mod norm;
+#[path = "op_pool_nd.rs"]
+mod pool_nd;
 #[path = "op_reduce.rs"]
 mod reduce;
 #[path = "registry.rs"]

@@ -78,9 +78,15 @@ pub(crate) fn prepare(
 
 /// A schema given with the artifact (a manifest's, which records names, dtypes and shapes only)
 /// keeps the package's own image features: whether an input is an image, and in which colour
-/// layout, is the package's to say.
+/// layout, is the package's to say. So are a classifier's labels, when the given schema has
+/// none.
 fn with_image_kinds(mut schema: IoSchema, model: &MlModel) -> IoSchema {
     let Ok(own) = model.io_schema() else { return schema };
+    if schema.classifier.is_none()
+        && let Some(c) = own.classifier.as_ref().filter(|c| schema.output(&c.output).is_some())
+    {
+        schema.classifier = Some(c.clone());
+    }
     let sides = [(&mut schema.inputs, &own.inputs), (&mut schema.outputs, &own.outputs)];
     for (given, own) in sides {
         for spec in given.iter_mut() {

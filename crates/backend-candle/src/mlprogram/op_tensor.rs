@@ -429,9 +429,9 @@ pub(super) fn depth_space(b: &mut Builder<'_>, i: usize, op: &Operation) -> Resu
 
 /// `reshape_like`: reshape to the shape of `ref_tensors` (iOS16: concatenated slices of them).
 pub(super) fn reshape_like(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
-    let begins = b.ints(i, op, "begins")?.ok_or_else(|| b.bad(i, op, "no begins"))?;
-    let ends = b.ints(i, op, "ends")?.ok_or_else(|| b.bad(i, op, "no ends"))?;
-    let end_masks = b.flags(i, op, "end_masks")?;
+    let begins = tuple_ints(b, i, op, "begins")?;
+    let ends = tuple_ints(b, i, op, "ends")?;
+    let end_masks: Vec<bool> = tuple_ints(b, i, op, "end_masks")?.iter().map(|&m| m != 0).collect();
     let x = b.var(i, op, "x")?;
     let refs: Vec<Argument> = op.inputs.get("ref_tensors").cloned().unwrap_or_default();
     let mut inputs = vec![x];
@@ -453,6 +453,27 @@ pub(super) fn reshape_like(b: &mut Builder<'_>, i: usize, op: &Operation) -> Res
         Ok(vec![arg(a, 0)?.reshape(shape)?])
     });
     Ok(())
+}
+
+/// A `Tuple[const<int32>]` (or `Tuple[const<bool>]`) input: one const per binding (as
+/// coremltools writes `reshape_like`'s `begins`/`ends`/`end_masks`), or one list const.
+fn tuple_ints(b: &mut Builder<'_>, i: usize, op: &Operation, name: &str) -> Result<Vec<i64>> {
+    let args = op.inputs.get(name).cloned().unwrap_or_default();
+    if args.len() == 1 {
+        return b.ints(i, op, name)?.ok_or_else(|| b.bad(i, op, format!("no `{name}`")));
+    }
+    let mut out = Vec::with_capacity(args.len());
+    for a in &args {
+        let v = match a {
+            Argument::Value(v) => Some(std::sync::Arc::new((b.resolve)(v)?)),
+            Argument::Name(n) => b.named_const(n)?,
+        };
+        let v = v
+            .and_then(|v| v.to_i64_vec())
+            .ok_or_else(|| b.bad(i, op, format!("`{name}` is not a tuple of integer consts")))?;
+        out.extend(v);
+    }
+    Ok(out)
 }
 
 fn block_params(

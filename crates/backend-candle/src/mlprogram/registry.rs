@@ -8,8 +8,8 @@ use coreml_format::Operation;
 use inference_api::Result;
 
 use super::{
-    Builder, act, compress, conv_transpose, elementwise, gather, norm, reduce, resize,
-    tensor_ops as t,
+    Builder, act, classify, compress, conv_transpose, conv3d, einsum, elementwise, gather, layout,
+    norm, pool_nd, reduce, resize, tensor_ops as t,
 };
 
 /// The op families of coremltools' MIL op definitions (and its op tests).
@@ -41,6 +41,8 @@ pub(crate) enum Family {
     ImageResizing,
     /// `constexpr_ops.py` / `compression.py`: weight decompression at prepare time.
     Compression,
+    /// `classify.py`: a classifier's last op.
+    Classify,
     /// `const`.
     Const,
 }
@@ -63,6 +65,7 @@ impl Family {
             Family::ScatterGather => "scatter_gather",
             Family::ImageResizing => "image_resizing",
             Family::Compression => "compression",
+            Family::Classify => "classify",
             Family::Const => "const",
         }
     }
@@ -109,22 +112,28 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
     e("asin", F::ElementwiseUnary, elementwise::unary),
     e("atan", F::ElementwiseUnary, elementwise::unary),
     e("atanh", F::ElementwiseUnary, elementwise::unary),
-    l("avg_pool", F::Pool, super::core_op, "2-D only"),
+    l("avg_pool", F::Pool, pool_nd::pool, "1-D, 2-D and 3-D"),
     e("band_part", F::TensorOperation, t::band_part),
     e("batch_norm", F::Normalization, super::core_op),
     e("batch_to_space", F::TensorTransformation, t::batch_to_space),
     e("cast", F::ElementwiseUnary, elementwise::cast),
     e("ceil", F::ElementwiseUnary, elementwise::unary),
     e("clamped_relu", F::Activation, act::clamped_relu),
+    l(
+        "classify",
+        F::Classify,
+        classify::classify,
+        "scores as a [.., classes] tensor; int64 labels exact to 2^24; no string outputs",
+    ),
     e("clip", F::ElementwiseUnary, super::core_op),
-    l("concat", F::TensorOperation, super::core_op, "interleave=True"),
+    e("concat", F::TensorOperation, layout::concat),
     e("const", F::Const, super::core_op),
     e("constexpr_affine_dequantize", F::Compression, compress::affine_dequantize),
     e("constexpr_blockwise_shift_scale", F::Compression, compress::blockwise_shift_scale),
     e("constexpr_cast", F::Compression, compress::cast),
     l("constexpr_lut_to_dense", F::Compression, compress::lut_to_dense, "vector palettization"),
     e("constexpr_sparse_to_dense", F::Compression, compress::sparse_to_dense),
-    l("conv", F::Conv, super::core_op, "1-D and 2-D; weight must be a const"),
+    l("conv", F::Conv, conv3d::conv, "1-D, 2-D and 3-D; weight must be a const"),
     l(
         "conv_transpose",
         F::Conv,
@@ -136,6 +145,7 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
     e("crop", F::ImageResizing, resize::crop),
     e("cumsum", F::TensorOperation, t::cumsum),
     e("depth_to_space", F::TensorTransformation, t::depth_space),
+    l("einsum", F::Linear, einsum::einsum, "two operands; no ellipsis or repeated letters"),
     e("elu", F::Activation, act::elu),
     e("equal", F::ElementwiseBinary, elementwise::binary),
     e("erf", F::ElementwiseUnary, elementwise::unary),
@@ -157,6 +167,7 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
     e("instance_norm", F::Normalization, norm::instance_norm),
     e("inverse", F::ElementwiseUnary, elementwise::inverse),
     e("l2_norm", F::Normalization, norm::l2_norm),
+    e("l2_pool", F::Pool, pool_nd::pool),
     e("layer_norm", F::Normalization, super::core_op),
     e("leaky_relu", F::Activation, act::leaky_relu),
     e("less", F::ElementwiseBinary, elementwise::binary),
@@ -170,7 +181,7 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
     e("logical_or", F::ElementwiseBinary, elementwise::binary),
     e("logical_xor", F::ElementwiseBinary, elementwise::binary),
     e("matmul", F::Linear, super::core_op),
-    l("max_pool", F::Pool, super::core_op, "2-D only"),
+    l("max_pool", F::Pool, pool_nd::pool, "1-D, 2-D and 3-D"),
     e("maximum", F::ElementwiseBinary, super::core_op),
     e("minimum", F::ElementwiseBinary, super::core_op),
     e("mod", F::ElementwiseBinary, elementwise::binary),
@@ -218,6 +229,7 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
     e("sinh", F::ElementwiseUnary, elementwise::unary),
     e("slice_by_index", F::TensorTransformation, super::core_op),
     e("slice_by_size", F::TensorTransformation, t::slice_by_size),
+    e("sliding_windows", F::TensorTransformation, layout::sliding_windows),
     e("softmax", F::Activation, super::core_op),
     e("softplus", F::Activation, act::softplus),
     e("softplus_parametric", F::Activation, act::softplus_parametric),
@@ -236,7 +248,7 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
     e("thresholded_relu", F::Activation, act::thresholded_relu),
     e("tile", F::TensorOperation, t::tile),
     l("topk", F::TensorOperation, t::topk, "sort=False"),
-    e("transpose", F::TensorTransformation, super::core_op),
+    e("transpose", F::TensorTransformation, layout::transpose),
     e("upsample_bilinear", F::ImageResizing, resize::upsample_bilinear),
     e("upsample_nearest_neighbor", F::ImageResizing, resize::upsample_nearest),
 ];
@@ -268,16 +280,13 @@ pub(crate) static SUPPORTED_OPS: LazyLock<Vec<&'static str>> =
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) static NOT_SUPPORTED: &[(&str, &str)] = &[
     ("affine", "image warping; not emitted for common model families"),
-    ("classify", "classifier outputs are a Core ML model feature, not an ML Program op here"),
     ("cond", "control flow (nested blocks)"),
     ("constexpr_lut_to_sparse", "sparse palettization (iOS18 joint compression)"),
     ("constexpr_sparse_blockwise_shift_scale", "sparse quantization (iOS18 joint compression)"),
     ("conv_quantized", "legacy quantized conv"),
     ("crop_resize", "ROI align; detector heads only"),
     ("dequantize", "iOS17 activation quantization"),
-    ("einsum", "not yet implemented"),
     ("gru", "recurrent layers"),
-    ("l2_pool", "not yet implemented"),
     ("list_gather", "control flow (lists)"),
     ("list_length", "control flow (lists)"),
     ("list_read", "control flow (lists)"),
@@ -302,7 +311,6 @@ pub(crate) static NOT_SUPPORTED: &[(&str, &str)] = &[
         "not yet implemented (coremltools decomposes it before iOS18)",
     ),
     ("select", "not yet implemented"),
-    ("sliding_windows", "not yet implemented"),
     ("slice_update", "stateful models"),
     ("while_loop", "control flow (nested blocks)"),
 ];
@@ -359,6 +367,11 @@ pub(crate) fn coverage_markdown() -> String {
           - Flexible inputs (`RangeDim`, `EnumeratedShapes`) run at any size the description\n\
             allows; an output the description leaves without a shape takes its rank and fixed\n\
             sizes from the program's return type, so its shape follows the input.\n\
+          - Classifiers (converted with a `ClassifierConfig`: `main` ends in `classify`): the\n\
+            probabilities dictionary is an f32 `[.., classes]` tensor in label order, an int64\n\
+            predicted label an i64 `[1]` tensor; a string label output is left out of the schema\n\
+            (no string tensors): the labels are `IoSchema::classifier`, the predicted label is\n\
+            the arg-max of the scores.\n\
           - Not covered yet: legacy NeuralNetwork `.mlmodel` files.\n\
           - Weights: fp32, fp16, and the compression ops above, decompressed to f32 at prepare.\n";
     s
