@@ -371,13 +371,16 @@ pub(crate) fn main(args: Args) -> Result<()> {
                                 shared.refusals.fetch_add(1, Ordering::Relaxed);
                                 *shared.refused.lock().entry(e.kind().as_str()).or_default() += 1;
                                 // Wait as asked, but not past the end of the soak.
-                                let pause = pause.min(end.saturating_duration_since(Instant::now()));
+                                let pause =
+                                    pause.min(end.saturating_duration_since(Instant::now()));
                                 std::thread::sleep(pause);
                                 shared
                                     .paused_us
                                     .fetch_add(pause.as_micros() as u64, Ordering::Relaxed);
                             }
-                            None => *shared.errors.lock().entry(e.kind().as_str()).or_default() += 1,
+                            None => {
+                                *shared.errors.lock().entry(e.kind().as_str()).or_default() += 1
+                            }
                         },
                     }
                 }

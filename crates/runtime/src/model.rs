@@ -286,16 +286,14 @@ impl LoadedModel {
         };
         let may_bypass = !matches!(routing, Routing::Require(_));
         let order = router::order(&routing, m.served.iter().map(|s| s.lane.engine_name.as_str()))
-            .map_err(
-            |unknown| {
-                Error::Unavailable(format!(
-                    "engine `{unknown}` does not serve model `{}` (serving: {}); see the load \
+            .map_err(|unknown| {
+            Error::Unavailable(format!(
+                "engine `{unknown}` does not serve model `{}` (serving: {}); see the load \
                      report for why it did not load",
-                    m.name,
-                    self.engines().join(", ")
-                ))
-            },
-        )?;
+                m.name,
+                self.engines().join(", ")
+            ))
+        })?;
         Ok((order, may_bypass))
     }
 

@@ -45,9 +45,16 @@ pub enum Fault {
 #[derive(Debug)]
 enum Mode {
     Always(Fault),
-    Random { p: f64, fault: Fault, state: u64 },
+    Random {
+        p: f64,
+        fault: Fault,
+        state: u64,
+    },
     /// Cumulative probability bounds in increasing order, each with its fault.
-    Mix { plan: Vec<(f64, Fault)>, state: u64 },
+    Mix {
+        plan: Vec<(f64, Fault)>,
+        state: u64,
+    },
 }
 
 #[derive(Debug)]

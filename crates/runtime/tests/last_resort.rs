@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use inference_api::{DeviceClass, Error};
 use runtime::testing::{BundleSpec, Fault, FaultyEngine, bundle, input};
-use runtime::{BreakerConfig, BreakerState, LoadedModel, ManualClock, RunOptions, Routing, Runtime};
+use runtime::{
+    BreakerConfig, BreakerState, LoadedModel, ManualClock, Routing, RunOptions, Runtime,
+};
 
 struct Rig {
     primary: FaultyEngine,
@@ -48,7 +50,10 @@ fn with_both_breakers_open_the_last_resort_answers() {
     r.primary.set_fault(Fault::Error(Error::Runtime("device lost".into())));
     r.cpu.set_fault(Fault::Error(Error::Runtime("out of memory".into())));
     for _ in 0..4 {
-        assert_eq!(r.model.run_with(input([1.0, 2.0, 3.0, 4.0]), &opts()).unwrap_err().kind(), "runtime");
+        assert_eq!(
+            r.model.run_with(input([1.0, 2.0, 3.0, 4.0]), &opts()).unwrap_err().kind(),
+            "runtime"
+        );
     }
     assert!(is_open(&r.model, "primary") && is_open(&r.model, "cpu"));
 

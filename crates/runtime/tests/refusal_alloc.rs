@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use inference_api::{DeviceClass, Error, NamedTensors};
 use runtime::testing::{BundleSpec, Fault, FaultyEngine, bundle, input};
-use runtime::{BreakerConfig, BreakerState, LoadedModel, ManualClock, RunOptions, Routing, Runtime};
+use runtime::{
+    BreakerConfig, BreakerState, LoadedModel, ManualClock, Routing, RunOptions, Runtime,
+};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]

@@ -230,7 +230,11 @@ mod tests {
         let (mut a, mut b, mut all) = (LatencyHist::new(), LatencyHist::new(), LatencyHist::new());
         for i in 1..=1_000u64 {
             let d = Duration::from_micros(i * 37 % 5_000 + 1);
-            if i % 3 == 0 { a.record(d) } else { b.record(d) }
+            if i % 3 == 0 {
+                a.record(d)
+            } else {
+                b.record(d)
+            }
             all.record(d);
         }
         a.merge(&b);
