@@ -62,6 +62,8 @@ impl CompileCache {
     ) -> Result<CompileCache> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, &e))?;
+        #[cfg(unix)]
+        ensure_private(&dir)?;
         let cache = CompileCache {
             dir,
             os_build: os_build.to_string(),
@@ -257,6 +259,48 @@ fn is_entry_name(name: &str) -> bool {
         && hexes(parts.next(), 8)
         && hexes(parts.next(), 32)
         && parts.next().is_none()
+}
+
+/// A cache folder is trusted only when it is this user's and nobody else may write it: with
+/// `HOME` unset the default folder is in the temp folder, where another user could have made
+/// it and planted entries (issue 14, F10). A folder of ours that others may write loses their
+/// write access; a folder owned by another user is refused: the engine then does not prepare
+/// packages, with this error saying what to set, and the runtime serves the model on its next
+/// engine.
+#[cfg(unix)]
+fn ensure_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, &e))?;
+    // This user's id without libc: the owner of a file created here.
+    let probe = dir.join(format!(".owner-probe-{}", std::process::id()));
+    let mine = std::fs::File::create(&probe).and_then(|f| f.metadata()).map(|m| m.uid());
+    let _ = std::fs::remove_file(&probe);
+    let mine = mine.map_err(|e| {
+        Error::io_message(
+            dir,
+            format!(
+                "cannot write the Core ML compile cache folder ({e}); set XDG_CACHE_HOME or HOME \
+                 to a folder of your own"
+            ),
+        )
+    })?;
+    if meta.uid() != mine {
+        return Err(Error::io_message(
+            dir,
+            format!(
+                "the Core ML compile cache folder belongs to user {}, not to this user ({mine}), \
+                 so its compiled models are not trusted; set XDG_CACHE_HOME or HOME to a folder \
+                 of your own",
+                meta.uid()
+            ),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o022))
+            .map_err(|e| Error::io(dir, &e))?;
+    }
+    Ok(())
 }
 
 fn remove_any(path: &Path) -> std::io::Result<()> {

@@ -148,3 +148,31 @@ fn entries_of_the_abi_1_layout_are_swept() {
     assert_eq!(reopened.stats().swept, 1);
     assert!(!dir.path().join(legacy).exists());
 }
+
+/// F10: a cache folder others may write is made private; one owned by another user (made by
+/// someone else in the shared temp folder, say) is refused rather than trusted by name.
+#[cfg(unix)]
+#[test]
+fn a_cache_folder_is_used_only_when_it_is_private_to_this_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let root = tempfile::tempdir().unwrap();
+    let shared = root.path().join("infer-rs-coreml");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    CompileCache::open(&shared, "os A", 1, Duration::from_secs(3600)).unwrap();
+    let mode = std::fs::metadata(&shared).unwrap().mode() & 0o777;
+    assert_eq!(mode & 0o022, 0, "others may still write the cache: {mode:o}");
+    assert!(names(&shared).is_empty(), "the ownership probe was left behind");
+
+    // Owned by another user: only root can arrange that here.
+    let theirs = root.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
+    if std::os::unix::fs::chown(&theirs, Some(54_321), Some(54_321)).is_err() {
+        eprintln!("not root: the other-owner case is not checked");
+        return;
+    }
+    let e = CompileCache::open(&theirs, "os A", 1, Duration::from_secs(3600)).unwrap_err();
+    assert!(e.to_string().contains("belongs to user 54321"), "{e}");
+    assert!(e.to_string().contains("XDG_CACHE_HOME or HOME"), "{e}");
+}

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use runtime::testing::{Fault, FaultyEngine};
 use runtime::{Routing, Runtime};
 use serde::Serialize;
+use telemetry::LatencyHist;
 
 use crate::{common, finite, package, parity};
 
@@ -59,6 +60,10 @@ pub(crate) struct Args {
     /// CPU engine worker threads (default: all cores).
     #[arg(long)]
     engine_threads: Option<usize>,
+    /// Test of the growth gate: keep this many bytes per call for the whole run, a planted
+    /// leak the `--max-rss-growth-kib` check must catch (`cli/tests/soak.rs`).
+    #[arg(long, hide = true, default_value_t = 0)]
+    plant_leak_bytes: usize,
 }
 
 /// `500ms`, `30s`, `10m`, `1h` (a bare number is seconds).
@@ -79,7 +84,10 @@ pub(crate) fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Parsed `--faults`: cumulative probability bounds, in order, and the fault each picks.
+/// Parsed `--faults`: each fault with its probability per call, handed to the faulty engine
+/// ([`FaultyEngine::set_mix`]), which draws one per call that reaches it. (The soak used to
+/// queue one drawn fault per call from the caller; calls the runtime refused never consumed
+/// theirs, and the queue grew by about 90 bytes per refused call.)
 #[derive(Debug, Clone, Default)]
 struct FaultPlan(Vec<(f64, Fault)>);
 
@@ -111,27 +119,31 @@ impl FaultPlan {
                 ),
             };
             total += p;
-            plan.push((total, fault));
+            plan.push((p, fault));
         }
         if total > 1.0 {
             bail!("fault probabilities add up to {total}, more than 1");
         }
         Ok(FaultPlan(plan))
     }
-
-    fn draw(&self, state: &mut u64) -> Fault {
-        let u = splitmix(state);
-        self.0.iter().find(|(bound, _)| u < *bound).map_or(Fault::None, |(_, f)| f.clone())
-    }
 }
 
-fn splitmix(state: &mut u64) -> f64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
+/// Pause after a refusal when the error carries no hint (`overloaded`), or its hint is 0 (a
+/// half-open breaker whose probes are all in flight).
+const MIN_REFUSAL_PAUSE: Duration = Duration::from_millis(10);
+
+/// How long a caller waits after `e` before calling again, as a `Retry-After` would ask:
+/// `None` for an answer or a failure (call again at once), the breaker's remaining cooldown
+/// for `circuit_open` (at least [`MIN_REFUSAL_PAUSE`]), [`MIN_REFUSAL_PAUSE`] for
+/// `overloaded` (its error carries no hint).
+fn refusal_pause(e: &inference_api::Error) -> Option<Duration> {
+    match e {
+        inference_api::Error::CircuitOpen { retry_after_ms, .. } => {
+            Some(Duration::from_millis(*retry_after_ms).max(MIN_REFUSAL_PAUSE))
+        }
+        inference_api::Error::Overloaded { .. } => Some(MIN_REFUSAL_PAUSE),
+        _ => None,
+    }
 }
 
 /// Process resources at one moment (`None` where the OS does not tell, e.g. without /proc).
@@ -160,7 +172,8 @@ struct Sample {
     t_s: f64,
     calls: u64,
     answers: u64,
-    interval_calls: usize,
+    refusals: u64,
+    interval_calls: u64,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     #[serde(flatten)]
@@ -185,6 +198,12 @@ struct Report {
     answers: u64,
     fallbacks: u64,
     non_finite_answers: u64,
+    /// Calls refused without being attempted (`circuit_open`, `overloaded`), by kind; after
+    /// each, the caller paused as the error asked ([`refusal_pause`]).
+    refusals: BTreeMap<String, u64>,
+    /// Total time callers spent paused after refusals.
+    refusal_pause_s: f64,
+    /// Calls that failed (every error but a refusal), by kind.
     errors: BTreeMap<String, u64>,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
@@ -195,23 +214,26 @@ struct Report {
     failures: Vec<String>,
 }
 
+/// What the callers count. Memory is bounded whatever the number of calls: counters, maps
+/// keyed by error kind and a latency histogram per interval (merged into the overall one at
+/// each sample). (The soak used to keep every call's latency in a vector: 8-16 bytes per call.)
 #[derive(Default)]
 struct Shared {
     calls: AtomicU64,
     answers: AtomicU64,
     fallbacks: AtomicU64,
     non_finite: AtomicU64,
-    errors: Mutex<BTreeMap<String, u64>>,
-    interval_ms: Mutex<Vec<f64>>,
-    all_ms: Mutex<Vec<f64>>,
+    refusals: AtomicU64,
+    paused_us: AtomicU64,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+    interval: Mutex<LatencyHist>,
 }
 
-fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    Some(sorted[i.min(sorted.len() - 1)])
+/// p50 and p99 in milliseconds, `None` when nothing was recorded.
+fn p50_p99(h: &LatencyHist) -> (Option<f64>, Option<f64>) {
+    let q = h.quantiles();
+    if q.count == 0 { (None, None) } else { (Some(q.p50_us / 1e3), Some(q.p99_us / 1e3)) }
 }
 
 /// Least-squares slope of `y` against `x`, or `None` with fewer than 3 points or no spread.
@@ -225,6 +247,10 @@ fn slope(points: &[(f64, f64)]) -> Option<f64> {
     let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
     let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     (sxx > 0.0).then(|| sxy / sxx)
+}
+
+fn kinds(m: &BTreeMap<&'static str, u64>) -> BTreeMap<String, u64> {
+    m.iter().map(|(k, v)| ((*k).to_string(), *v)).collect()
 }
 
 fn growth(samples: &[Sample]) -> Growth {
@@ -295,33 +321,41 @@ pub(crate) fn main(args: Args) -> Result<()> {
     if faulty.is_some() {
         model.set_routing(Routing::Prefer(FAULTY.into()));
     }
+    if let (Some(plan), Some(f)) = (&plan, &faulty) {
+        f.set_mix(plan.0.iter().cloned(), args.seed);
+    }
     let inputs = Arc::new(inputs_for(model.io_schema(), args.seed)?);
     let shared = Arc::new(Shared::default());
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    let end = started + args.duration;
     let mut samples = vec![Sample {
         t_s: 0.0,
         calls: 0,
         answers: 0,
+        refusals: 0,
         interval_calls: 0,
         p50_ms: None,
         p99_ms: None,
         resources: resources(),
     }];
+    let mut all = LatencyHist::new();
+    let planted = Mutex::new(Vec::<Vec<u8>>::new());
     std::thread::scope(|scope| {
-        for t in 0..args.threads {
+        for _ in 0..args.threads {
             let (shared, stop, inputs, model) = (&shared, &stop, &inputs, &model);
-            let (plan, faulty) = (plan.as_ref(), faulty.as_ref());
-            let mut state = args.seed ^ ((t as u64 + 1) << 32);
+            let (planted, plant) = (&planted, args.plant_leak_bytes);
             scope.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    if let (Some(plan), Some(f)) = (plan, faulty) {
-                        f.push([plan.draw(&mut state)]);
+                    if plant > 0 {
+                        // Touched, so the pages count in RSS.
+                        planted.lock().push(vec![1u8; plant]);
                     }
                     let t0 = Instant::now();
                     let result = model.run(inputs.clone());
-                    let ms = t0.elapsed().as_secs_f64() * 1e3;
+                    let took = t0.elapsed();
                     shared.calls.fetch_add(1, Ordering::Relaxed);
+                    shared.interval.lock().record(took);
                     match result {
                         Ok((out, report)) => {
                             shared.answers.fetch_add(1, Ordering::Relaxed);
@@ -332,11 +366,23 @@ pub(crate) fn main(args: Args) -> Result<()> {
                                 shared.non_finite.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                        Err(e) => {
-                            *shared.errors.lock().entry(e.kind().to_string()).or_default() += 1
-                        }
+                        Err(e) => match refusal_pause(&e) {
+                            Some(pause) => {
+                                shared.refusals.fetch_add(1, Ordering::Relaxed);
+                                *shared.refused.lock().entry(e.kind().as_str()).or_default() += 1;
+                                // Wait as asked, but not past the end of the soak.
+                                let pause =
+                                    pause.min(end.saturating_duration_since(Instant::now()));
+                                std::thread::sleep(pause);
+                                shared
+                                    .paused_us
+                                    .fetch_add(pause.as_micros() as u64, Ordering::Relaxed);
+                            }
+                            None => {
+                                *shared.errors.lock().entry(e.kind().as_str()).or_default() += 1
+                            }
+                        },
                     }
-                    shared.interval_ms.lock().push(ms);
                 }
             });
         }
@@ -344,27 +390,26 @@ pub(crate) fn main(args: Args) -> Result<()> {
         while started.elapsed() < args.duration {
             let left = args.duration.saturating_sub(started.elapsed());
             std::thread::sleep(args.interval.min(left).max(Duration::from_millis(1)));
-            let mut lat = std::mem::take(&mut *shared.interval_ms.lock());
-            lat.sort_by(f64::total_cmp);
+            let lat = std::mem::take(&mut *shared.interval.lock());
+            let (p50_ms, p99_ms) = p50_p99(&lat);
             samples.push(Sample {
                 t_s: started.elapsed().as_secs_f64(),
                 calls: shared.calls.load(Ordering::Relaxed),
                 answers: shared.answers.load(Ordering::Relaxed),
-                interval_calls: lat.len(),
-                p50_ms: percentile(&lat, 0.5),
-                p99_ms: percentile(&lat, 0.99),
+                refusals: shared.refusals.load(Ordering::Relaxed),
+                interval_calls: lat.quantiles().count,
+                p50_ms,
+                p99_ms,
                 resources: resources(),
             });
-            shared.all_ms.lock().extend(lat);
+            all.merge(&lat);
         }
         stop.store(true, Ordering::Relaxed);
         if let Some(f) = &faulty {
             f.release_hangs();
         }
     });
-    let mut all = std::mem::take(&mut *shared.all_ms.lock());
-    all.extend(shared.interval_ms.lock().drain(..));
-    all.sort_by(f64::total_cmp);
+    all.merge(&shared.interval.lock());
     let growth = growth(&samples);
     let mut failures = Vec::new();
     let check = |what: &str, v: Option<f64>, max: Option<f64>, failures: &mut Vec<String>| {
@@ -378,6 +423,7 @@ pub(crate) fn main(args: Args) -> Result<()> {
     check("threads", growth.threads, args.max_handle_growth, &mut failures);
     check("file descriptors", growth.fds, args.max_handle_growth, &mut failures);
     let calls = shared.calls.load(Ordering::Relaxed);
+    let (p50_ms, p99_ms) = p50_p99(&all);
     if calls == 0 {
         failures.push("no call completed".into());
     }
@@ -391,9 +437,11 @@ pub(crate) fn main(args: Args) -> Result<()> {
         answers: shared.answers.load(Ordering::Relaxed),
         fallbacks: shared.fallbacks.load(Ordering::Relaxed),
         non_finite_answers: shared.non_finite.load(Ordering::Relaxed),
-        errors: shared.errors.lock().clone(),
-        p50_ms: percentile(&all, 0.5),
-        p99_ms: percentile(&all, 0.99),
+        refusals: kinds(&shared.refused.lock()),
+        refusal_pause_s: shared.paused_us.load(Ordering::Relaxed) as f64 / 1e6,
+        errors: kinds(&shared.errors.lock()),
+        p50_ms,
+        p99_ms,
         samples,
         growth_per_1000_calls: growth,
         failures,
@@ -403,13 +451,16 @@ pub(crate) fn main(args: Args) -> Result<()> {
     let g = &report.growth_per_1000_calls;
     let show = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:+.2}"));
     println!(
-        "{}: {} calls, {} answers ({} fell back, {} non-finite), errors {:?}, p50 {} ms, p99 {} \
-         ms; growth per 1,000 calls: RSS {} KiB, threads {}, fds {}",
+        "{}: {} calls, {} answers ({} fell back, {} non-finite), refusals {:?} (paused {:.1} s), \
+         failures {:?}, p50 {} ms, p99 {} ms; growth per 1,000 calls: RSS {} KiB, threads {}, \
+         fds {}",
         report.model,
         report.calls,
         report.answers,
         report.fallbacks,
         report.non_finite_answers,
+        report.refusals,
+        report.refusal_pause_s,
         report.errors,
         report.p50_ms.map_or("n/a".into(), |v| format!("{v:.1}")),
         report.p99_ms.map_or("n/a".into(), |v| format!("{v:.1}")),
@@ -439,11 +490,18 @@ mod tests {
             FaultPlan::parse("error=0.7,panic=0.7").unwrap_err().to_string().contains("add up")
         );
         assert!(FaultPlan::parse("melt=0.1").unwrap_err().to_string().contains("unknown fault"));
-        // Draws follow the probabilities (seeded, so exact counts are reproducible).
-        let mut state = 1;
-        let drawn: Vec<Fault> = (0..10_000).map(|_| plan.draw(&mut state)).collect();
-        let errors = drawn.iter().filter(|f| matches!(f, Fault::Error(_))).count();
-        assert!((2300..2700).contains(&errors), "{errors}");
+        assert!((plan.0[1].0 - 0.5).abs() < 1e-12, "probabilities are kept per fault");
+    }
+
+    #[test]
+    fn refusals_pause_as_asked_and_failures_do_not() {
+        use inference_api::Error;
+        let open = |ms| Error::CircuitOpen { engine: "cpu".into(), retry_after_ms: ms };
+        assert_eq!(refusal_pause(&open(2500)), Some(Duration::from_millis(2500)));
+        assert_eq!(refusal_pause(&open(0)), Some(MIN_REFUSAL_PAUSE));
+        let full = Error::Overloaded { model: "m".into(), capacity: 4 };
+        assert_eq!(refusal_pause(&full), Some(MIN_REFUSAL_PAUSE));
+        assert_eq!(refusal_pause(&Error::Runtime("boom".into())), None);
     }
 
     #[test]
@@ -452,6 +510,7 @@ mod tests {
             t_s: 0.0,
             calls,
             answers: calls,
+            refusals: 0,
             interval_calls: 0,
             p50_ms: None,
             p99_ms: None,

@@ -126,7 +126,9 @@ impl LoadedModel {
     /// Runs the model. Order of policies: (1) queue admission (`Overloaded` when full, after
     /// waiting at most [`RunOptions::admission_wait`] if set); (2) input validation against
     /// the schema; (3) routing order; then per engine (4) breaker admission (open: skip to the
-    /// next engine, recorded as a `circuit_open` fallback), (5) hand-off to the engine's worker
+    /// next engine, recorded as a `circuit_open` fallback; the last engine in the order is
+    /// let through its open breaker, uncounted, unless the routing is `Require`, so no call
+    /// is refused while an engine could still answer it), (5) hand-off to the engine's worker
     /// bounded by the call's deadline, (6) output validation, outcome to the breaker and
     /// telemetry; on failure the next engine is tried while time remains. The deadline is a
     /// budget for the whole call: when the engine working on it has not answered by the time
@@ -183,11 +185,12 @@ impl LoadedModel {
             }
         })?;
         m.schema.validate_inputs(&inputs)?;
-        let order = self.order(opts)?;
+        let (order, may_bypass) = self.order(opts)?;
         let call = Call { inputs, started, deadline, budget, cancel: opts.cancel.as_ref(), span };
         let (tx, rx) = crossbeam_channel::bounded::<(usize, Reply)>(order.len());
         let mut race = Race {
             order,
+            may_bypass,
             pos: 0,
             pending: Vec::new(),
             tx,
@@ -273,23 +276,25 @@ impl LoadedModel {
         }
     }
 
-    /// The engines this call may try, in order (per-call routing over the model's).
-    fn order(&self, opts: &RunOptions) -> Result<Vec<usize>> {
+    /// The engines this call may try, in order (per-call routing over the model's), and
+    /// whether the last of them may be let through its open breaker (not under `Require`).
+    fn order(&self, opts: &RunOptions) -> Result<(Vec<usize>, bool)> {
         let m = &*self.inner;
         let routing = match &opts.routing {
             Some(r) => r.clone(),
             None => m.routing.read().clone(),
         };
-        router::order(&routing, m.served.iter().map(|s| s.lane.engine_name.as_str())).map_err(
-            |unknown| {
-                Error::Unavailable(format!(
-                    "engine `{unknown}` does not serve model `{}` (serving: {}); see the load \
+        let may_bypass = !matches!(routing, Routing::Require(_));
+        let order = router::order(&routing, m.served.iter().map(|s| s.lane.engine_name.as_str()))
+            .map_err(|unknown| {
+            Error::Unavailable(format!(
+                "engine `{unknown}` does not serve model `{}` (serving: {}); see the load \
                      report for why it did not load",
-                    m.name,
-                    self.engines().join(", ")
-                ))
-            },
-        )
+                m.name,
+                self.engines().join(", ")
+            ))
+        })?;
+        Ok((order, may_bypass))
     }
 
     /// Policy (7) and the report of a served call.

@@ -29,8 +29,10 @@ impl LoadedModel {
 
     /// Policies (4)-(5) for the next engine in order that can take the call: breaker
     /// admission and the hand-off. Engines that cannot (breaker open, quarantined, queue
-    /// full) are recorded as fallbacks and skipped. `hedge` marks an engine started beside
-    /// others still working.
+    /// full) are recorded as fallbacks and skipped, except that the last engine in the order
+    /// is let through its open breaker unless the routing is `Require`
+    /// ([`crate::CircuitBreaker::bypass`]). `hedge` marks an engine started beside others
+    /// still working.
     pub(crate) fn start_next<'s>(
         &'s self,
         call: &Call<'_>,
@@ -59,6 +61,14 @@ impl LoadedModel {
             call.span.record("engine", engine.as_str());
             let permit = match s.breaker.try_acquire() {
                 Ok(p) => p,
+                Err(_) if race.may_bypass && race.pos == race.order.len() => {
+                    // The last engine the call can use: every other one is out (breaker
+                    // open, quarantined, failed) or still working late on it. Refusing would
+                    // refuse a call this engine may still answer, slowly or not: let it
+                    // through, uncounted by its breaker.
+                    s.series.record_breaker_bypass();
+                    s.breaker.bypass()
+                }
                 Err(rej) => {
                     s.series.record_circuit_open();
                     let e = Error::CircuitOpen {
@@ -308,6 +318,9 @@ pub(crate) struct InFlight<'s> {
 /// The attempts of one call.
 pub(crate) struct Race<'s> {
     pub(crate) order: Vec<usize>,
+    /// The last engine in `order` is let through its open breaker (every routing but
+    /// `Require`, whose contract is the one engine's own answer, `CircuitOpen` included).
+    pub(crate) may_bypass: bool,
     /// Next position in `order` to start.
     pub(crate) pos: usize,
     pub(crate) pending: Vec<InFlight<'s>>,

@@ -45,7 +45,16 @@ pub enum Fault {
 #[derive(Debug)]
 enum Mode {
     Always(Fault),
-    Random { p: f64, fault: Fault, state: u64 },
+    Random {
+        p: f64,
+        fault: Fault,
+        state: u64,
+    },
+    /// Cumulative probability bounds in increasing order, each with its fault.
+    Mix {
+        plan: Vec<(f64, Fault)>,
+        state: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -71,6 +80,10 @@ impl Script {
                 } else {
                     Fault::None
                 }
+            }
+            Mode::Mix { plan, state } => {
+                let u = splitmix(state);
+                plan.iter().find(|(bound, _)| u < *bound).map_or(Fault::None, |(_, f)| f.clone())
             }
         }
     }
@@ -140,6 +153,23 @@ impl FaultyEngine {
     /// Each call misbehaves with probability `p` (seeded, reproducible).
     pub fn set_random(&self, p: f64, f: Fault, seed: u64) {
         *self.script.mode.lock() = Mode::Random { p, fault: f, state: seed };
+    }
+
+    /// Each call that reaches the engine draws one fault from a mix (seeded, reproducible):
+    /// `plan` holds `(probability, fault)` pairs whose probabilities add up to at most 1; the
+    /// rest of the time the call is answered correctly. The draw happens in the engine, so a
+    /// call the runtime refuses or moves elsewhere consumes nothing (unlike [`Self::push`],
+    /// whose queued faults wait for calls that reach the engine).
+    pub fn set_mix(&self, plan: impl IntoIterator<Item = (f64, Fault)>, seed: u64) {
+        let mut total = 0.0;
+        let plan = plan
+            .into_iter()
+            .map(|(p, f)| {
+                total += p;
+                (total, f)
+            })
+            .collect();
+        *self.script.mode.lock() = Mode::Mix { plan, state: seed };
     }
 
     /// Queues behaviours for the next calls, one each, before the standing one applies.

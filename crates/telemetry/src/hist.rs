@@ -35,21 +35,30 @@ const BUCKET_NS: [u64; BUCKETS - 1] = [
 ];
 
 /// One latency distribution in nanoseconds: an HdrHistogram for quantiles, fixed-bucket
-/// counts for Prometheus, and the exact sum for `_sum`.
+/// counts for Prometheus, and the exact sum for `_sum`. Its memory depends on the largest value
+/// recorded, not on how many were: a process can record latencies for ever (e.g. `infer soak`).
 #[derive(Debug, Clone)]
-pub(crate) struct LatencyHist {
+pub struct LatencyHist {
     hist: Option<Histogram<u64>>,
     buckets: [u64; BUCKETS],
     sum_ns: u128,
 }
 
+impl Default for LatencyHist {
+    fn default() -> Self {
+        LatencyHist::new()
+    }
+}
+
 impl LatencyHist {
-    pub(crate) fn new() -> LatencyHist {
+    /// An empty distribution.
+    pub fn new() -> LatencyHist {
         // Auto-resizing: memory grows with the largest value seen, not with the count.
         LatencyHist { hist: Histogram::new(SIGFIG).ok(), buckets: [0; BUCKETS], sum_ns: 0 }
     }
 
-    pub(crate) fn record(&mut self, d: Duration) {
+    /// Records one latency.
+    pub fn record(&mut self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let i = BUCKET_NS.iter().position(|&b| ns <= b).unwrap_or(BUCKETS - 1);
         self.buckets[i] += 1;
@@ -62,7 +71,23 @@ impl LatencyHist {
         self.sum_ns = self.sum_ns.saturating_add(u128::from(ns));
     }
 
-    pub(crate) fn quantiles(&self) -> Quantiles {
+    /// Adds every value of `other` to this distribution.
+    pub fn merge(&mut self, other: &LatencyHist) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        if let (Some(h), Some(o)) = (self.hist.as_mut(), other.hist.as_ref())
+            && h.add(o).is_err()
+        {
+            for v in o.iter_recorded() {
+                h.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
+    }
+
+    /// Quantiles of the values recorded so far.
+    pub fn quantiles(&self) -> Quantiles {
         let buckets = self.buckets;
         let Some(h) = self.hist.as_ref().filter(|h| !h.is_empty()) else {
             return Quantiles { buckets, ..Quantiles::default() };
@@ -198,6 +223,22 @@ mod tests {
         for (ns, s) in BUCKET_NS.iter().zip(LATENCY_BUCKETS_SECONDS) {
             assert_eq!(*ns, (s * 1e9).round() as u64);
         }
+    }
+
+    #[test]
+    fn merging_equals_recording_everything_in_one() {
+        let (mut a, mut b, mut all) = (LatencyHist::new(), LatencyHist::new(), LatencyHist::new());
+        for i in 1..=1_000u64 {
+            let d = Duration::from_micros(i * 37 % 5_000 + 1);
+            if i % 3 == 0 {
+                a.record(d)
+            } else {
+                b.record(d)
+            }
+            all.record(d);
+        }
+        a.merge(&b);
+        assert_eq!(a.quantiles(), all.quantiles());
     }
 
     #[test]

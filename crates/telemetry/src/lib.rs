@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-pub use hist::{BUCKETS, LATENCY_BUCKETS_SECONDS, Phase, Quantiles};
+pub use hist::{BUCKETS, LATENCY_BUCKETS_SECONDS, LatencyHist, Phase, Quantiles};
 pub use rss::resident_bytes;
 pub use series::{
     BreakerGauge, DriftSample, ERROR_KINDS, FallbackKey, Latencies, ModelSeries, Series, SeriesKey,

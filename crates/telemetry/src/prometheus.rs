@@ -274,6 +274,12 @@ pub(crate) fn render(s: &Snapshot) -> String {
             .collect(),
     );
     fam(
+        "infer_breaker_bypasses_total",
+        "counter",
+        "Calls let through an open breaker because the engine was the last one left.",
+        counter(&|x| x.breaker.bypasses, "infer_breaker_bypasses_total"),
+    );
+    fam(
         "infer_load_seconds",
         "gauge",
         "Duration of the last model load on an engine.",

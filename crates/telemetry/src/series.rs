@@ -183,6 +183,7 @@ pub struct Series {
     pub(crate) failures: KindCounters,
     pub(crate) slow: AtomicU64,
     pub(crate) rejected_circuit_open: AtomicU64,
+    pub(crate) breaker_bypasses: AtomicU64,
     pub(crate) rejected_overloaded: AtomicU64,
     pub(crate) served_as_fallback: AtomicU64,
     pub(crate) quarantines: AtomicU64,
@@ -204,6 +205,7 @@ impl Series {
             failures: KindCounters::default(),
             slow: AtomicU64::new(0),
             rejected_circuit_open: AtomicU64::new(0),
+            breaker_bypasses: AtomicU64::new(0),
             rejected_overloaded: AtomicU64::new(0),
             served_as_fallback: AtomicU64::new(0),
             quarantines: AtomicU64::new(0),
@@ -256,6 +258,12 @@ impl Series {
     /// A call not attempted because this engine's circuit breaker is open.
     pub fn record_circuit_open(&self) {
         self.rejected_circuit_open.fetch_add(1, Relaxed);
+    }
+
+    /// A call let through this engine's open breaker: the engine was the last one the call
+    /// could use (the breaker does not count its outcome).
+    pub fn record_breaker_bypass(&self) {
+        self.breaker_bypasses.fetch_add(1, Relaxed);
     }
 
     /// A call rejected because this engine's queue was full.
@@ -371,6 +379,11 @@ impl Series {
     /// Calls skipped because the breaker was open.
     pub fn circuit_open_rejections(&self) -> u64 {
         self.rejected_circuit_open.load(Relaxed)
+    }
+
+    /// Calls let through this engine's open breaker as the last engine left.
+    pub fn breaker_bypasses(&self) -> u64 {
+        self.breaker_bypasses.load(Relaxed)
     }
 
     /// Calls this engine served as a fallback.

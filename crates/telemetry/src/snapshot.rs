@@ -126,6 +126,10 @@ pub struct BreakerSnapshot {
     pub trips: u64,
     /// Every transition seen, with its count.
     pub transitions: Vec<TransitionCount>,
+    /// Calls let through while the breaker was not admitting them, the engine being the last
+    /// one the call could use (their outcomes are not counted by the breaker).
+    #[serde(default)]
+    pub bypasses: u64,
 }
 
 /// One breaker transition and how often it happened.
@@ -239,7 +243,12 @@ pub(crate) fn series_snapshot(s: &Series) -> SeriesSnapshot {
         quarantines: s.quarantines.load(Relaxed),
         abandoned_workers: s.abandoned_workers.load(Relaxed),
         abandoned_workers_total: s.abandoned_total.load(Relaxed),
-        breaker: BreakerSnapshot { state: s.breaker_state().as_str().into(), trips, transitions },
+        breaker: BreakerSnapshot {
+            state: s.breaker_state().as_str().into(),
+            trips,
+            transitions,
+            bypasses: s.breaker_bypasses.load(Relaxed),
+        },
         load: LoadSnapshot {
             available: load.available,
             loads: load.loads,

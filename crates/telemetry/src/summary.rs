@@ -67,6 +67,9 @@ pub(crate) fn render(s: &Snapshot) -> String {
             if skipped > 0 {
                 let _ = write!(o, ", {skipped} skipped while open");
             }
+            if x.breaker.bypasses > 0 {
+                let _ = write!(o, ", {} let through while open (last resort)", x.breaker.bypasses);
+            }
             if x.served_as_fallback > 0 {
                 let _ = write!(o, ", {} served as fallback", x.served_as_fallback);
             }

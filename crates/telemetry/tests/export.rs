@@ -47,6 +47,7 @@ fn recorded() -> Telemetry {
     p.record_breaker_transition(BreakerGauge::Closed, BreakerGauge::Open);
     p.record_circuit_open();
     m.record_fallback("coreml", "candle-cpu", "circuit_open");
+    c.record_breaker_bypass();
     p.record_breaker_transition(BreakerGauge::Open, BreakerGauge::HalfOpen);
     p.record_breaker_transition(BreakerGauge::HalfOpen, BreakerGauge::Closed);
     c.record_parity(&DriftSample {

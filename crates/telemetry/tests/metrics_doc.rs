@@ -25,6 +25,7 @@ fn everything() -> Telemetry {
     ok.record_failure("timeout", Duration::from_millis(30), Duration::ZERO);
     ok.record_slow();
     ok.record_circuit_open();
+    ok.record_breaker_bypass();
     ok.record_served_as_fallback();
     ok.record_quarantine();
     ok.record_abandoned_worker(1);

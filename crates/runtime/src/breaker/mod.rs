@@ -16,6 +16,11 @@
 //! A [`Permit`] is a guard: it is settled exactly once, by [`Permit::record`] (an outcome) or
 //! [`Permit::cancel`] (never attempted); a permit dropped unsettled is cancelled, so a
 //! half-open probe slot can never leak.
+//!
+//! A breaker can be **bypassed** ([`CircuitBreaker::bypass`]) for the last engine a call can
+//! use: the runtime never refuses a call while some engine could still answer it. A bypassed
+//! call is a trial whose outcome the breaker does not count (its cooldown and its half-open
+//! probes still decide when it closes).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -180,6 +185,7 @@ pub enum Outcome {
 #[must_use = "report the outcome with Permit::record, or drop/cancel it if the call never ran"]
 pub struct Permit<'a> {
     breaker: &'a CircuitBreaker,
+    /// The epoch of the state that admitted the call ([`BYPASS_EPOCH`] for a bypass).
     epoch: u64,
     probe: bool,
     settled: bool,
@@ -195,6 +201,11 @@ impl Permit<'_> {
     /// True when this call is a half-open probe.
     pub fn is_probe(&self) -> bool {
         self.probe
+    }
+
+    /// True when this call was let through a breaker that refused it ([`CircuitBreaker::bypass`]).
+    pub fn is_bypass(&self) -> bool {
+        self.epoch == BYPASS_EPOCH
     }
 
     /// Reports how the admitted call went (consumes the permit: it cannot be recorded twice).
@@ -216,6 +227,10 @@ impl Drop for Permit<'_> {
         }
     }
 }
+
+/// The epoch of bypass permits: never the breaker's (epochs count up from 0 by one per
+/// transition), so their outcome and their release are ignored.
+const BYPASS_EPOCH: u64 = u64::MAX;
 
 /// The breaker's answer when it does not admit a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -358,6 +373,15 @@ impl CircuitBreaker {
         };
         self.notify(t);
         res
+    }
+
+    /// Admits a call whatever the state, for the last engine a call can use when every other
+    /// engine is out (its breaker open, quarantined, or already failed on this call): refusing
+    /// it would refuse a call that a slow or recovering engine may still answer. The permit is
+    /// neither a probe nor counted: its outcome is ignored, so the breaker keeps its state,
+    /// cooldown and half-open probes. Ask [`Self::try_acquire`] first (a call it admits counts).
+    pub fn bypass(&self) -> Permit<'_> {
+        Permit { breaker: self, epoch: BYPASS_EPOCH, probe: false, settled: false }
     }
 
     /// Gives a permit back without an outcome (the call was never attempted); the same as

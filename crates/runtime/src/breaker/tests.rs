@@ -114,3 +114,38 @@ fn observer_sees_transitions() {
     use telemetry::BreakerGauge::*;
     assert_eq!(*seen.lock(), vec![(Closed, Open), (Open, HalfOpen), (HalfOpen, Closed)]);
 }
+
+#[test]
+fn a_bypass_is_admitted_in_every_state_and_never_counted() {
+    let (b, clock) = breaker();
+    for _ in 0..4 {
+        call(&b, Outcome::Failure);
+    }
+    let open = b.state();
+    assert!(matches!(open, BreakerState::Open { .. }));
+    // Open: the bypass is admitted; neither a success nor a failure changes the state.
+    let p = b.bypass();
+    assert!(p.is_bypass() && !p.is_probe());
+    p.record(Outcome::Success);
+    b.bypass().record(Outcome::Failure);
+    drop(b.bypass());
+    assert_eq!(b.state(), open);
+    assert_eq!(b.trips(), 1);
+    // Half-open with every probe slot taken: a bypass neither closes nor re-opens it, and
+    // giving it back frees no probe slot it never took.
+    clock.advance(Duration::from_secs(1));
+    let (p1, p2) = (b.try_acquire().unwrap(), b.try_acquire().unwrap());
+    assert!(b.try_acquire().is_err());
+    b.bypass().record(Outcome::Failure);
+    drop(b.bypass());
+    assert!(b.try_acquire().is_err(), "a bypass freed a probe slot");
+    b.bypass().record(Outcome::Success);
+    b.bypass().record(Outcome::Success);
+    assert_eq!(b.state(), BreakerState::HalfOpen { admitted: 2, succeeded: 0 });
+    p1.record(Outcome::Success);
+    p2.record(Outcome::Success);
+    assert_eq!(b.state(), BreakerState::Closed);
+    // Closed: a bypass outcome is not in the window.
+    b.bypass().record(Outcome::Failure);
+    assert_eq!(b.window(), WindowStats::default());
+}
