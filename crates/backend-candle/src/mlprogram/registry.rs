@@ -372,7 +372,9 @@ pub(crate) fn coverage_markdown() -> String {
             predicted label an i64 `[1]` tensor; a string label output is left out of the schema\n\
             (no string tensors): the labels are `IoSchema::classifier`, the predicted label is\n\
             the arg-max of the scores.\n\
-          - Not covered yet: legacy NeuralNetwork `.mlmodel` files.\n\
+          - Legacy NeuralNetwork `.mlmodel` files run by translation into an ML Program\n\
+            `main` (their layer list and tests: the section on them\n\
+            in `docs/models.md`).\n\
           - Weights: fp32, fp16, and the compression ops above, decompressed to f32 at prepare.\n";
     s
 }
