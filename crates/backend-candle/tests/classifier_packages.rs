@@ -16,26 +16,12 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/classifier_packages")
 }
 
+#[path = "support/reference.rs"]
+mod reference_file;
+
 /// The named tensors of `<case>.safetensors`.
 fn reference(case: &str) -> Vec<(String, Tensor)> {
-    let bytes = std::fs::read(dir().join(format!("{case}.safetensors"))).expect("reference file");
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    st.tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let data = match view.dtype() {
-                safetensors::Dtype::U8 => TensorData::U8(view.data().to_vec()),
-                safetensors::Dtype::F32 => TensorData::F32(
-                    view.data()
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect(),
-                ),
-                other => panic!("{case}: {name} is {other:?}"),
-            };
-            (name, Tensor::new(view.shape().to_vec(), data).expect("tensor"))
-        })
-        .collect()
+    reference_file::tensors(&dir().join(format!("{case}.safetensors")))
 }
 
 fn get(refs: &[(String, Tensor)], name: &str) -> Tensor {

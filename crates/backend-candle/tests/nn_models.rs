@@ -20,31 +20,11 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nn_models")
 }
 
-/// `(inputs, expected outputs)` from `in.<name>` / `out.<name>` tensors.
+#[path = "support/reference.rs"]
+mod reference_file;
+
 fn reference(path: &Path) -> (NamedTensors, Vec<(String, Tensor)>) {
-    let bytes = std::fs::read(path).expect("reference file");
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let (mut inputs, mut outputs) = (NamedTensors::new(), Vec::new());
-    for (name, view) in st.tensors() {
-        let data = match view.dtype() {
-            safetensors::Dtype::F32 => TensorData::F32(
-                view.data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                    .collect(),
-            ),
-            safetensors::Dtype::U8 => TensorData::U8(view.data().to_vec()),
-            other => panic!("{}: {name} has dtype {other:?}", path.display()),
-        };
-        let t = Tensor::new(view.shape().to_vec(), data).expect("tensor");
-        if let Some(n) = name.strip_prefix("in.") {
-            inputs.insert(n, t);
-        } else if let Some(n) = name.strip_prefix("out.") {
-            outputs.push((n.to_string(), t));
-        }
-    }
-    outputs.sort_by(|a, b| a.0.cmp(&b.0));
-    (inputs, outputs)
+    reference_file::inputs_and_outputs(path)
 }
 
 fn prepare(path: &Path) -> inference_api::Result<std::sync::Arc<dyn inference_api::PreparedModel>> {
