@@ -382,10 +382,16 @@ impl Pool2d {
         if ph < kh || pw < kw {
             candle_core::bail!("pool: {kh}x{kw} window larger than padded {h}x{w} input")
         }
-        let out = |p: usize, k: usize, s: usize| {
-            if self.ceil_mode { (p - k).div_ceil(s) + 1 } else { (p - k) / s + 1 }
+        // Ceil mode never starts a window in the end padding (PyTorch's rule, which Core ML
+        // follows): such a window would see no input at all.
+        let out = |i: usize, begin: usize, p: usize, k: usize, s: usize| {
+            if !self.ceil_mode {
+                return (p - k) / s + 1;
+            }
+            let o = (p - k).div_ceil(s) + 1;
+            if o > 1 && (o - 1) * s >= i + begin { o - 1 } else { o }
         };
-        Ok((pads, out(ph, kh, sh), out(pw, kw, sw)))
+        Ok((pads, out(h, pads[0], ph, kh, sh), out(w, pads[2], pw, kw, sw)))
     }
 
     /// Runs on an `[n, c, h, w]` tensor.

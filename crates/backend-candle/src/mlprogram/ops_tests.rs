@@ -224,3 +224,23 @@ fn libm_erf(x: f32) -> f32 {
     }
     (sum * 2.0 / std::f64::consts::PI.sqrt()) as f32
 }
+
+/// Ceil mode with padding on a 5x5 input, 2x2 windows, stride 2, pad 1: ceil gives 4 windows a
+/// side, but the fourth would start in the end padding and see no input (max over nothing is
+/// -inf), so PyTorch's rule (which Core ML follows) drops it: 3x3, each the max of its rows and
+/// columns of `5 r + c` worked out by hand.
+#[test]
+fn ceil_mode_never_starts_a_window_in_the_end_padding() {
+    let x: Vec<f32> = (0..25).map(|v| v as f32).collect();
+    let pool = Pool2d {
+        kind: PoolKind::Max,
+        kernel: (2, 2),
+        stride: (2, 2),
+        pad: PoolPad::Explicit([1; 4]),
+        ceil_mode: true,
+    };
+    let got = pool.forward(&t(&x, &[1, 1, 5, 5])).expect("pool");
+    assert_eq!(got.dims(), &[1, 1, 3, 3]);
+    let want = [0.0, 2.0, 4.0, 10.0, 12.0, 14.0, 20.0, 22.0, 24.0];
+    assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+}
