@@ -7,7 +7,15 @@ use crate::depthwise::{DwGeometry, depthwise};
 use crate::dw_direct::DwIsa;
 use crate::pointwise::pointwise;
 use crate::{Activation, apply_activation, profile};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, RwLock};
+
+thread_local! {
+    /// Each thread's im2col buffer for grouped convolutions (kept between runs: a group's
+    /// columns are small, and allocating them per group and run would dominate).
+    static GROUP_COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// How the input is padded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,31 +373,53 @@ impl Conv2d {
         let is_pw = self.is_pointwise(h, w);
         let cog = self.out_channels / self.groups;
         let kk = cig * self.kh * self.kw;
-        let mut col = if is_pw { Vec::new() } else { vec![0f32; kk * oh * ow] };
         let packed = self.packed_group(0).is_some();
         let wt = self.weight.read().unwrap_or_else(|e| e.into_inner());
-        for b in 0..n {
-            let xb = &x[b * self.in_channels * h * w..(b + 1) * self.in_channels * h * w];
-            let ob =
-                &mut out[b * self.out_channels * oh * ow..(b + 1) * self.out_channels * oh * ow];
-            for g in 0..self.groups {
-                let xg = &xb[g * cig * h * w..(g + 1) * cig * h * w];
-                let wg = if packed { &[][..] } else { &wt[g * cog * kk..(g + 1) * cog * kk] };
-                let og = &mut ob[g * cog * oh * ow..(g + 1) * cog * oh * ow];
-                let rhs: &[f32] = if is_pw {
-                    xg
-                } else {
-                    self.im2col(xg, h, w, oh, ow, pt, pl, &mut col);
-                    &col
-                };
-                // The column matrix is a pointwise convolution's input: same tiled GEMM, with
-                // bias and activation in its epilogue.
-                let bg = &self.bias[g * cog..(g + 1) * cog];
-                let pk = self.packed_group(g);
-                if !pointwise(cog, kk, oh * ow, wg, pk, rhs, bg, self.act, false, og) {
-                    return Err("conv: internal GEMM size mismatch".into());
-                }
+        let wt: &[f32] = &wt;
+        let (ci_all, co_all, plane) = (self.in_channels, self.out_channels, oh * ow);
+        let failed = AtomicBool::new(false);
+        let out_all = crate::pool::SharedMut::new(out);
+        // Group `g` of image `b`: im2col (unless pointwise), then the tiled GEMM with bias and
+        // activation in its epilogue.
+        let group = |b: usize, g: usize, col: &mut [f32]| {
+            let xg = &x[(b * ci_all + g * cig) * h * w..][..cig * h * w];
+            // SAFETY: group `g` of image `b` writes only its own output channels
+            // `g * cog..(g + 1) * cog` of image `b`, disjoint from every other group's and
+            // image's; `out` outlives the loop below.
+            let og = unsafe { out_all.slice((b * co_all + g * cog) * plane, cog * plane) };
+            let wg = if packed { &[][..] } else { &wt[g * cog * kk..(g + 1) * cog * kk] };
+            let rhs: &[f32] = if is_pw {
+                xg
+            } else {
+                self.im2col(xg, h, w, oh, ow, pt, pl, col);
+                col
+            };
+            let bg = &self.bias[g * cog..(g + 1) * cog];
+            if !pointwise(cog, kk, plane, wg, self.packed_group(g), rhs, bg, self.act, false, og) {
+                failed.store(true, Ordering::Relaxed);
             }
+        };
+        let need = if is_pw { 0 } else { kk * plane };
+        if self.groups == 1 {
+            // One group: its im2col and GEMM use the whole pool.
+            let mut col = vec![0f32; need];
+            (0..n).for_each(|b| group(b, 0, &mut col));
+        } else {
+            // Grouped: one task per image and group, each on one thread (the loops inside run
+            // inline), with that thread's column buffer: many small GEMMs split finely over
+            // the pool cost more in hand-offs than they gain.
+            crate::pool::for_each_task(n * self.groups, &|task| {
+                GROUP_COL.with(|c| {
+                    let mut col = c.borrow_mut();
+                    if col.len() < need {
+                        col.resize(need, 0.0);
+                    }
+                    group(task / self.groups, task % self.groups, &mut col[..need]);
+                });
+            });
+        }
+        if failed.load(Ordering::Relaxed) {
+            return Err("conv: internal GEMM size mismatch".into());
         }
         profile::record("im2col-gemm", t);
         Ok(())

@@ -7,10 +7,13 @@
 //! The thread count is the current rayon pool's (`rayon::current_num_threads()`, which the
 //! engine sets per model); one pool per thread count is created on first use and lives for the
 //! process. When that pool is busy (another model running at the same time), the loop falls
-//! back to rayon. `INFER_POOL=rayon` forces the fallback, for A/B measurements.
+//! back to rayon. `INFER_POOL=rayon` forces the fallback, for A/B measurements. A loop started
+//! from inside a task runs inline on that task's thread: the task is already its thread's share
+//! of the work (an op that parallelises over groups runs each group's own loops serially).
 
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -19,6 +22,24 @@ use rayon::prelude::*;
 
 /// How long an idle worker spins before parking.
 const SPIN: Duration = Duration::from_micros(50);
+
+thread_local! {
+    /// Set while this thread runs a task of a parallel loop.
+    static IN_TASK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs task `i` of `f` with this thread marked as inside a task (unmarked again on the way
+/// out, panics included).
+fn run_task(f: &(dyn Fn(usize) + Sync), i: usize) {
+    struct Unmark(bool);
+    impl Drop for Unmark {
+        fn drop(&mut self) {
+            IN_TASK.with(|c| c.set(self.0));
+        }
+    }
+    let _unmark = Unmark(IN_TASK.with(|c| c.replace(true)));
+    f(i);
+}
 
 /// One parallel loop: the closure, its task count, and the claim / completion counters.
 struct Job<'a> {
@@ -36,7 +57,7 @@ impl Job<'_> {
             if i >= self.n {
                 return;
             }
-            (self.f)(i);
+            run_task(self.f, i);
             self.completed.fetch_add(1, Ordering::Release);
         }
     }
@@ -172,14 +193,14 @@ fn rayon_only() -> bool {
 /// (see the module docs); returns when all have finished. Tasks must be independent.
 pub(crate) fn for_each_task(n: usize, f: &(dyn Fn(usize) + Sync)) {
     let threads = rayon::current_num_threads();
-    if n <= 1 || threads <= 1 {
+    if n <= 1 || threads <= 1 || IN_TASK.with(Cell::get) {
         (0..n).for_each(f);
         return;
     }
     if !rayon_only() && pool_for(threads).is_some_and(|p| p.run(n, f)) {
         return;
     }
-    (0..n).into_par_iter().for_each(f);
+    (0..n).into_par_iter().for_each(|i| run_task(f, i));
 }
 
 /// A mutable slice shared by parallel tasks that each write their own disjoint part.
@@ -236,6 +257,28 @@ mod tests {
                 });
                 assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n = {n}");
             }
+        });
+    }
+
+    #[test]
+    fn a_loop_inside_a_task_runs_inline_on_that_thread() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        pool.install(|| {
+            let hits: Vec<AtomicUsize> = (0..8 * 50).map(|_| AtomicUsize::new(0)).collect();
+            let foreign = AtomicUsize::new(0);
+            for_each_task(8, &|outer| {
+                let me = std::thread::current().id();
+                for_each_task(50, &|inner| {
+                    if std::thread::current().id() != me {
+                        foreign.fetch_add(1, Ordering::Relaxed);
+                    }
+                    hits[outer * 50 + inner].fetch_add(1, Ordering::Relaxed);
+                });
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            assert_eq!(foreign.load(Ordering::Relaxed), 0, "inner tasks ran on other threads");
+            // Marked only inside tasks: a loop started afterwards is parallel again.
+            assert!(!IN_TASK.with(Cell::get));
         });
     }
 
