@@ -33,6 +33,7 @@ mod pool;
 pub mod profile;
 mod rows;
 mod simd;
+mod transpose;
 
 pub use activation::{Activation, apply_activation, erf, exp};
 pub use conv::{Conv2d, Padding, fold_batch_norm};
@@ -40,3 +41,4 @@ pub use dw_direct::DwIsa;
 pub use gemm::matmul;
 pub use matmul::{GemmIsa, PackedB, Strided, matmul_packed, matmul_strided, matmul_strided_with};
 pub use rows::{Isa, layer_norm, layer_norm_with, softmax, softmax_with};
+pub use transpose::transpose_batched;

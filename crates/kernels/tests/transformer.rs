@@ -190,3 +190,33 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The batched transpose moves every value exactly (tile edges, single rows and columns,
+    /// 1-3 threads); wrong lengths are refused.
+    #[test]
+    fn transpose_moves_every_value(b in 1usize..4, r in 1usize..80, c in 1usize..80,
+                                   inner in prop_oneof![Just(1usize), 1usize..6],
+                                   threads in 1usize..4, seed: u64) {
+        let n = b * r * c * inner;
+        let src = values(n, seed);
+        let mut got = vec![f32::NAN; n];
+        pool(threads).install(|| kernels::transpose_batched(&src, [b, r, c, inner], &mut got))
+            .expect("transpose");
+        let mut want = vec![0f32; n];
+        for m in 0..b {
+            for i in 0..r {
+                for j in 0..c {
+                    for e in 0..inner {
+                        want[((m * c + j) * r + i) * inner + e] = src[((m * r + i) * c + j) * inner + e];
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(got, want);
+        let mut short = vec![0f32; n - 1];
+        prop_assert!(kernels::transpose_batched(&src, [b, r, c, inner], &mut short).is_err());
+    }
+}

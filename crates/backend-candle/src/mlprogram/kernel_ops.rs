@@ -403,3 +403,120 @@ pub(crate) fn mean_trailing(x: &Tensor, first: usize, keep: bool) -> Result<Opti
     }
     x.contiguous()?.apply_op1_no_bwd(&MeanRows { len, shape }).map(Some)
 }
+
+/// A permute that is a batched 2-D transpose once size-1 axes are dropped and axes that stay
+/// neighbours are merged: `[b, r, c, inner] -> [b, c, r, inner]`.
+struct Transpose {
+    brci: [usize; 4],
+    shape: Vec<usize>,
+}
+
+impl CustomOp1 for Transpose {
+    fn name(&self) -> &'static str {
+        "mil-transpose"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s, l, "transpose")?;
+        let mut out = vec![0f32; x.len()];
+        kernels::transpose_batched(x, self.brci, &mut out).map_err(candle_core::Error::Msg)?;
+        Ok((CpuStorage::F32(out), Shape::from(self.shape.clone())))
+    }
+}
+
+/// The `[b, r, c, inner]` of a permute that is a batched 2-D transpose (see [`Transpose`]), or
+/// `None`.
+fn as_batched_transpose(dims: &[usize], perm: &[usize]) -> Option<[usize; 4]> {
+    // Output axes in order, size-1 axes dropped, each as the input axis it reads.
+    let kept: Vec<usize> = perm.iter().copied().filter(|&a| dims[a] != 1).collect();
+    // Runs of output axes that read consecutive input axes move as one block.
+    let mut blocks: Vec<(usize, usize)> = Vec::new(); // (first input axis, size)
+    let mut last: Option<usize> = None;
+    for &a in &kept {
+        match (last, blocks.last_mut()) {
+            (Some(p), Some(bl)) if a == p + 1 => bl.1 *= dims[a],
+            _ => blocks.push((a, dims[a])),
+        }
+        last = Some(a);
+    }
+    // Output block order as ranks of the blocks' input positions.
+    let mut by_input: Vec<usize> = (0..blocks.len()).collect();
+    by_input.sort_by_key(|&i| blocks[i].0);
+    let size = |rank: usize| blocks[by_input[rank]].1;
+    let order: Vec<usize> = blocks
+        .iter()
+        .map(|bl| by_input.iter().position(|&i| blocks[i].0 == bl.0))
+        .collect::<Option<_>>()?;
+    match order.as_slice() {
+        [1, 0] => Some([1, size(0), size(1), 1]),
+        [0, 2, 1] => Some([size(0), size(1), size(2), 1]),
+        [1, 0, 2] => Some([1, size(0), size(1), size(2)]),
+        [0, 2, 1, 3] => Some([size(0), size(1), size(2), size(3)]),
+        _ => None,
+    }
+}
+
+/// `transpose` on the batched-transpose kernel when the permute is one (f32 only); `None`
+/// leaves it to candle.
+pub(crate) fn permute(x: &Tensor, perm: &[usize]) -> Result<Option<Tensor>> {
+    if x.dtype() != DType::F32 || perm.len() != x.rank() {
+        return Ok(None);
+    }
+    let Some(brci) = as_batched_transpose(x.dims(), perm) else { return Ok(None) };
+    let shape: Vec<usize> = perm.iter().map(|&a| x.dims()[a]).collect();
+    x.contiguous()?.apply_op1_no_bwd(&Transpose { brci, shape }).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Every permutation of a few shapes (with size-1 axes and mergeable neighbours): the
+    /// kernel path, where it applies, gives exactly candle's permute, and it applies to the
+    /// NCHW <-> NHWC and attention-head cases it exists for.
+    #[test]
+    fn permute_matches_candle_and_takes_the_common_cases() {
+        fn perms(n: usize) -> Vec<Vec<usize>> {
+            if n == 0 {
+                return vec![vec![]];
+            }
+            let mut all = Vec::new();
+            for p in perms(n - 1) {
+                for i in 0..=p.len() {
+                    let mut q = p.clone();
+                    q.insert(i, n - 1);
+                    all.push(q);
+                }
+            }
+            all
+        }
+        let mut taken = 0;
+        for dims in [vec![2, 3, 4, 5], vec![1, 6, 1, 7], vec![3, 1, 4], vec![2, 3, 5, 4, 2]] {
+            let n: usize = dims.iter().product();
+            let v: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let x = Tensor::from_vec(v, dims.as_slice(), &Device::Cpu).unwrap();
+            for p in perms(dims.len()) {
+                let want = x.permute(p.as_slice()).unwrap().contiguous().unwrap();
+                if let Some(got) = permute(&x, &p).unwrap() {
+                    taken += 1;
+                    assert_eq!(got.dims(), want.dims(), "{dims:?} {p:?}");
+                    let (g, w) = (got.flatten_all().unwrap(), want.flatten_all().unwrap());
+                    assert_eq!(
+                        g.to_vec1::<f32>().unwrap(),
+                        w.to_vec1::<f32>().unwrap(),
+                        "{dims:?} {p:?}"
+                    );
+                }
+            }
+        }
+        assert!(taken > 20, "the kernel took only {taken} permutes");
+        for (dims, p) in [
+            (vec![1, 8, 4, 4], vec![0, 2, 3, 1]),
+            (vec![1, 4, 4, 8], vec![0, 3, 1, 2]),
+            (vec![1, 5, 3, 4], vec![0, 2, 1, 3]),
+        ] {
+            assert!(as_batched_transpose(&dims, &p).is_some(), "{dims:?} {p:?}");
+        }
+    }
+}

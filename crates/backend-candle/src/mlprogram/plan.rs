@@ -243,7 +243,10 @@ impl Step {
                 }
                 one(y)
             }
-            Kind::Transpose { perm } => one(x.permute(perm.as_slice())?.contiguous()?),
+            Kind::Transpose { perm } => match super::kernel_ops::permute(x, perm)? {
+                Some(t) => one(t),
+                None => one(x.permute(perm.as_slice())?.contiguous()?),
+            },
             Kind::Concat { axis } => {
                 let a = ops::axis(*axis, x.rank())?;
                 one(Tensor::cat(args, a)?)
