@@ -11,10 +11,7 @@
 
 use crate::pool::{SharedMut, for_each_task};
 
-/// Rows of an A panel.
-const MR: usize = 8;
-/// Columns of a B strip (three 16-lane vectors).
-const NR: usize = 48;
+use crate::packed::{MR, NR};
 /// Rows of A one task packs and runs (a multiple of [`MR`]).
 const MAX_TASK_ROWS: usize = 48;
 
@@ -366,20 +363,8 @@ unsafe fn micro<const V: usize>(
     bias: Option<&[f32]>,
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); V]; MR];
-    let (w, s) = (panel.as_ptr(), strip.as_ptr());
-    for p in 0..k {
-        // SAFETY: p < k rows of the strip (NR >= 16 * V values each) and of the panel.
-        unsafe {
-            let xs: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(s.add(p * NR + 16 * v)));
-            for (i, acc_i) in acc.iter_mut().enumerate() {
-                let wv = _mm512_set1_ps(*w.add(p * MR + i));
-                for v in 0..V {
-                    acc_i[v] = _mm512_fmadd_ps(wv, xs[v], acc_i[v]);
-                }
-            }
-        }
-    }
+    // SAFETY: AVX-512F (this function's contract); `panel` holds k * MR and `strip` k * NR values.
+    let acc = unsafe { crate::packed::accumulate::<V>(k, panel, strip) };
     let masks: [u16; V] =
         std::array::from_fn(|v| super::dw_direct::lane_mask(16 * v as isize, nc, 16) as u16);
     let bv: [__m512; V] = std::array::from_fn(|v| match bias {

@@ -10,7 +10,7 @@
 /// Rows of one weight panel.
 pub(crate) const MR: usize = 8;
 /// Columns of one activation strip (three 16-lane vectors).
-const NR: usize = 48;
+pub(crate) const NR: usize = 48;
 
 /// Packs `w` (`m x k`, row-major) into `m.div_ceil(MR)` panels of `k x MR` (`panel[p * MR + i]`
 /// = `w[(r + i) * k + p]`), zero-filled past the last row.
@@ -157,6 +157,38 @@ unsafe fn pack_strip(k: usize, x: *const f32, ld: usize, nc: usize, strip: *mut 
     }
 }
 
+/// The `MR x 16V` products of one packed panel (`k x MR`, `panel[p * MR + i]`) and one packed
+/// strip (`k x NR`, `strip[p * NR + j]`), summed over `k` in registers: the shared core of the
+/// convolution GEMM's and the matmul's micro-kernels, which differ only in their epilogues.
+///
+/// # Safety
+/// AVX-512F; `panel` holds at least `k * MR` values and `strip` at least `k * NR`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn accumulate<const V: usize>(
+    k: usize,
+    panel: &[f32],
+    strip: &[f32],
+) -> [[std::arch::x86_64::__m512; V]; MR] {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); V]; MR];
+    let (w, s) = (panel.as_ptr(), strip.as_ptr());
+    for p in 0..k {
+        // SAFETY: p < k rows of the strip (NR >= 16 * V values each) and of the panel.
+        unsafe {
+            let xs: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(s.add(p * NR + 16 * v)));
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let wv = _mm512_set1_ps(*w.add(p * MR + i));
+                for v in 0..V {
+                    acc_i[v] = _mm512_fmadd_ps(xs[v], wv, acc_i[v]);
+                }
+            }
+        }
+    }
+    acc
+}
+
 /// One `mr x nc` block (`mr <= MR`, `nc <= 16 * V`) from a packed panel and strip.
 ///
 /// # Safety
@@ -177,20 +209,8 @@ unsafe fn micro<const V: usize>(
     clamp: Option<(f32, f32)>,
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); V]; MR];
-    let (w, s) = (wp.as_ptr(), strip.as_ptr());
-    for p in 0..k {
-        // SAFETY: p < k rows of the strip (NR >= 16 * V values each) and of the panel.
-        unsafe {
-            let xs: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(s.add(p * NR + 16 * v)));
-            for (i, acc_i) in acc.iter_mut().enumerate() {
-                let wv = _mm512_set1_ps(*w.add(p * MR + i));
-                for v in 0..V {
-                    acc_i[v] = _mm512_fmadd_ps(xs[v], wv, acc_i[v]);
-                }
-            }
-        }
-    }
+    // SAFETY: AVX-512F (this function's contract); `wp` holds k * MR and `strip` k * NR values.
+    let acc = unsafe { self::accumulate::<V>(k, wp, strip) };
     let masks: [u16; V] =
         std::array::from_fn(|v| super::dw_direct::lane_mask(16 * v as isize, nc, 16) as u16);
     let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));

@@ -2,9 +2,11 @@
 //! with fused epilogue and residual accumulation, grouped im2col + GEMM) and the activations,
 //! against naive references over random shapes, strides, paddings, groups and thread counts.
 
-use inference_api::{Drift, tolerance};
 use kernels::{Activation, Conv2d, DwIsa, Padding, apply_activation, erf, exp, matmul};
 use proptest::prelude::*;
+
+mod common;
+use common::{check, pool};
 
 /// Naive NCHW convolution in f64 with explicit padding `[t, b, l, r]`.
 #[allow(clippy::too_many_arguments)]
@@ -110,24 +112,6 @@ fn acts() -> impl Strategy<Value = Activation> {
         Just(Activation::Silu),
         Just(Activation::Sigmoid),
     ]
-}
-
-fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool")
-}
-
-fn check(got: &[f32], want: &[f32], what: &str) -> Result<(), TestCaseError> {
-    prop_assert_eq!(got.len(), want.len(), "{}: length", what);
-    let d = Drift::between(got, want);
-    prop_assert!(
-        d.max_rel_to_peak <= tolerance::FP32.max_rel_to_peak
-            && d.max_abs <= tolerance::FP32.max_abs,
-        "{}: max_abs {} rel {}",
-        what,
-        d.max_abs,
-        d.max_rel_to_peak
-    );
-    Ok(())
 }
 
 /// Kind of convolution to generate.

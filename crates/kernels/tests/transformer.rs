@@ -3,12 +3,14 @@
 //! and the packed-constant one, softmax along any axis and layer norm, each on every GEMM / ISA
 //! path this machine has and on 1-3 threads.
 
-use inference_api::{Drift, tolerance};
 use kernels::{
     GemmIsa, Isa, PackedB, Strided, layer_norm_with, matmul_packed, matmul_strided_with,
     softmax_with,
 };
 use proptest::prelude::*;
+
+mod common;
+use common::{check, pool};
 
 fn values(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -20,24 +22,6 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
             (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
         })
         .collect()
-}
-
-fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool")
-}
-
-fn check(got: &[f32], want: &[f32], what: &str) -> Result<(), TestCaseError> {
-    prop_assert_eq!(got.len(), want.len(), "{}: length", what);
-    let d = Drift::between(got, want);
-    prop_assert!(
-        d.max_rel_to_peak <= tolerance::FP32.max_rel_to_peak
-            && d.max_abs <= tolerance::FP32.max_abs,
-        "{}: max_abs {} rel {}",
-        what,
-        d.max_abs,
-        d.max_rel_to_peak
-    );
-    Ok(())
 }
 
 const ISAS: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
