@@ -5,21 +5,9 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::root;
+use common::{infer, root};
 
 const DIR: &str = "crates/backend-candle/tests/classifier_packages";
-
-fn infer(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_infer"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run infer");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
-}
 
 fn labels(case: &str) -> Vec<String> {
     std::fs::read_to_string(root().join(format!("{DIR}/{case}.labels.txt")))

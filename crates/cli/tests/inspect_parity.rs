@@ -3,20 +3,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::root;
-
-/// Runs `infer` from the workspace root (so paths in the output are the relative ones given).
-fn infer(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_infer"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run infer");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
-}
+use common::{infer, root};
 
 const LITE0_PKG: &str = "../shared/fixtures/efficientnet_lite0/efficientnet_lite0.mlpackage";
 const FASTVIT_PKG: &str = "../shared/fixtures/fastvit_t8/fastvit_t8.mlpackage";
