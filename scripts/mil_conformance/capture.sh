@@ -11,7 +11,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 out="${1:-$root/target/mil_cases}"
 shift || true
-venv="$root/target/mil_venv"
+venv="${MIL_VENV:-$root/target/mil_venv}"  # MIL_VENV: share one venv between checkouts
 if [ ! -x "$venv/bin/pytest" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q -r "$here/requirements.txt"
