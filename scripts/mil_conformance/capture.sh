@@ -4,6 +4,7 @@
 #
 #   scripts/mil_conformance/capture.sh [OUT_DIR] [pytest selectors...]
 #
+# MIL_SAMPLE=N captures a stable one-in-N sample of the tests (the whole set takes hours).
 # OUT_DIR defaults to target/mil_cases (outside git). A venv with the pinned versions is made in
 # target/mil_venv on first use.
 set -euo pipefail

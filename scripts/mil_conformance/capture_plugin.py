@@ -10,13 +10,14 @@ writes the case to disk instead:
     $MIL_CASES_DIR/<n>/out_<name>.npy      one file per expected output
     $MIL_CASES_DIR/<n>/case.json           test id, family, tolerances, dtype, names
 
-Only ML Program cases are written (NeuralNetwork conversions are counted as skipped). Nothing is
+`MIL_SAMPLE=N` keeps a stable one-in-N sample of the tests. Only ML Program cases are written (NeuralNetwork conversions are counted as skipped). Nothing is
 written for a case the test itself fails before reaching the compare helper.
 """
 
 import json
 import os
 import shutil
+import zlib
 
 import numpy as np
 
@@ -108,10 +109,22 @@ def _is_neuralnetwork(item):
     return False
 
 
+def _sampled_out(item):
+    """With MIL_SAMPLE=N, keeps about one test in N, chosen by a stable hash of the test id (the
+    same tests on every run and machine), so a capture that would take hours can measure an
+    unbiased sample of every family and opset instead of the first files only."""
+    n = int(os.environ.get("MIL_SAMPLE", "1"))
+    if n <= 1:
+        return False
+    return zlib.crc32(item.nodeid.encode()) % n != 0
+
+
 def pytest_collection_modifyitems(config, items):
-    """Drops NeuralNetwork-backend parametrizations: only ML Program cases are captured."""
-    keep = [it for it in items if not _is_neuralnetwork(it)]
-    dropped = [it for it in items if _is_neuralnetwork(it)]
+    """Drops NeuralNetwork-backend parametrizations (only ML Program cases are captured) and,
+    with MIL_SAMPLE, the tests outside the sample."""
+    drop = [_is_neuralnetwork(it) or _sampled_out(it) for it in items]
+    keep = [it for it, d in zip(items, drop) if not d]
+    dropped = [it for it, d in zip(items, drop) if d]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     items[:] = keep
