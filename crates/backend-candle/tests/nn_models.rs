@@ -131,13 +131,13 @@ fn an_unsupported_layer_is_named_at_prepare() {
         panic!("a neuralNetwork spec")
     };
     let l = nn.layers.first_mut().expect("a layer");
-    l.name = "my_lstm".into();
-    l.layer = Some(pb::neural_network_layer::Layer::UniDirectionalLstm(Default::default()));
+    l.name = "my_repeat".into();
+    l.layer = Some(pb::neural_network_layer::Layer::SequenceRepeat(Default::default()));
     let tmp = tempfile::tempdir().expect("tempdir");
     let bad = tmp.path().join("bad.mlmodel");
     std::fs::write(&bad, spec.encode_to_vec()).expect("write");
     let err = prepare(&bad).err().expect("an unsupported layer fails");
     let msg = err.to_string();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
-    assert!(msg.contains("my_lstm") && msg.contains("uniDirectionalLstm"), "{msg}");
+    assert!(msg.contains("my_repeat") && msg.contains("sequenceRepeat"), "{msg}");
 }

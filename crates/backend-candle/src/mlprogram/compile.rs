@@ -44,6 +44,10 @@ mod layout;
 mod norm;
 #[path = "op_pool_nd.rs"]
 mod pool_nd;
+#[path = "op_recurrent.rs"]
+mod recurrent;
+#[path = "recurrent_cell.rs"]
+pub(crate) mod recurrent_cell;
 #[path = "op_reduce.rs"]
 mod reduce;
 #[path = "registry.rs"]

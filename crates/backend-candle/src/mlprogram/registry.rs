@@ -9,7 +9,7 @@ use inference_api::Result;
 
 use super::{
     Builder, act, classify, compress, conv_transpose, conv3d, einsum, elementwise, gather, layout,
-    norm, pool_nd, reduce, resize, tensor_ops as t,
+    norm, pool_nd, recurrent, reduce, resize, tensor_ops as t,
 };
 
 /// The op families of coremltools' MIL op definitions (and its op tests).
@@ -41,6 +41,8 @@ pub(crate) enum Family {
     ImageResizing,
     /// `constexpr_ops.py` / `compression.py`: weight decompression at prepare time.
     Compression,
+    /// `recurrent.py`.
+    Recurrent,
     /// `classify.py`: a classifier's last op.
     Classify,
     /// `const`.
@@ -64,6 +66,7 @@ impl Family {
             Family::TensorTransformation => "tensor_transformation",
             Family::ScatterGather => "scatter_gather",
             Family::ImageResizing => "image_resizing",
+            Family::Recurrent => "recurrent",
             Family::Compression => "compression",
             Family::Classify => "classify",
             Family::Const => "const",
@@ -163,6 +166,7 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
     e("gelu", F::Activation, act_gelu),
     e("greater", F::ElementwiseBinary, elementwise::binary),
     e("greater_equal", F::ElementwiseBinary, elementwise::binary),
+    e("gru", F::Recurrent, recurrent::recurrent),
     e("identity", F::TensorOperation, super::core_op),
     e("instance_norm", F::Normalization, norm::instance_norm),
     e("inverse", F::ElementwiseUnary, elementwise::inverse),
@@ -180,6 +184,7 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
     e("logical_not", F::ElementwiseUnary, elementwise::unary),
     e("logical_or", F::ElementwiseBinary, elementwise::binary),
     e("logical_xor", F::ElementwiseBinary, elementwise::binary),
+    e("lstm", F::Recurrent, recurrent::recurrent),
     e("matmul", F::Linear, super::core_op),
     l("max_pool", F::Pool, pool_nd::pool, "1-D, 2-D and 3-D"),
     e("maximum", F::ElementwiseBinary, super::core_op),
@@ -214,6 +219,7 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
     e("resize_bilinear", F::ImageResizing, resize::resize_bilinear),
     e("resize_nearest_neighbor", F::ImageResizing, resize::resize_nearest),
     e("reverse", F::TensorTransformation, t::reverse),
+    e("rnn", F::Recurrent, recurrent::recurrent),
     e("round", F::ElementwiseUnary, elementwise::unary),
     e("rsqrt", F::ElementwiseUnary, elementwise::rsqrt),
     e("scaled_tanh", F::Activation, act::scaled_tanh),
@@ -286,13 +292,11 @@ pub(crate) static NOT_SUPPORTED: &[(&str, &str)] = &[
     ("conv_quantized", "legacy quantized conv"),
     ("crop_resize", "ROI align; detector heads only"),
     ("dequantize", "iOS17 activation quantization"),
-    ("gru", "recurrent layers"),
     ("list_gather", "control flow (lists)"),
     ("list_length", "control flow (lists)"),
     ("list_read", "control flow (lists)"),
     ("list_scatter", "control flow (lists)"),
     ("list_write", "control flow (lists)"),
-    ("lstm", "recurrent layers"),
     ("make_list", "control flow (lists)"),
     ("non_maximum_suppression", "data-dependent output size"),
     ("non_zero", "data-dependent output size"),
@@ -305,7 +309,6 @@ pub(crate) static NOT_SUPPORTED: &[(&str, &str)] = &[
     ("resample", "grid sampling"),
     ("resize", "iOS17 general resize"),
     ("reverse_sequence", "not yet implemented"),
-    ("rnn", "recurrent layers"),
     (
         "scaled_dot_product_attention",
         "not yet implemented (coremltools decomposes it before iOS18)",

@@ -26,6 +26,7 @@ use crate::ENGINE_NAME;
 mod act;
 mod conv;
 mod elementwise;
+mod recurrent;
 mod shape;
 mod table;
 pub(crate) mod weights;

@@ -6,7 +6,7 @@ use inference_api::{Error, Result};
 
 use crate::ENGINE_NAME;
 
-use super::{Emitter, act, conv, elementwise as ew, shape};
+use super::{Emitter, act, conv, elementwise as ew, recurrent as rnn, shape};
 
 /// Translates one layer when it is of the entry's type (`None` otherwise).
 type Translate = fn(&mut Emitter, &NeuralNetworkLayer, &L) -> Option<Result<()>>;
@@ -48,6 +48,12 @@ pub(crate) static LAYERS: &[LayerEntry] = &[
     entry!("average", Average, ew::average),
     entry!("batchedMatmul", BatchedMatmul, conv::batched_matmul, "int8 dynamic quantization"),
     entry!("batchnorm", Batchnorm, conv::batchnorm, "computeMeanVar without instanceNormalization"),
+    entry!(
+        "biDirectionalLSTM",
+        BiDirectionalLstm,
+        rnn::bi_lstm,
+        "coupledInputAndForgetGate; different activations per direction; no +-50 clip of gate pre-activations (matters for relu/linear gates only)"
+    ),
     entry!("bias", Bias, ew::bias),
     entry!("ceil", Ceil, act::ceil),
     entry!("clip", Clip, act::clip),
@@ -60,6 +66,7 @@ pub(crate) static LAYERS: &[LayerEntry] = &[
         conv::convolution,
         "TOP_LEFT_HEAVY same padding; deconvolution with same padding"
     ),
+    entry!("copy", Copy, rnn::copy),
     entry!("cos", Cos, act::cos),
     entry!("cosh", Cosh, act::cosh),
     entry!("crop", Crop, conv::crop, "two-input crop (to the second input's size)"),
@@ -72,6 +79,12 @@ pub(crate) static LAYERS: &[LayerEntry] = &[
     entry!("floor", Floor, act::floor),
     entry!("floorDivBroadcastable", FloorDivBroadcastable, ew::floor_div_broadcastable),
     entry!("gelu", Gelu, act::gelu),
+    entry!(
+        "gru",
+        Gru,
+        rnn::gru,
+        "no +-50 clip of gate pre-activations (matters for relu/linear gates only)"
+    ),
     entry!("innerProduct", InnerProduct, conv::inner_product, "int8 dynamic quantization"),
     entry!("l2normalize", L2normalize, conv::l2normalize),
     entry!("loadConstant", LoadConstant, ew::load_constant),
@@ -104,6 +117,12 @@ pub(crate) static LAYERS: &[LayerEntry] = &[
     entry!("round", Round, act::round),
     entry!("scale", Scale, ew::scale),
     entry!("sign", Sign, act::sign),
+    entry!(
+        "simpleRecurrent",
+        SimpleRecurrent,
+        rnn::simple_recurrent,
+        "no +-50 clip of gate pre-activations (matters for relu/linear gates only)"
+    ),
     entry!("sin", Sin, act::sin),
     entry!("sinh", Sinh, act::sinh),
     entry!("slice", Slice, shape::slice),
@@ -118,6 +137,12 @@ pub(crate) static LAYERS: &[LayerEntry] = &[
     entry!("tanh", Tanh, act::tanh),
     entry!("transpose", Transpose, shape::transpose),
     entry!("unary", Unary, act::unary),
+    entry!(
+        "uniDirectionalLSTM",
+        UniDirectionalLstm,
+        rnn::uni_lstm,
+        "coupledInputAndForgetGate; no +-50 clip of gate pre-activations (matters for relu/linear gates only)"
+    ),
     entry!(
         "upsample",
         Upsample,

@@ -1,5 +1,5 @@
-//! A minimal reader for numpy `.npy` files (format 1.0-3.0, little-endian, C order): what the
-//! coremltools conformance capture writes.
+//! A minimal reader for numpy `.npy` files (format 1.0-3.0, little-endian, C or Fortran order):
+//! what the coremltools conformance capture writes.
 
 use std::path::Path;
 
@@ -33,9 +33,7 @@ pub(crate) fn read(path: &Path) -> Result<Npy, String> {
     let header = std::str::from_utf8(&bytes[start..start + hlen]).map_err(|e| e.to_string())?;
     let descr = field(header, "descr")?;
     let descr = descr.trim_start_matches('\'').split('\'').next().unwrap_or("").to_string();
-    if field(header, "fortran_order")?.starts_with("True") {
-        return Err("fortran order".into());
-    }
+    let fortran = field(header, "fortran_order")?.starts_with("True");
     let shape_s = field(header, "shape")?;
     let shape_s = &shape_s[1..shape_s.find(')').ok_or("bad shape")?];
     let shape: Vec<usize> = shape_s
@@ -57,7 +55,7 @@ pub(crate) fn read(path: &Path) -> Result<Npy, String> {
     if data.len() < n * width {
         return Err(format!("{}: {} bytes for {n} values", path.display(), data.len()));
     }
-    let values = data[..n * width]
+    let values: Vec<f64> = data[..n * width]
         .chunks_exact(width)
         .map(|c| match kind {
             "f8" => f64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
@@ -73,5 +71,27 @@ pub(crate) fn read(path: &Path) -> Result<Npy, String> {
             _ => f64::from(c[0]),
         })
         .collect();
+    let values = if fortran { to_row_major(&values, &shape) } else { values };
     Ok(Npy { shape, values })
+}
+
+/// Column-major (Fortran order) values of `shape` in row-major order.
+fn to_row_major(v: &[f64], shape: &[usize]) -> Vec<f64> {
+    let mut fstride = vec![1; shape.len()];
+    for k in 1..shape.len() {
+        fstride[k] = fstride[k - 1] * shape[k - 1];
+    }
+    let mut idx = vec![0; shape.len()];
+    let mut out = Vec::with_capacity(v.len());
+    for _ in 0..v.len() {
+        out.push(v[idx.iter().zip(&fstride).map(|(i, s)| i * s).sum::<usize>()]);
+        for k in (0..shape.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < shape[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    out
 }
