@@ -1,5 +1,5 @@
-//! A minimal reader for numpy `.npy` files (format 1.0-3.0, little-endian, C order): what the
-//! coremltools conformance capture writes.
+//! A minimal reader for numpy `.npy` files (format 1.0-3.0, little-endian, C or Fortran
+//! order): what the coremltools conformance capture writes.
 
 use std::path::Path;
 
@@ -33,9 +33,7 @@ pub(crate) fn read(path: &Path) -> Result<Npy, String> {
     let header = std::str::from_utf8(&bytes[start..start + hlen]).map_err(|e| e.to_string())?;
     let descr = field(header, "descr")?;
     let descr = descr.trim_start_matches('\'').split('\'').next().unwrap_or("").to_string();
-    if field(header, "fortran_order")?.starts_with("True") {
-        return Err("fortran order".into());
-    }
+    let fortran = field(header, "fortran_order")?.starts_with("True");
     let shape_s = field(header, "shape")?;
     let shape_s = &shape_s[1..shape_s.find(')').ok_or("bad shape")?];
     let shape: Vec<usize> = shape_s
@@ -57,7 +55,7 @@ pub(crate) fn read(path: &Path) -> Result<Npy, String> {
     if data.len() < n * width {
         return Err(format!("{}: {} bytes for {n} values", path.display(), data.len()));
     }
-    let values = data[..n * width]
+    let values: Vec<f64> = data[..n * width]
         .chunks_exact(width)
         .map(|c| match kind {
             "f8" => f64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
@@ -73,5 +71,26 @@ pub(crate) fn read(path: &Path) -> Result<Npy, String> {
             _ => f64::from(c[0]),
         })
         .collect();
+    let values = if fortran { row_major(&shape, &values) } else { values };
     Ok(Npy { shape, values })
+}
+
+/// Reorders column-major (Fortran) values of `shape` into row-major order.
+fn row_major(shape: &[usize], col: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(col.len());
+    for e in 0..col.len() {
+        // Row-major index `e` -> coordinates -> column-major offset.
+        let (mut rest, mut at, mut stride) = (e, 0, 1);
+        let mut coords = vec![0; shape.len()];
+        for d in (0..shape.len()).rev() {
+            coords[d] = rest % shape[d];
+            rest /= shape[d];
+        }
+        for (d, &c) in coords.iter().enumerate() {
+            at += c * stride;
+            stride *= shape[d];
+        }
+        out.push(col[at]);
+    }
+    out
 }
