@@ -9,7 +9,7 @@ use inference_api::Result;
 
 use super::Builder;
 use super::func::{arg, tensor, values};
-use super::resize::{Grid, bilinear, grid, nearest};
+use super::resize::{Grid, bilinear, grid, grid_point};
 
 /// How `resample` treats coordinates outside the image.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -243,6 +243,30 @@ pub(super) fn crop_resize(b: &mut Builder<'_>, i: usize, op: &Operation) -> Resu
     Ok(())
 }
 
+/// Nearest-neighbour resize of `x` `[outer, h, w]` to `oh` x `ow`: each output pixel takes the
+/// input pixel nearest to where the sampling grid `g` places it.
+fn nearest_on(x: &Tensor, g: Grid, oh: usize, ow: usize) -> CResult<Tensor> {
+    let &[outer, h, w] = x.dims() else {
+        candle_core::bail!("resize: expected [outer, h, w], got {:?}", x.dims())
+    };
+    if h == 0 || w == 0 {
+        candle_core::bail!("resize: empty input {h}x{w}")
+    }
+    let src = |i: usize, n_in: usize, n_out: usize| {
+        (grid_point(g, i, n_in, n_out).round() as usize).min(n_in - 1)
+    };
+    let (ys, xs): (Vec<usize>, Vec<usize>) =
+        ((0..oh).map(|y| src(y, h, oh)).collect(), (0..ow).map(|x| src(x, w, ow)).collect());
+    let v = values(x)?;
+    let mut out = Vec::with_capacity(outer * oh * ow);
+    for plane in v.chunks_exact(h * w) {
+        for &y in &ys {
+            out.extend(xs.iter().map(|&x| plane[y * w + x]));
+        }
+    }
+    tensor(out, &[outer, oh, ow])
+}
+
 /// iOS17 `resize`: the last `resized_dims` (1 or 2) axes to the tail of the run-time `shape`
 /// (0 keeps the input's size), LINEAR or NEAREST_NEIGHBOR.
 pub(super) fn resize(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
@@ -282,7 +306,7 @@ pub(super) fn resize(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()
             if dims == 2 { (out_dims[r - 2], out_dims[r - 1]) } else { (1, out_dims[r - 1]) };
         let outer = x.elem_count() / (h * w).max(1);
         let x3: Tensor = x.reshape((outer, h, w))?;
-        let y = if linear { bilinear(&x3, g, oh, ow)? } else { nearest(&x3, oh, ow)? };
+        let y = if linear { bilinear(&x3, g, oh, ow)? } else { nearest_on(&x3, g, oh, ow)? };
         Ok(vec![y.reshape(out_dims)?])
     });
     Ok(())

@@ -19,7 +19,7 @@ pub(super) enum Grid {
 }
 
 /// Input coordinate of output pixel `i` of `n_out` over an axis of `n_in`.
-fn grid_point(g: Grid, i: usize, n_in: usize, n_out: usize) -> f32 {
+pub(super) fn grid_point(g: Grid, i: usize, n_in: usize, n_out: usize) -> f32 {
     let (xi, xo, i) = (n_in as f32, n_out as f32, i as f32);
     let p = match g {
         Grid::Align if n_out == 1 => (xi - 1.0) / 2.0,
