@@ -40,7 +40,8 @@ pub enum BlobDType {
     U16,
     /// Signed 4-bit, packed two per byte (code 8).
     I4,
-    /// Unsigned sub-byte integer of the given bit width, packed (codes 9..13: 1, 2, 3, 4, 6 bits).
+    /// Unsigned sub-byte integer of the given bit width, packed (codes 9, 10, 12, 11, 13: 1, 2, 3,
+    /// 4, 6 bits).
     USub(u8),
     /// Signed 32-bit (code 14).
     I32,
@@ -66,8 +67,10 @@ impl BlobDType {
             8 => BlobDType::I4,
             9 => BlobDType::USub(1),
             10 => BlobDType::USub(2),
-            11 => BlobDType::USub(3),
-            12 => BlobDType::USub(4),
+            // coremltools' blob writer (libmilstoragepython) writes uint4 as code 11 and uint3
+            // as code 12, out of the bit-width order of the other sub-byte codes.
+            11 => BlobDType::USub(4),
+            12 => BlobDType::USub(3),
             13 => BlobDType::USub(6),
             14 => BlobDType::I32,
             15 => BlobDType::U32,

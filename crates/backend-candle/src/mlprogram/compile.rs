@@ -20,16 +20,22 @@ pub(crate) use registry::SUPPORTED_OPS;
 
 #[path = "op_act.rs"]
 mod act;
+#[path = "op_attention.rs"]
+mod attention;
 #[path = "op_classify.rs"]
 mod classify;
 #[path = "op_compress.rs"]
 mod compress;
+#[path = "op_compress_sparse.rs"]
+mod compress_sparse;
 #[path = "compile_conv.rs"]
 mod conv;
 #[path = "op_conv3d.rs"]
 mod conv3d;
 #[path = "op_conv_transpose.rs"]
 mod conv_transpose;
+#[path = "op_conv_transpose3d.rs"]
+mod conv_transpose3d;
 #[path = "op_einsum.rs"]
 mod einsum;
 #[path = "op_elementwise.rs"]
@@ -44,6 +50,8 @@ mod layout;
 mod norm;
 #[path = "op_pool_nd.rs"]
 mod pool_nd;
+#[path = "op_quant.rs"]
+mod quant;
 #[path = "op_recurrent.rs"]
 mod recurrent;
 #[path = "recurrent_cell.rs"]
@@ -52,8 +60,12 @@ pub(crate) mod recurrent_cell;
 mod reduce;
 #[path = "registry.rs"]
 pub(crate) mod registry;
+#[path = "op_resample.rs"]
+mod resample;
 #[path = "op_resize.rs"]
 mod resize;
+#[path = "op_select.rs"]
+mod select;
 #[path = "op_tensor.rs"]
 mod tensor_ops;
 
@@ -107,6 +119,19 @@ impl<'a> Builder<'a> {
         let v = Arc::new((self.resolve)(raw)?);
         self.consts.insert(name.to_string(), v.clone());
         Ok(Some(v))
+    }
+
+    /// Whether any of `inputs` of `op` is computed at run time (bound to a variable that is
+    /// not a const).
+    fn any_runtime(&mut self, op: &Operation, inputs: &[&str]) -> Result<bool> {
+        for name in inputs {
+            if let Some([Argument::Name(n)]) = op.inputs.get(*name).map(Vec::as_slice)
+                && self.named_const(n)?.is_none()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The constant bound to input `input`: `Ok(None)` when absent, an error when computed at
@@ -201,6 +226,19 @@ impl<'a> Builder<'a> {
             .named_const(name)?
             .ok_or_else(|| self.bad(i, op, format!("`{name}` is used before it is defined")))?;
         let t = tensor_of(&v).map_err(|e| self.bad(i, op, format!("const `{name}`: {e}")))?;
+        let s = self.new_slot(Some(t));
+        self.slot_of.insert(name.to_string(), s);
+        Ok(s)
+    }
+
+    /// The slot of const `name` returned by function `fname`.
+    fn const_output(&mut self, fname: &str, name: &str) -> Result<usize> {
+        let v = self.named_const(name)?.ok_or_else(|| {
+            Error::Compile(format!("{ENGINE_NAME}: `{fname}` returns `{name}`, not a const"))
+        })?;
+        let t = tensor_of(&v).map_err(|e| {
+            Error::Compile(format!("{ENGINE_NAME}: `{fname}` returns const `{name}`: {e}"))
+        })?;
         let s = self.new_slot(Some(t));
         self.slot_of.insert(name.to_string(), s);
         Ok(s)
@@ -338,6 +376,9 @@ fn core_op(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
             axis: b.ints(i, op, "axis")?.and_then(|v| v.first().copied()).unwrap_or(0),
             sizes: b.usizes(i, op, "split_sizes")?,
         },
+        "slice_by_index" if b.any_runtime(op, &["begin", "end", "stride"])? => {
+            return layout::slice_dynamic(b, i, op);
+        }
         "slice_by_index" => Kind::Slice(SliceSpec {
             begin: b.ints(i, op, "begin")?.ok_or_else(|| b.bad(i, op, "no begin"))?,
             end: b.ints(i, op, "end")?.ok_or_else(|| b.bad(i, op, "no end"))?,
@@ -461,11 +502,16 @@ pub(crate) fn compile(fname: &str, func: &Function, resolve: &Resolver<'_>) -> R
     }
     let mut outputs = Vec::new();
     for o in &func.block.outputs {
-        let s = b.slot_of.get(o).copied().ok_or_else(|| {
-            Error::Compile(format!(
-                "{ENGINE_NAME}: `{fname}` returns `{o}`, which no step computes"
-            ))
-        })?;
+        let s = match b.slot_of.get(o).copied() {
+            Some(s) => s,
+            // A const (or decompressed weight) returned as it is.
+            None if b.named_const(o)?.is_some() => b.const_output(fname, o)?,
+            None => {
+                return Err(Error::Compile(format!(
+                    "{ENGINE_NAME}: `{fname}` returns `{o}`, which no step computes"
+                )));
+            }
+        };
         outputs.push((o.clone(), s));
     }
     let Builder { slots, mut steps, .. } = b;

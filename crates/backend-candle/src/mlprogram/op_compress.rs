@@ -56,15 +56,32 @@ fn numbers(v: &ConstValue) -> Option<Vec<f32>> {
     }
 }
 
-fn required(b: &mut Builder<'_>, i: usize, op: &Operation, name: &str) -> Result<Arc<ConstValue>> {
+pub(super) fn required(
+    b: &mut Builder<'_>,
+    i: usize,
+    op: &Operation,
+    name: &str,
+) -> Result<Arc<ConstValue>> {
     b.param(i, op, name)?.ok_or_else(|| b.bad(i, op, format!("no `{name}`")))
 }
 
-fn nums(b: &Builder<'_>, i: usize, op: &Operation, v: &ConstValue, name: &str) -> Result<Vec<f32>> {
+pub(super) fn nums(
+    b: &Builder<'_>,
+    i: usize,
+    op: &Operation,
+    v: &ConstValue,
+    name: &str,
+) -> Result<Vec<f32>> {
     numbers(v).ok_or_else(|| b.bad(i, op, format!("`{name}` ({}) is not numeric", v.dtype)))
 }
 
-fn define(b: &mut Builder<'_>, op: &Operation, k: usize, shape: Vec<usize>, data: Vec<f32>) {
+pub(super) fn define(
+    b: &mut Builder<'_>,
+    op: &Operation,
+    k: usize,
+    shape: Vec<usize>,
+    data: Vec<f32>,
+) {
     if let Some(o) = op.outputs.get(k) {
         let v = ConstValue { dtype: ScalarType::F32, shape, data: ConstData::F32(data) };
         b.consts.insert(o.name.clone(), Arc::new(v));
@@ -76,7 +93,7 @@ fn out_shape(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<Vec<usize>
 }
 
 /// Repeats `small` (shaped `sshape`) blockwise up to `shape` (each axis an integer multiple).
-fn repeat_blocks(small: &[f32], sshape: &[usize], shape: &[usize]) -> Option<Vec<f32>> {
+pub(super) fn repeat_blocks(small: &[f32], sshape: &[usize], shape: &[usize]) -> Option<Vec<f32>> {
     if sshape.len() != shape.len() || shape.iter().zip(sshape).any(|(&d, &s)| s == 0 || d % s != 0)
     {
         return None;
@@ -99,7 +116,7 @@ fn repeat_blocks(small: &[f32], sshape: &[usize], shape: &[usize]) -> Option<Vec
 }
 
 /// `constexpr_lut_to_dense`: iOS16 (packed uint8 indices, 1-D LUT, `shape`) or iOS18 (sub-byte
-/// indices shaped as the output, per-block LUTs `[..., palettes, vector]`).
+/// indices, per-block LUTs `[..., palettes, vector]`, vectors along `vector_axis`).
 pub(super) fn lut_to_dense(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
     let idx = required(b, i, op, "indices")?;
     let lut = required(b, i, op, "lut")?;
@@ -121,36 +138,64 @@ pub(super) fn lut_to_dense(b: &mut Builder<'_>, i: usize, op: &Operation) -> Res
         return Ok(());
     }
     let keys = nums(b, i, op, &idx, "indices")?;
-    let shape = idx.shape.clone();
-    let r = shape.len();
-    if lut.shape.len() != r + 2 {
-        return Err(b.bad(i, op, format!("LUT shape {:?} for indices {shape:?}", lut.shape)));
-    }
-    let (pal, vec) = (lut.shape[r], lut.shape[r + 1]);
-    if vec != 1 {
-        return Err(b.unsupported(i, op, "vector palettization (vector_axis)"));
-    }
-    let blocks = &lut.shape[..r];
-    let st = super::func::strides(&shape);
-    let bs = super::func::strides(blocks);
-    let mut data = Vec::with_capacity(keys.len());
-    for (e, &k) in keys.iter().enumerate() {
-        let mut blk = 0;
-        for d in 0..r {
-            if blocks[d] == 0 || shape[d] % blocks[d] != 0 {
-                return Err(b.bad(i, op, "LUT blocks do not divide the indices' shape"));
-            }
-            let c = (e / st[d]) % shape[d];
-            blk += (c / (shape[d] / blocks[d])) * bs[d];
-        }
-        let k = k as usize;
-        if k >= pal {
-            return Err(b.bad(i, op, format!("index {k} past a LUT of {pal}")));
-        }
-        data.push(lv[blk * pal + k]);
-    }
+    let va = b.ints(i, op, "vector_axis")?.and_then(|v| v.first().copied());
+    let (shape, data) =
+        lut_lookup(&keys, &idx.shape, &lut.shape, &lv, va).map_err(|e| b.bad(i, op, e))?;
     define(b, op, 0, shape, data);
     Ok(())
+}
+
+/// The iOS18 LUT lookup: `keys` shaped `ishape` index per-block palettes `lut`
+/// (`[blocks.., palettes, vector]`, values `lv`); a vector of more than one value fills
+/// `vector_axis` (`vector` times longer than the indices' axis). Returns the output shape and
+/// values.
+pub(super) fn lut_lookup(
+    keys: &[f32],
+    ishape: &[usize],
+    lshape: &[usize],
+    lv: &[f32],
+    vector_axis: Option<i64>,
+) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
+    let r = ishape.len();
+    if lshape.len() != r + 2 {
+        return Err(format!("LUT shape {lshape:?} for indices {ishape:?}"));
+    }
+    let (pal, vec) = (lshape[r], lshape[r + 1]);
+    let blocks = &lshape[..r];
+    if (0..r).any(|d| blocks[d] == 0 || !ishape[d].is_multiple_of(blocks[d])) {
+        return Err(format!("LUT blocks {blocks:?} do not divide the indices' shape {ishape:?}"));
+    }
+    let va = match (vec, vector_axis) {
+        (1, _) => r,
+        (_, Some(a)) => crate::mlprogram::ops::axis(a, r).map_err(|e| e.to_string())?,
+        (_, None) => return Err(format!("a LUT vector of {vec} values needs a vector_axis")),
+    };
+    let mut shape = ishape.to_vec();
+    if va < r {
+        shape[va] *= vec;
+    }
+    let total: usize = shape.iter().product();
+    let (ost, ist, bs) =
+        (super::func::strides(&shape), super::func::strides(ishape), super::func::strides(blocks));
+    let mut data = Vec::with_capacity(total);
+    for e in 0..total {
+        let (mut at, mut blk, mut j) = (0, 0, 0);
+        for d in 0..r {
+            let mut c = (e / ost[d]) % shape[d];
+            if d == va {
+                j = c % vec;
+                c /= vec;
+            }
+            at += c * ist[d];
+            blk += (c / (ishape[d] / blocks[d])) * bs[d];
+        }
+        let k = keys[at] as usize;
+        if k >= pal {
+            return Err(format!("index {k} past a LUT of {pal}"));
+        }
+        data.push(lv[(blk * pal + k) * vec + j]);
+    }
+    Ok((shape, data))
 }
 
 /// `constexpr_sparse_to_dense`: iOS16 (bit mask packed in uint8 plus `shape`) or iOS18
@@ -187,28 +232,39 @@ pub(super) fn sparse_to_dense(b: &mut Builder<'_>, i: usize, op: &Operation) -> 
 pub(super) fn blockwise_shift_scale(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
     let d = required(b, i, op, "data")?;
     let dv = nums(b, i, op, &d, "data")?;
+    let data = shift_scale(b, i, op, &dv, &d.shape)?;
+    define(b, op, 0, d.shape.clone(), data);
+    Ok(())
+}
+
+/// `scale * (data - offset)` for `data` (values `dv` of `shape`), the op's `scale` and optional
+/// `offset` repeated blockwise up to `shape`.
+pub(super) fn shift_scale(
+    b: &mut Builder<'_>,
+    i: usize,
+    op: &Operation,
+    dv: &[f32],
+    shape: &[usize],
+) -> Result<Vec<f32>> {
     let s = required(b, i, op, "scale")?;
     let sv = nums(b, i, op, &s, "scale")?;
-    let scale = repeat_blocks(&sv, &s.shape, &d.shape).ok_or_else(|| {
-        b.bad(i, op, format!("scale {:?} does not tile data {:?}", s.shape, d.shape))
-    })?;
+    let scale = repeat_blocks(&sv, &s.shape, shape)
+        .ok_or_else(|| b.bad(i, op, format!("scale {:?} does not tile data {shape:?}", s.shape)))?;
     let offset = match b.param(i, op, "offset")? {
         None => None,
         Some(o) => {
             let ov = nums(b, i, op, &o, "offset")?;
             Some(
-                repeat_blocks(&ov, &o.shape, &d.shape)
+                repeat_blocks(&ov, &o.shape, shape)
                     .ok_or_else(|| b.bad(i, op, "offset does not tile data"))?,
             )
         }
     };
-    let data = dv
+    Ok(dv
         .iter()
         .enumerate()
         .map(|(e, &x)| scale[e] * (x - offset.as_ref().map_or(0.0, |o| o[e])))
-        .collect();
-    define(b, op, 0, d.shape.clone(), data);
-    Ok(())
+        .collect())
 }
 
 /// `constexpr_cast`: widens fp16 weights (values stay f32 inside the executor).

@@ -1,4 +1,4 @@
-//! `conv_transpose` (1-D and 2-D, grouped, strided, dilated, with every pad type and an explicit
+//! `conv_transpose` (1-D and 2-D here, 3-D in `op_conv_transpose3d.rs`; grouped, strided, dilated, with every pad type and an explicit
 //! `output_shape`): the scatter form of a transposed convolution.
 //!
 //! Output position `o` along an axis receives input `i` through kernel tap `k` when
@@ -40,32 +40,44 @@ pub(crate) enum PadType {
     Custom,
 }
 
+/// `(output length, crop before)` of one spatial axis of a transposed convolution: input
+/// length `d_in`, kernel `k`, stride `s`, dilation `d`, custom pads `(begin, end)`, and the
+/// length `output_shape` asks for, if any.
+pub(crate) fn axis_len(
+    d_in: usize,
+    [k, s, d]: [usize; 3],
+    pad_type: PadType,
+    (pb, pe): (usize, usize),
+    asked: Option<usize>,
+) -> std::result::Result<(usize, i64), String> {
+    let k_eff = (k - 1) * d + 1;
+    let full = s * (d_in.max(1) - 1) + k_eff;
+    let (crop, natural) = match pad_type {
+        PadType::Valid => (0i64, full as i64),
+        PadType::Same => (((k_eff as i64 - s as i64).max(0)) / 2, (s * d_in) as i64),
+        PadType::Custom => (pb as i64, full as i64 - pb as i64 - pe as i64),
+    };
+    let len = asked.map_or(natural, |o| o as i64);
+    if len <= 0 {
+        return Err(format!(
+            "conv_transpose: output length {len} (input {d_in}, kernel {k}, stride {s}, \
+             dilation {d}, {pad_type:?} padding)"
+        ));
+    }
+    Ok((len as usize, crop))
+}
+
 impl ConvTranspose {
     /// `(output length, crop before)` of axis `r` for an input of length `d_in`.
     fn axis(&self, r: usize, d_in: usize) -> std::result::Result<(usize, i64), String> {
-        let (s, d, k) = (self.stride[r], self.dilation[r], self.kernel[r]);
-        let k_eff = (k - 1) * d + 1;
-        let full = s * (d_in.max(1) - 1) + k_eff;
-        let (crop, natural) = match self.pad_type {
-            PadType::Valid => (0i64, full as i64),
-            PadType::Same => (((k_eff as i64 - s as i64).max(0)) / 2, (s * d_in) as i64),
-            PadType::Custom => {
-                let (b, e) = (self.pad[2 * r], self.pad[2 * r + 1]);
-                (b as i64, full as i64 - b as i64 - e as i64)
-            }
-        };
-        let len = match self.out_size {
-            Some(o) => o[r] as i64,
-            None => natural,
-        };
-        if len <= 0 {
-            return Err(format!(
-                "conv_transpose: output length {len} along spatial axis {r} (input {d_in}, \
-                 kernel {k}, stride {s}, dilation {d}, {:?} padding)",
-                self.pad_type
-            ));
-        }
-        Ok((len as usize, crop))
+        axis_len(
+            d_in,
+            [self.kernel[r], self.stride[r], self.dilation[r]],
+            self.pad_type,
+            (self.pad[2 * r], self.pad[2 * r + 1]),
+            self.out_size.map(|o| o[r]),
+        )
+        .map_err(|e| format!("{e} along spatial axis {r}"))
     }
 
     /// Runs on `x` = `[n, c_in, h, w]` values; returns `(values, [oh, ow])`.
@@ -159,11 +171,12 @@ pub(super) fn conv_transpose(b: &mut Builder<'_>, i: usize, op: &Operation) -> R
     let (c_in, c_out_g, kernel) = match *w.shape.as_slice() {
         [ci, co, k] => (ci, co, [1, k]),
         [ci, co, kh, kw] => (ci, co, [kh, kw]),
+        [_, _, _, _, _] => return super::conv_transpose3d::conv_transpose3d(b, i, op, &w),
         ref other => {
             return Err(b.unsupported(
                 i,
                 op,
-                format!("only 1-D and 2-D conv_transpose; weight shape {other:?}"),
+                format!("conv_transpose with a weight of shape {other:?}"),
             ));
         }
     };

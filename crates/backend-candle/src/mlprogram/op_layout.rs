@@ -1,6 +1,6 @@
 //! Layout ops beyond the plan's built-in steps: `sliding_windows`, `concat` with
-//! `interleave=True`, and `transpose` with negative axes in `perm` (the common forms stay on
-//! the plan's own steps in `compile.rs`).
+//! `interleave=True`, `transpose` with negative axes in `perm`, and `slice_by_index` with
+//! run-time bounds (the common forms stay on the plan's own steps in `compile.rs`).
 
 use candle_core::Tensor;
 use coreml_format::Operation;
@@ -8,7 +8,7 @@ use inference_api::Result;
 
 use super::Builder;
 use super::func::arg;
-use crate::mlprogram::ops::axis;
+use crate::mlprogram::ops::{SliceSpec, axis, slice_by_index};
 
 /// `sliding_windows(x, axis, size, stride)`: every window of `size` along `axis`, `stride`
 /// apart, as a new axis after it: `[.., (L - size) / stride + 1, size, ..]`.
@@ -77,6 +77,39 @@ pub(super) fn transpose(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result
         let p: Vec<usize> =
             perm.iter().map(|&p| axis(p, x.rank())).collect::<candle_core::Result<_>>()?;
         Ok(vec![x.permute(p)?.contiguous()?])
+    });
+    Ok(())
+}
+
+/// `slice_by_index` whose `begin`, `end` or `stride` is computed at run time (the const form
+/// is the plan's own `Slice` step); the masks are consts.
+pub(super) fn slice_dynamic(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
+    let masks = [
+        b.flags(i, op, "begin_mask")?,
+        b.flags(i, op, "end_mask")?,
+        b.flags(i, op, "squeeze_mask")?,
+    ];
+    let mut inputs = vec![b.var(i, op, "x")?];
+    for name in ["begin", "end", "stride"] {
+        if op.inputs.contains_key(name) {
+            inputs.push(b.var(i, op, name)?);
+        }
+    }
+    let has_stride = op.inputs.contains_key("stride");
+    b.push_fn(i, op, inputs, move |a| {
+        let ints = |k: usize| -> candle_core::Result<Vec<i64>> {
+            Ok(super::func::values(arg(a, k)?)?.into_iter().map(|v| v as i64).collect())
+        };
+        let [begin_mask, end_mask, squeeze_mask] = masks.clone();
+        let spec = SliceSpec {
+            begin: ints(1)?,
+            end: ints(2)?,
+            stride: if has_stride { ints(3)? } else { Vec::new() },
+            begin_mask,
+            end_mask,
+            squeeze_mask,
+        };
+        Ok(vec![slice_by_index(arg(a, 0)?, &spec)?])
     });
     Ok(())
 }

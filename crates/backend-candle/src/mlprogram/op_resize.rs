@@ -10,7 +10,7 @@ use super::func::{arg, tensor, values};
 /// Where bilinear output pixels sample the input (coremltools' `sampling_mode` names;
 /// `upsample_bilinear`'s `align_corners` maps to STRICT_ALIGN_CORNERS / UNALIGN_CORNERS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Grid {
+pub(super) enum Grid {
     StrictAlign,
     Align,
     Default,
@@ -19,7 +19,7 @@ enum Grid {
 }
 
 /// Input coordinate of output pixel `i` of `n_out` over an axis of `n_in`.
-fn grid_point(g: Grid, i: usize, n_in: usize, n_out: usize) -> f32 {
+pub(super) fn grid_point(g: Grid, i: usize, n_in: usize, n_out: usize) -> f32 {
     let (xi, xo, i) = (n_in as f32, n_out as f32, i as f32);
     let p = match g {
         Grid::Align if n_out == 1 => (xi - 1.0) / 2.0,
@@ -61,7 +61,8 @@ fn taps(g: Grid, n_in: usize, n_out: usize) -> Vec<(usize, usize, f32)> {
         .collect()
 }
 
-fn bilinear(
+/// Bilinear resize of the last two axes of `x` (rank 3 or more) to `oh` x `ow`.
+pub(super) fn bilinear(
     x: &candle_core::Tensor,
     g: Grid,
     oh: usize,
@@ -94,7 +95,8 @@ fn bilinear(
     tensor(out, &shape)
 }
 
-fn nearest(
+/// Nearest-neighbour resize of the last two axes of `x` (rank 3 or more) to `oh` x `ow`.
+pub(super) fn nearest(
     x: &candle_core::Tensor,
     oh: usize,
     ow: usize,
@@ -152,18 +154,23 @@ pub(super) fn upsample_bilinear(b: &mut Builder<'_>, i: usize, op: &Operation) -
 pub(super) fn resize_bilinear(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
     let oh = b.int_or(i, op, "target_size_height", 1)?;
     let ow = b.int_or(i, op, "target_size_width", 1)?;
-    let g = match b.string(i, op, "sampling_mode")?.as_deref() {
+    let g = grid(b, i, op)?;
+    let (oh, ow) = (size(b, i, op, oh)?, size(b, i, op, ow)?);
+    let x = b.var(i, op, "x")?;
+    b.push_fn(i, op, vec![x], move |a| Ok(vec![bilinear(arg(a, 0)?, g, oh, ow)?]));
+    Ok(())
+}
+
+/// The op's `sampling_mode` (DEFAULT when absent).
+pub(super) fn grid(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<Grid> {
+    Ok(match b.string(i, op, "sampling_mode")?.as_deref() {
         None | Some("DEFAULT") => Grid::Default,
         Some("STRICT_ALIGN_CORNERS") => Grid::StrictAlign,
         Some("ALIGN_CORNERS") => Grid::Align,
         Some("OFFSET_CORNERS") => Grid::Offset,
         Some("UNALIGN_CORNERS") => Grid::Unalign,
         Some(other) => return Err(b.unsupported(i, op, format!("sampling_mode `{other}`"))),
-    };
-    let (oh, ow) = (size(b, i, op, oh)?, size(b, i, op, ow)?);
-    let x = b.var(i, op, "x")?;
-    b.push_fn(i, op, vec![x], move |a| Ok(vec![bilinear(arg(a, 0)?, g, oh, ow)?]));
-    Ok(())
+    })
 }
 
 fn size(b: &mut Builder<'_>, i: usize, op: &Operation, v: i64) -> Result<usize> {

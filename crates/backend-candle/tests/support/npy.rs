@@ -1,5 +1,5 @@
-//! A minimal reader for numpy `.npy` files (format 1.0-3.0, little-endian, C or Fortran order):
-//! what the coremltools conformance capture writes.
+//! A minimal reader for numpy `.npy` files (format 1.0-3.0, little-endian, C or Fortran
+//! order): what the coremltools conformance capture writes.
 
 use std::path::Path;
 
@@ -71,27 +71,26 @@ pub(crate) fn read(path: &Path) -> Result<Npy, String> {
             _ => f64::from(c[0]),
         })
         .collect();
-    let values = if fortran { to_row_major(&values, &shape) } else { values };
+    let values = if fortran { row_major(&shape, &values) } else { values };
     Ok(Npy { shape, values })
 }
 
-/// Column-major (Fortran order) values of `shape` in row-major order.
-fn to_row_major(v: &[f64], shape: &[usize]) -> Vec<f64> {
-    let mut fstride = vec![1; shape.len()];
-    for k in 1..shape.len() {
-        fstride[k] = fstride[k - 1] * shape[k - 1];
-    }
-    let mut idx = vec![0; shape.len()];
-    let mut out = Vec::with_capacity(v.len());
-    for _ in 0..v.len() {
-        out.push(v[idx.iter().zip(&fstride).map(|(i, s)| i * s).sum::<usize>()]);
-        for k in (0..shape.len()).rev() {
-            idx[k] += 1;
-            if idx[k] < shape[k] {
-                break;
-            }
-            idx[k] = 0;
+/// Reorders column-major (Fortran) values of `shape` into row-major order.
+fn row_major(shape: &[usize], col: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(col.len());
+    for e in 0..col.len() {
+        // Row-major index `e` -> coordinates -> column-major offset.
+        let (mut rest, mut at, mut stride) = (e, 0, 1);
+        let mut coords = vec![0; shape.len()];
+        for d in (0..shape.len()).rev() {
+            coords[d] = rest % shape[d];
+            rest /= shape[d];
         }
+        for (d, &c) in coords.iter().enumerate() {
+            at += c * stride;
+            stride *= shape[d];
+        }
+        out.push(col[at]);
     }
     out
 }
