@@ -25,6 +25,7 @@ mod conv;
 mod depthwise;
 mod dw_direct;
 mod gemm;
+mod implicit;
 mod matmul;
 mod maxpool;
 mod packed;
