@@ -37,7 +37,7 @@ mod rows;
 mod simd;
 mod transpose;
 
-pub use activation::{Activation, apply_activation, erf, exp};
+pub use activation::{Activation, apply_activation, erf, exp, hard_sigmoid};
 pub use conv::{Conv2d, Padding, fold_batch_norm};
 pub use dw_direct::DwIsa;
 pub use gemm::matmul;

@@ -64,6 +64,8 @@ fn naive_act(v: f32, act: Activation) -> f32 {
         Activation::Gelu => 0.5 * v * (1.0 + erf_f64(v / std::f64::consts::SQRT_2)),
         Activation::Silu => v / (1.0 + (-v).exp()),
         Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+        Activation::HardSigmoid => (v / 6.0 + 0.5).clamp(0.0, 1.0),
+        Activation::HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
         Activation::Clip { lo_milli, hi_milli } => {
             v.max(lo_milli as f64 / 1000.0).min(hi_milli as f64 / 1000.0)
         }
@@ -111,6 +113,8 @@ fn acts() -> impl Strategy<Value = Activation> {
         Just(Activation::Gelu),
         Just(Activation::Silu),
         Just(Activation::Sigmoid),
+        Just(Activation::HardSigmoid),
+        Just(Activation::HardSwish),
     ]
 }
 
