@@ -6,6 +6,9 @@
 # (ZOO defaults to target/zoo, made by scripts/make_zoo.py). Prints one line per run: binary, model, CPU s per run, wall p50 ms, load average.
 set -u
 T=$1; ITERS=$2; ROUNDS=$3; shift 3
+# Per-run scratch files, so two people measuring at once do not read each other's results.
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/ab_cpu.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
 FX=${FX:-../shared/fixtures}
 LITE0=${LITE0:-models/efficientnet-lite0}
 ZOO=${ZOO:-target/zoo}
@@ -19,12 +22,12 @@ for r in $(seq "$ROUNDS"); do
       *) a=(--model "$ZOO/$model/$model.mlpackage");;
     esac
     for b in "$@"; do
-      /usr/bin/time -o /tmp/ab_cpu.t -f "%U %S" "$b" bench "${a[@]}" --threads "$T" --iters "$ITERS" \
-        --quiet --json /tmp/ab_cpu.json >/dev/null 2>&1
-      python3 - "$b" "$model" "$ITERS" <<'PY'
+      /usr/bin/time -o "$TMP/t" -f "%U %S" "$b" bench "${a[@]}" --threads "$T" --iters "$ITERS" \
+        --quiet --json "$TMP/json" >/dev/null 2>&1
+      python3 - "$b" "$model" "$ITERS" "$TMP" <<'PY'
 import json, sys
-u, s = map(float, open('/tmp/ab_cpu.t').read().split()[-2:])
-v = json.load(open('/tmp/ab_cpu.json'))
+u, s = map(float, open(sys.argv[4] + '/t').read().split()[-2:])
+v = json.load(open(sys.argv[4] + '/json'))
 la = open('/proc/loadavg').read().split()[0]
 print(f"{sys.argv[1]:>16} {sys.argv[2]:>10} cpu/run {1e3*(u+s)/(int(sys.argv[3])+10):7.2f} ms  p50 {v['p50_ms']:7.2f} ms  load {la}")
 PY

@@ -18,6 +18,11 @@ pub enum Activation {
     Silu,
     /// 1 / (1 + e^-x).
     Sigmoid,
+    /// PyTorch's hard sigmoid, `clamp(x / 6 + 1/2, 0, 1)` (Core ML's `sigmoid_hard` with
+    /// alpha 1/6, beta 1/2).
+    HardSigmoid,
+    /// `x * clamp(x / 6 + 1/2, 0, 1)` (PyTorch's hard-swish).
+    HardSwish,
     /// clamp(x, lo, hi) with bounds in thousandths (so the enum stays `Eq`).
     Clip {
         /// Lower bound times 1000.
@@ -94,6 +99,15 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// `clamp(x / 6 + 1/2, 0, 1)`, computed as Core ML's `sigmoid_hard` does (`alpha * x + beta`
+/// with alpha the f32 nearest 1/6), with one `min` and one `max` so it vectorises.
+#[inline(always)]
+pub fn hard_sigmoid(x: f32) -> f32 {
+    let y = x * (1.0 / 6.0) + 0.5;
+    let y = if y > 0.0 { y } else { 0.0 };
+    if y < 1.0 { y } else { 1.0 }
+}
+
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
@@ -145,6 +159,8 @@ fn apply_inline(xs: &mut [f32], act: Activation) {
         Activation::Gelu => xs.iter_mut().for_each(|x| *x = gelu(*x)),
         Activation::Silu => xs.iter_mut().for_each(|x| *x *= sigmoid(*x)),
         Activation::Sigmoid => xs.iter_mut().for_each(|x| *x = sigmoid(*x)),
+        Activation::HardSigmoid => xs.iter_mut().for_each(|x| *x = hard_sigmoid(*x)),
+        Activation::HardSwish => xs.iter_mut().for_each(|x| *x *= hard_sigmoid(*x)),
         Activation::Clip { lo_milli, hi_milli } => {
             let (lo, hi) = (lo_milli as f32 / 1000.0, hi_milli as f32 / 1000.0);
             xs.iter_mut().for_each(|x| *x = x.max(lo).min(hi))

@@ -1,5 +1,6 @@
 //! 2-D convolution prepared once (weights packed, BatchNorm folded, activation fused) and run
-//! by the fastest applicable kernel: depthwise direct, 1x1 as one GEMM, otherwise im2col + GEMM.
+//! by the fastest applicable kernel: depthwise direct, 1x1 as one GEMM, otherwise an implicit
+//! GEMM that gathers the input pixels itself (AVX-512), or im2col + GEMM.
 
 #![allow(unsafe_code)]
 
@@ -48,6 +49,8 @@ pub struct Conv2d {
     /// The weights packed for the AVX-512 GEMM (each group's panels in turn), built at the
     /// first GEMM run on a machine with AVX-512; unpacked again if the weights are changed.
     packed: OnceLock<Vec<f32>>,
+    /// One tap per GEMM row (input channel, kernel offsets) for the implicit GEMM.
+    taps: Vec<crate::implicit::Tap>,
 }
 
 impl Clone for Conv2d {
@@ -65,6 +68,7 @@ impl Clone for Conv2d {
             bias: self.bias.clone(),
             act: self.act,
             packed: self.packed.clone(),
+            taps: self.taps.clone(),
         }
     }
 }
@@ -135,6 +139,7 @@ impl Conv2d {
             bias,
             act,
             packed: OnceLock::new(),
+            taps: crate::implicit::taps(cig, kh, kw, dilation),
         })
     }
 
@@ -233,9 +238,9 @@ impl Conv2d {
         Ok(out)
     }
 
-    /// `residual + conv(x)`, the residual updated in place: for a 1x1 stride-1 convolution the
-    /// GEMM accumulates straight into it. `residual` must have the output's shape. The fused
-    /// activation (if any) applies to the sum.
+    /// `residual + conv(x)`, the residual updated in place: every convolution but a depthwise
+    /// one accumulates straight into it in the GEMM's epilogue. `residual` must have the
+    /// output's shape. The fused activation (if any) applies to the sum.
     pub fn forward_add(
         &self,
         x: &[f32],
@@ -252,7 +257,7 @@ impl Conv2d {
                 self.out_channels
             ));
         }
-        if self.is_pointwise(h, w) && self.groups == 1 {
+        if !self.is_depthwise() {
             return self.run(x, n, h, w, residual, true, None);
         }
         let y = self.forward(x, n, h, w)?;
@@ -267,6 +272,10 @@ impl Conv2d {
             apply_activation(residual, self.act);
         }
         Ok(())
+    }
+
+    fn is_depthwise(&self) -> bool {
+        self.groups == self.in_channels && self.in_channels / self.groups == 1
     }
 
     /// Group `g`'s packed weights for the AVX-512 GEMM, packing all groups on first use;
@@ -298,7 +307,7 @@ impl Conv2d {
     }
 
     /// The kernel dispatch; `out` is the output (holding a residual when `accumulate`, which
-    /// only the pointwise path takes); `path` forces a depthwise kernel.
+    /// every path but the depthwise one takes); `path` forces a depthwise kernel.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -321,7 +330,7 @@ impl Conv2d {
         let [pt, _, pl, _] = self.pads(h, w);
         let cig = self.in_channels / self.groups;
         profile::add_flops(2 * (n * self.out_channels * oh * ow * cig * self.kh * self.kw) as u64);
-        if self.groups == self.in_channels && cig == 1 && !accumulate {
+        if self.is_depthwise() && !accumulate {
             let t = profile::start();
             let g = DwGeometry {
                 h,
@@ -371,6 +380,10 @@ impl Conv2d {
         }
         let t = profile::start();
         let is_pw = self.is_pointwise(h, w);
+        if !is_pw && self.implicit(x, n, h, w, (oh, ow), (pt, pl), out, accumulate)? {
+            profile::record("implicit-gemm", t);
+            return Ok(());
+        }
         let cog = self.out_channels / self.groups;
         let kk = cig * self.kh * self.kw;
         let packed = self.packed_group(0).is_some();
@@ -395,7 +408,8 @@ impl Conv2d {
                 col
             };
             let bg = &self.bias[g * cog..(g + 1) * cog];
-            if !pointwise(cog, kk, plane, wg, self.packed_group(g), rhs, bg, self.act, false, og) {
+            let act = if accumulate { Activation::None } else { self.act };
+            if !pointwise(cog, kk, plane, wg, self.packed_group(g), rhs, bg, act, accumulate, og) {
                 failed.store(true, Ordering::Relaxed);
             }
         };
@@ -421,8 +435,71 @@ impl Conv2d {
         if failed.load(Ordering::Relaxed) {
             return Err("conv: internal GEMM size mismatch".into());
         }
+        if accumulate && self.act != Activation::None {
+            apply_activation(out, self.act);
+        }
         profile::record("im2col-gemm", t);
         Ok(())
+    }
+
+    /// The implicit GEMM (no im2col matrix) for every image and group, when AVX-512 and the
+    /// packed weights are here and `INFER_CONV=im2col` (read once; for same-binary A/B runs)
+    /// is not set; `Ok(false)` when it did not run.
+    #[allow(clippy::too_many_arguments)]
+    fn implicit(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        (oh, ow): (usize, usize),
+        (pt, pl): (usize, usize),
+        out: &mut [f32],
+        accumulate: bool,
+    ) -> Result<bool, String> {
+        static IM2COL: OnceLock<bool> = OnceLock::new();
+        if *IM2COL.get_or_init(|| std::env::var("INFER_CONV").is_ok_and(|v| v == "im2col"))
+            || self.packed_group(0).is_none()
+        {
+            return Ok(false);
+        }
+        let cig = self.in_channels / self.groups;
+        let cog = self.out_channels / self.groups;
+        let plane = oh * ow;
+        let failed = AtomicBool::new(false);
+        let out_all = crate::pool::SharedMut::new(out);
+        let group = |b: usize, g: usize| {
+            let xg = &x[(b * self.in_channels + g * cig) * h * w..][..cig * h * w];
+            // SAFETY: group `g` of image `b` writes only its own output channels, disjoint
+            // from every other group's and image's; `out` outlives the loops below.
+            let og =
+                unsafe { out_all.slice((b * self.out_channels + g * cog) * plane, cog * plane) };
+            let src = crate::implicit::Source {
+                x: xg,
+                h,
+                w,
+                ow,
+                stride: self.stride,
+                pad: (pt, pl),
+                taps: &self.taps,
+            };
+            let bg = &self.bias[g * cog..(g + 1) * cog];
+            let pk = self.packed_group(g).unwrap_or(&[]);
+            if !crate::implicit::conv_gemm(cog, plane, pk, &src, bg, self.act, accumulate, og) {
+                failed.store(true, Ordering::Relaxed);
+            }
+        };
+        if self.groups == 1 {
+            (0..n).for_each(|b| group(b, 0));
+        } else {
+            crate::pool::for_each_task(n * self.groups, &|t| {
+                group(t / self.groups, t % self.groups)
+            });
+        }
+        if failed.load(Ordering::Relaxed) {
+            return Err("conv: internal implicit GEMM size mismatch".into());
+        }
+        Ok(true)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -1,6 +1,6 @@
 //! CPU kernels shared by the native models and the ML Program executor: convolution
 //! (depthwise direct, pointwise and general as GEMM) with bias and activation fused into the
-//! epilogue, the activations themselves, and the transformer ops (strided batched matmul on a
+//! epilogue, the activations themselves, 2-D max pooling, and the transformer ops (strided batched matmul on a
 //! packed GEMM, softmax, layer norm).
 //!
 //! This crate holds all of the CPU side's `unsafe` and SIMD code; the engine crate on top of it
@@ -25,7 +25,9 @@ mod conv;
 mod depthwise;
 mod dw_direct;
 mod gemm;
+mod implicit;
 mod matmul;
+mod maxpool;
 mod packed;
 pub mod peak;
 mod pointwise;
@@ -35,10 +37,11 @@ mod rows;
 mod simd;
 mod transpose;
 
-pub use activation::{Activation, apply_activation, erf, exp};
+pub use activation::{Activation, apply_activation, erf, exp, hard_sigmoid};
 pub use conv::{Conv2d, Padding, fold_batch_norm};
 pub use dw_direct::DwIsa;
 pub use gemm::matmul;
 pub use matmul::{GemmIsa, PackedB, Strided, matmul_packed, matmul_strided, matmul_strided_with};
+pub use maxpool::{PoolGeometry, max_pool2d};
 pub use rows::{Isa, layer_norm, layer_norm_with, softmax, softmax_with};
 pub use transpose::transpose_batched;

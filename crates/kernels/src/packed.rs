@@ -197,7 +197,7 @@ pub(crate) unsafe fn accumulate<const V: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn micro<const V: usize>(
+pub(crate) unsafe fn micro<const V: usize>(
     k: usize,
     wp: &[f32],
     strip: &[f32],

@@ -222,6 +222,12 @@ impl SharedMut {
         SharedMut { ptr: s.as_mut_ptr(), len: s.len() }
     }
 
+    /// The wrapped slice's first element, for tasks that write disjoint blocks through raw
+    /// pointers (each task's own bounds and exclusivity argued at its use).
+    pub(crate) fn ptr(&self) -> *mut f32 {
+        self.ptr
+    }
+
     /// The sub-slice `start..start + len`.
     ///
     /// # Safety

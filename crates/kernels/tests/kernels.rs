@@ -64,6 +64,8 @@ fn naive_act(v: f32, act: Activation) -> f32 {
         Activation::Gelu => 0.5 * v * (1.0 + erf_f64(v / std::f64::consts::SQRT_2)),
         Activation::Silu => v / (1.0 + (-v).exp()),
         Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+        Activation::HardSigmoid => (v / 6.0 + 0.5).clamp(0.0, 1.0),
+        Activation::HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
         Activation::Clip { lo_milli, hi_milli } => {
             v.max(lo_milli as f64 / 1000.0).min(hi_milli as f64 / 1000.0)
         }
@@ -111,6 +113,8 @@ fn acts() -> impl Strategy<Value = Activation> {
         Just(Activation::Gelu),
         Just(Activation::Silu),
         Just(Activation::Sigmoid),
+        Just(Activation::HardSigmoid),
+        Just(Activation::HardSwish),
     ]
 }
 
@@ -197,6 +201,48 @@ proptest! {
         p.install(|| conv.forward_add(&x, n, h, w, &mut acc)).expect("forward_add");
         check(&acc, &want_res, &format!("{kind:?} forward_add"))?;
         want_res.clear();
+    }
+
+    /// The implicit GEMM's gathers (masked loads at horizontal stride 1, load pairs and a permute
+    /// at stride 2, gathers beyond) and its tiling: wide planes whose 48-column strips span
+    /// several output rows, both strides free, dilation, padding, groups, the residual epilogue;
+    /// and the same convolution through im2col (`INFER_CONV=im2col` runs pick that up too).
+    #[test]
+    fn implicit_gemm_matches_naive(
+        groups in 1usize..=2,
+        cig in 1usize..=5,
+        cog in 1usize..=20,
+        h in 1usize..=13,
+        w in 1usize..=75,
+        kh in 1usize..=4,
+        kw in 1usize..=4,
+        stride in (1usize..=3, 1usize..=3),
+        dil in (1usize..=2, 1usize..=2),
+        pads in proptest::array::uniform4(0usize..=3),
+        act in acts(),
+        threads in 1usize..=2,
+        seed in any::<u64>(),
+    ) {
+        let (ci, co) = (cig * groups, cog * groups);
+        let wt = values(co * cig * kh * kw, seed);
+        let bias = values(co, seed ^ 1);
+        let x = values(ci * h * w, seed ^ 2);
+        let conv = Conv2d::new(wt.clone(), [co, cig, kh, kw], Some(bias.clone()), stride, dil, groups, Padding::Explicit(pads), act)
+            .expect("valid conv");
+        let Ok((oh, ow)) = conv.output_hw(h, w) else { return Ok(()) };
+        let [pt, _, pl, _] = pads;
+        let pb = ((oh - 1) * stride.0 + (kh - 1) * dil.0 + 1).saturating_sub(h + pt);
+        let pr = ((ow - 1) * stride.1 + (kw - 1) * dil.1 + 1).saturating_sub(w + pl);
+        let (plain, _, _) = naive_conv(&x, (1, ci, h, w), &wt, [co, cig, kh, kw], &bias, stride, dil, groups, [pt, pb, pl, pr]);
+        let want: Vec<f32> = plain.iter().map(|v| naive_act(*v, act)).collect();
+        let residual = values(want.len(), seed ^ 3);
+        let want_res: Vec<f32> = plain.iter().zip(&residual).map(|(a, r)| naive_act(a + r, act)).collect();
+        let p = pool(threads);
+        let got = p.install(|| conv.forward(&x, 1, h, w)).expect("forward");
+        check(&got, &want, "implicit forward")?;
+        let mut acc = residual;
+        p.install(|| conv.forward_add(&x, 1, h, w, &mut acc)).expect("forward_add");
+        check(&acc, &want_res, "implicit forward_add")?;
     }
 
     #[test]

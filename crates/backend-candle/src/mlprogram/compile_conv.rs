@@ -1,6 +1,6 @@
 //! Conv translation for the plan builder: MIL conv on the shared `Conv2d` kernel with a
 //! preceding zero `pad` folded into its padding and a following activation fused into its
-//! epilogue.
+//! epilogue (including coremltools' three-op hard-swish and a lone hard sigmoid).
 
 use std::sync::Arc;
 
@@ -27,12 +27,70 @@ pub(super) fn fusable_activation(
             None | Some("EXACT") => Some(Activation::Gelu),
             _ => None,
         },
+        "sigmoid_hard" if is_torch_hard_sigmoid(b, j, op)? => Some(Activation::HardSigmoid),
         "clip" => match (b.scalar(j, op, "alpha")?, b.scalar(j, op, "beta")?) {
             (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => Some(Activation::Relu6),
             _ => None,
         },
         _ => None,
     })
+}
+
+/// True for `sigmoid_hard` with PyTorch's hard-sigmoid constants (alpha 1/6, beta 1/2).
+pub(super) fn is_torch_hard_sigmoid(b: &mut Builder<'_>, j: usize, op: &Operation) -> Result<bool> {
+    let alpha = b.scalar(j, op, "alpha")?.unwrap_or(0.2);
+    let beta = b.scalar(j, op, "beta")?.unwrap_or(0.5);
+    Ok(alpha == 1.0 / 6.0 && beta == 0.5)
+}
+
+/// The ops after `from` that read `name`, with their indices.
+fn consumers<'o>(ops: &'o [Operation], from: usize, name: &str) -> Vec<(usize, &'o Operation)> {
+    ops.iter()
+        .enumerate()
+        .skip(from + 1)
+        .filter(|(_, o)| {
+            o.inputs.values().flatten().any(|a| matches!(a, Argument::Name(n) if n == name))
+        })
+        .collect()
+}
+
+/// coremltools' hard-swish from the conv output's single consumer `next` (op `j`):
+/// `w = thresholded_relu(x, alpha = -3)`, `y = sigmoid_hard(w, 1/6, 1/2)`, `mul(w, y)` (either
+/// order), with `w` read by exactly those two and `y` by the `mul` alone, neither a block
+/// output. Returns the indices of the `sigmoid_hard` and the `mul`.
+pub(super) fn hard_swish_chain(
+    b: &mut Builder<'_>,
+    j: usize,
+    next: &Operation,
+) -> Result<Option<(usize, usize)>> {
+    if next.op_type != "thresholded_relu" || b.scalar(j, next, "alpha")? != Some(-3.0) {
+        return Ok(None);
+    }
+    let ops = &b.func.block.operations;
+    let outputs = &b.func.block.outputs;
+    let w = next.output_name().unwrap_or_default().to_string();
+    if b.uses.get(w.as_str()) != Some(&2) || outputs.contains(&w) {
+        return Ok(None);
+    }
+    let users = consumers(ops, j, &w);
+    let Some(&(hs, hard)) = users.iter().find(|(_, o)| o.op_type == "sigmoid_hard") else {
+        return Ok(None);
+    };
+    let Some(&(m, mul)) = users.iter().find(|(_, o)| o.op_type == "mul") else {
+        return Ok(None);
+    };
+    let y = hard.output_name().unwrap_or_default().to_string();
+    let pair = (mul.input_name("x"), mul.input_name("y"));
+    let ok = hard.input_name("x") == Some(w.as_str())
+        && b.uses.get(y.as_str()) == Some(&1)
+        && !outputs.contains(&y)
+        && (pair == (Some(w.as_str()), Some(y.as_str()))
+            || pair == (Some(y.as_str()), Some(w.as_str())))
+        && m > hs;
+    if !ok || !is_torch_hard_sigmoid(b, hs, hard)? {
+        return Ok(None);
+    }
+    Ok(Some((hs, m)))
 }
 
 pub(super) fn compile_conv(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
@@ -109,11 +167,18 @@ pub(super) fn compile_conv(b: &mut Builder<'_>, i: usize, op: &Operation) -> Res
         if let Some((j, next)) = ops.iter().enumerate().skip(i + 1).find(|(_, o)| {
             o.inputs.values().flatten().any(|a| matches!(a, Argument::Name(n) if *n == out_name))
         }) && next.input_name("x") == Some(out_name.as_str())
-            && let Some(a) = fusable_activation(b, j, next)?
         {
-            act = a;
-            out_op = next;
-            b.skip[j] = true;
+            if let Some((hs, m)) = hard_swish_chain(b, j, next)? {
+                act = Activation::HardSwish;
+                out_op = &ops[m];
+                for k in [j, hs, m] {
+                    b.skip[k] = true;
+                }
+            } else if let Some(a) = fusable_activation(b, j, next)? {
+                act = a;
+                out_op = next;
+                b.skip[j] = true;
+            }
         }
     }
     let conv =

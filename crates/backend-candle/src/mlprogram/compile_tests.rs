@@ -148,11 +148,13 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(40))]
 
     /// conv with groups, strides, dilations and each pad type, with a preceding zero `pad` op
-    /// (folded into the conv) and a following relu6 clip (fused) on some cases.
+    /// (folded into the conv) and a following activation (fused) on some cases: a relu6 clip,
+    /// coremltools' hard-swish chain (`thresholded_relu`, `sigmoid_hard`, `mul` in either
+    /// operand order) or a lone hard sigmoid.
     #[test]
     fn conv_variants_match_naive(g in 1usize..4, cpg in 1usize..3, opg in 1usize..3, k in 1usize..4,
                                  s in 1usize..3, d in 1usize..3, hw in 4usize..9,
-                                 pad_type in 0usize..3, pre_pad: bool, clip: bool, seed: u64) {
+                                 pad_type in 0usize..3, pre_pad: bool, tail in 0usize..4, seed: u64) {
         let (c, o) = (g * cpg, g * opg);
         let x = data(c * hw * hw, seed);
         let wt = data(o * cpg * k * k, seed ^ 7);
@@ -186,14 +188,27 @@ proptest! {
         let pd = p.konst("pd", ints(&pads.map(|v| v as i32)));
         let mut out = p.op("conv", "y", &[("x", &xin), ("weight", &w), ("bias", &b), ("strides", &st),
             ("dilations", &di), ("groups", &gr), ("pad_type", &pt), ("pad", &pd)]);
-        if clip {
-            let lo = p.konst("lo", f32_scalar(0.0));
-            let hi = p.konst("hi", f32_scalar(6.0));
-            out = p.op("clip", "z", &[("x", &out), ("alpha", &lo), ("beta", &hi)]);
+        let (sixth, half) = (p.konst("a6", f32_scalar(1.0 / 6.0)), p.konst("b2", f32_scalar(0.5)));
+        let hard = [("alpha", sixth.as_str()), ("beta", half.as_str())];
+        match tail {
+            1 => {
+                let lo = p.konst("lo", f32_scalar(0.0));
+                let hi = p.konst("hi", f32_scalar(6.0));
+                out = p.op("clip", "z", &[("x", &out), ("alpha", &lo), ("beta", &hi)]);
+            }
+            2 => {
+                let m3 = p.konst("m3", f32_scalar(-3.0));
+                let t = p.op("thresholded_relu", "t", &[("x", &out), ("alpha", &m3)]);
+                let hs = p.op("sigmoid_hard", "hs", &[("x", &t), hard[0], hard[1]]);
+                let (a, b) = if seed % 2 == 0 { (&t, &hs) } else { (&hs, &t) };
+                out = p.op("mul", "z", &[("x", a), ("y", b)]);
+            }
+            3 => out = p.op("sigmoid_hard", "z", &[("x", &out), hard[0], hard[1]]),
+            _ => {}
         }
         let f = p.function(&out);
         let plan = compile("main", &f, &identity).expect("compile");
-        // Pad folded and clip fused: one conv step.
+        // Pad folded and the activation fused: one conv step.
         prop_assert_eq!(plan.steps.len(), 1);
         let xt = Tensor::from_vec(x.clone(), (1, c, hw, hw), &Device::Cpu).expect("x");
         let got = plan.run(vec![xt], &|| false).expect("run");
@@ -203,7 +218,13 @@ proptest! {
         let rb = round(&bias);
         for (i, v) in want.iter_mut().enumerate() {
             *v += rb[i / (oh * ow)];
-            if clip { *v = v.clamp(0.0, 6.0); }
+            let hsig = |v: f32| (f64::from(v) / 6.0 + 0.5).clamp(0.0, 1.0) as f32;
+            match tail {
+                1 => *v = v.clamp(0.0, 6.0),
+                2 => *v *= hsig(*v),
+                3 => *v = hsig(*v),
+                _ => {}
+            }
         }
         prop_assert_eq!(got[0].dims(), &[1, o, oh, ow]);
         let gv = got[0].flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("values");

@@ -7,6 +7,8 @@ use inference_api::Result;
 
 use super::Builder;
 use super::func::{arg, tensor, values};
+use crate::mlprogram::plan::Kind;
+use kernels::Activation;
 
 /// `clamped_relu`: `min(max(x, 0), beta) + min(min(x, 0) * alpha, beta)`.
 pub(super) fn clamped_relu(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
@@ -41,15 +43,30 @@ pub(super) fn scaled_tanh(b: &mut Builder<'_>, i: usize, op: &Operation) -> Resu
     b.push_map(i, op, move |x| alpha * (beta * x).tanh())
 }
 
-/// `sigmoid_hard`: `min(max(alpha * x + beta, 0), 1)` (with `mul` it is hard-swish).
+/// `sigmoid_hard`: `min(max(alpha * x + beta, 0), 1)` (with `mul` it is hard-swish); with
+/// PyTorch's constants on the kernels' vectorised activation.
 pub(super) fn sigmoid_hard(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
+    if super::conv::is_torch_hard_sigmoid(b, i, op)? {
+        let x = b.var(i, op, "x")?;
+        b.push(i, op, Kind::Act(Activation::HardSigmoid), vec![x]);
+        return Ok(());
+    }
     let alpha = b.scalar(i, op, "alpha")?.unwrap_or(0.2);
     let beta = b.scalar(i, op, "beta")?.unwrap_or(0.5);
     b.push_map(i, op, move |x| (alpha * x + beta).clamp(0.0, 1.0))
 }
 
-/// `thresholded_relu`: `x` where `x >= alpha`, else 0.
+/// `thresholded_relu`: `x` where `x >= alpha`, else 0. When it starts coremltools' hard-swish
+/// chain (see `compile_conv`), the chain becomes one step on the kernels' hard-swish.
 pub(super) fn thresholded_relu(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
+    if let Some((hs, m)) = super::conv::hard_swish_chain(b, i, op)? {
+        let x = b.var(i, op, "x")?;
+        let ops = &b.func.block.operations;
+        b.push(i, &ops[m], Kind::Act(Activation::HardSwish), vec![x]);
+        b.skip[hs] = true;
+        b.skip[m] = true;
+        return Ok(());
+    }
     let alpha = b.scalar(i, op, "alpha")?.unwrap_or(1.0);
     b.push_map(i, op, move |x| if x < alpha { 0.0 } else { x })
 }

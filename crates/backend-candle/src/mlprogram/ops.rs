@@ -1,5 +1,5 @@
 //! Tensor functions behind the MIL ops that candle has no direct equivalent for: fused
-//! activations through the shared kernels, pooling, slicing, layer norm (trailing axes and
+//! activations through the shared kernels, pooling (max pooling on the kernels' loop), slicing, layer norm (trailing axes and
 //! softmax on the kernels, see `kernel_ops`), padding, matmul transposes and axis handling.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
@@ -400,6 +400,21 @@ impl Pool2d {
             candle_core::bail!("pool: expected a 4-d NCHW input, got {:?}", x.dims())
         };
         let (pads, oh, ow) = self.geometry(h, w)?;
+        if self.kind == PoolKind::Max {
+            let g = kernels::PoolGeometry {
+                h,
+                w,
+                oh,
+                ow,
+                kh: self.kernel.0,
+                kw: self.kernel.1,
+                stride: self.stride,
+                pad_top: pads[0],
+                pad_left: pads[2],
+            };
+            let op = MaxPoolOp { planes: n * c, g, dims: [n, c, oh, ow] };
+            return x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&op);
+        }
         let data = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let (kh, kw) = self.kernel;
         let (sh, sw) = self.stride;
@@ -437,6 +452,31 @@ impl Pool2d {
             }
         }
         Tensor::from_vec(out, (n, c, oh, ow), &Device::Cpu)
+    }
+}
+
+/// A 2-D max pool on the kernels' vectorised loop, over the input's storage (no copy out).
+#[derive(Debug, Clone, Copy)]
+struct MaxPoolOp {
+    planes: usize,
+    g: kernels::PoolGeometry,
+    dims: [usize; 4],
+}
+
+impl CustomOp1 for MaxPoolOp {
+    fn name(&self) -> &'static str {
+        "mil-max-pool"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else { candle_core::bail!("max_pool: expected f32") };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("max_pool: input not contiguous".into()))?;
+        let mut out = vec![0f32; self.dims.iter().product()];
+        kernels::max_pool2d(&data[start..end], self.planes, self.g, &mut out)
+            .map_err(candle_core::Error::Msg)?;
+        Ok((CpuStorage::F32(out), Shape::from(self.dims.to_vec())))
     }
 }
 

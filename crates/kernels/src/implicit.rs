@@ -1,0 +1,335 @@
+//! Convolution as an implicit GEMM on the packed AVX-512 micro-kernel: the activation strips
+//! the 8 x 48 kernel reads are gathered straight from the input planes (one precomputed tap
+//! per GEMM row: input channel and kernel offsets, padding by masked loads), so no im2col
+//! matrix is ever written. Each tile packs its strips once into a buffer that stays in L2 and
+//! runs every 8-row weight panel over them; bias, residual and clamp are in the micro-kernel's
+//! epilogue, other activations run on the tile's rows while they are still in cache.
+
+#![allow(unsafe_code)]
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
+use crate::Activation;
+use crate::packed::{MR, NR, micro};
+use std::cell::RefCell;
+
+thread_local! {
+    /// Each thread's packed strips for one tile, kept between calls.
+    static STRIPS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One GEMM row of a convolution: its input channel (within the group) and the kernel tap's
+/// vertical and horizontal offset (`ky * dilation`, `kx * dilation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tap {
+    pub(crate) channel: u32,
+    pub(crate) dy: u32,
+    pub(crate) dx: u32,
+}
+
+/// The taps of a `cig x kh x kw` filter in the weights' row order (channel, then ky, then kx).
+pub(crate) fn taps(cig: usize, kh: usize, kw: usize, dil: (usize, usize)) -> Vec<Tap> {
+    let mut v = Vec::with_capacity(cig * kh * kw);
+    for c in 0..cig {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                v.push(Tap { channel: c as u32, dy: (ky * dil.0) as u32, dx: (kx * dil.1) as u32 });
+            }
+        }
+    }
+    v
+}
+
+/// Where the input pixels of one image-group come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Source<'a> {
+    /// The group's input channels, each an `h x w` plane.
+    pub(crate) x: &'a [f32],
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    /// Output width (output pixel `j` is row `j / ow`, column `j % ow`).
+    pub(crate) ow: usize,
+    pub(crate) stride: (usize, usize),
+    /// Padding above and left of the input.
+    pub(crate) pad: (usize, usize),
+    pub(crate) taps: &'a [Tap],
+}
+
+/// `out[m x plane] = act(packed_w * gather(src) + bias (+ out if accumulate))` for one
+/// image-group: `packed` holds `m.div_ceil(MR)` panels of `k x MR` (`k = src.taps.len()`),
+/// `out` the `m` output planes of `plane` pixels. Tiles run on the kernels' pool. `false` when
+/// the sizes disagree or AVX-512 is not available (the caller then takes im2col).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_gemm(
+    m: usize,
+    plane: usize,
+    packed: &[f32],
+    src: &Source<'_>,
+    bias: &[f32],
+    act: Activation,
+    accumulate: bool,
+    out: &mut [f32],
+) -> bool {
+    let k = src.taps.len();
+    let chans = src.taps.iter().map(|t| t.channel as usize + 1).max().unwrap_or(0);
+    let geometry_ok = src.ow > 0 && plane.is_multiple_of(src.ow);
+    if packed.len() < m.div_ceil(MR) * k * MR
+        || src.x.len() < chans * src.h * src.w
+        || out.len() < m * plane
+        || bias.len() < m
+        || !geometry_ok
+        || src.stride.0 == 0
+        || src.stride.1 == 0
+    {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx512() {
+        run_tiles(m, plane, packed, src, bias, act, accumulate, out);
+        return true;
+    }
+    let _ = (act, accumulate);
+    false
+}
+
+/// The tiling and the pool loop of [`conv_gemm`] (sizes checked).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn run_tiles(
+    m: usize,
+    plane: usize,
+    packed: &[f32],
+    src: &Source<'_>,
+    bias: &[f32],
+    act: Activation,
+    accumulate: bool,
+    out: &mut [f32],
+) {
+    let k = src.taps.len();
+    let threads = crate::pool::threads();
+    // Column tiles whose packed strips (k x nt) stay within about 384 KB of L2.
+    let mut nt = ((96 * 1024) / k.max(1) / NR).clamp(1, 20) * NR;
+    nt = nt.min(plane.div_ceil(NR) * NR);
+    let mut col_tiles = plane.div_ceil(nt);
+    if threads > 1 && col_tiles < threads && plane >= NR * threads {
+        nt = plane.div_ceil(threads).div_ceil(NR) * NR;
+        col_tiles = plane.div_ceil(nt);
+    }
+    let row_tiles = if col_tiles >= 2 * threads || threads == 1 {
+        1
+    } else {
+        (2 * threads).div_ceil(col_tiles).min(m.div_ceil(16)).max(1)
+    };
+    let mt = m.div_ceil(row_tiles).div_ceil(MR) * MR;
+    let row_tiles = m.div_ceil(mt);
+    let clamp = crate::dw_direct::clamp_of(act);
+    let dst = crate::pool::SharedMut::new(out);
+    crate::pool::for_each_task(row_tiles * col_tiles, &|t| {
+        let (r0, c0) = ((t / col_tiles) * mt, (t % col_tiles) * nt);
+        let (mm, nn) = ((m - r0).min(mt), (plane - c0).min(nt));
+        STRIPS.with(|cell| {
+            let mut own = Vec::new();
+            let mut guard = cell.try_borrow_mut();
+            let buf: &mut Vec<f32> = match guard.as_mut() {
+                Ok(b) => b,
+                Err(_) => &mut own,
+            };
+            let need = nn.div_ceil(NR) * k * NR;
+            if buf.len() < need {
+                buf.resize(need, 0.0);
+            }
+            // SAFETY: AVX-512F was detected by the caller; rows r0..r0+mm < m and columns
+            // c0..c0+nn <= plane of `out` (m * plane values, checked) belong to this tile
+            // alone; `packed` holds the panels from r0 / MR (r0 is a multiple of MR) for k
+            // rows; `src` was checked to cover every tap's channel; the buffer holds the
+            // tile's strips.
+            unsafe {
+                let o = dst.ptr();
+                tile(
+                    mm,
+                    c0,
+                    nn,
+                    packed,
+                    r0 / MR,
+                    src,
+                    buf,
+                    o.add(r0 * plane),
+                    plane,
+                    &bias[r0..],
+                    accumulate,
+                    clamp,
+                );
+                finish(o.add(r0 * plane + c0), mm, nn, plane, clamp, act);
+            }
+        });
+    });
+}
+
+/// Applies a non-clamp activation to a finished `mm x nn` block (stride `ld`).
+///
+/// # Safety
+/// `o` valid for rows `0..mm`, columns `0..nn` at stride `ld`, owned by the caller.
+#[cfg(target_arch = "x86_64")]
+unsafe fn finish(
+    o: *mut f32,
+    mm: usize,
+    nn: usize,
+    ld: usize,
+    clamp: Option<(f32, f32)>,
+    act: Activation,
+) {
+    if act == Activation::None || clamp.is_some() {
+        return;
+    }
+    for i in 0..mm {
+        // SAFETY: row i of the block (caller's contract).
+        let row = unsafe { std::slice::from_raw_parts_mut(o.add(i * ld), nn) };
+        crate::apply_activation(row, act);
+    }
+}
+
+/// Packs the tile's strips (columns `c0..c0 + nn` of the implicit matrix) and runs every panel
+/// of rows `0..mm` over them, writing `dst` (row stride `ld`, column `c0` onwards).
+///
+/// # Safety
+/// AVX-512F; as argued at the call in [`run_tiles`]; `bias` holds `mm` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    mm: usize,
+    c0: usize,
+    nn: usize,
+    packed: &[f32],
+    panel0: usize,
+    src: &Source<'_>,
+    buf: &mut [f32],
+    dst: *mut f32,
+    ld: usize,
+    bias: &[f32],
+    accumulate: bool,
+    clamp: Option<(f32, f32)>,
+) {
+    let k = src.taps.len();
+    let strips = nn.div_ceil(NR);
+    for s in 0..strips {
+        let nc = (nn - s * NR).min(NR);
+        // SAFETY: strip s of the buffer holds k * NR values (the caller sized it).
+        unsafe { pack(src, c0 + s * NR, nc, buf.as_mut_ptr().add(s * k * NR)) };
+    }
+    let mut r = 0;
+    while r < mm {
+        let mr = (mm - r).min(MR);
+        let pi = panel0 + r / MR;
+        let wp = &packed[pi * k * MR..(pi + 1) * k * MR];
+        let b = &bias[r..r + mr];
+        for s in 0..strips {
+            let nc = (nn - s * NR).min(NR);
+            let strip = &buf[s * k * NR..(s + 1) * k * NR];
+            // SAFETY: rows r..r+mr < mm and columns c0 + s * NR + (0..nc) of `dst` are this
+            // tile's (caller's contract); the panel and strip hold k * MR and k * NR values.
+            unsafe {
+                let d = dst.add(r * ld + c0 + s * NR);
+                if nc > 32 {
+                    micro::<3>(k, wp, strip, d, ld, b, nc, accumulate, clamp)
+                } else if nc > 16 {
+                    micro::<2>(k, wp, strip, d, ld, b, nc, accumulate, clamp)
+                } else {
+                    micro::<1>(k, wp, strip, d, ld, b, nc, accumulate, clamp)
+                }
+            }
+        }
+        r += mr;
+    }
+}
+
+/// Gathers columns `c0..c0 + nc` (`nc <= NR`) of the implicit im2col matrix into `strip` (`k`
+/// rows of `NR`, lanes past `nc` zero): per tap, each run of columns on one output row is a
+/// masked load of the input row (stride 1), two loads and an even-lane permute (stride 2), or
+/// a masked gather; out-of-image pixels are zero.
+///
+/// # Safety
+/// AVX-512F; `strip` valid for `k * NR` writes; `src.x` covers every tap's channel.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack(src: &Source<'_>, c0: usize, nc: usize, strip: *mut f32) {
+    use crate::dw_direct::lane_mask;
+    use std::arch::x86_64::*;
+    let Source { x, h, w, ow, stride: (sy, sx), pad: (pt, pl), taps } = *src;
+    // Runs of columns on one output row: (strip offset, length, first input row, first
+    // input column) before the tap's offsets.
+    let mut segs = [(0usize, 0usize, 0isize, 0isize); NR];
+    let (mut ns, mut j, end) = (0, c0, c0 + nc);
+    while j < end {
+        let (oy, ox) = (j / ow, j % ow);
+        let len = (ow - ox).min(end - j);
+        segs[ns] =
+            (j - c0, len, (oy * sy) as isize - pt as isize, (ox * sx) as isize - pl as isize);
+        ns += 1;
+        j += len;
+    }
+    let zero = _mm512_setzero_ps();
+    let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let steps = _mm512_mullo_epi32(iota, _mm512_set1_epi32(sx as i32));
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let wv = _mm512_set1_epi32(w as i32);
+    let tail: [u16; 3] = std::array::from_fn(|v| !(lane_mask(16 * v as isize, nc, 16) as u16));
+    for (p, tap) in taps.iter().enumerate() {
+        // SAFETY: row p < k of the strip; the tap's channel plane lies inside `x` (caller).
+        let (out, chan) =
+            unsafe { (strip.add(p * NR), x.as_ptr().add(tap.channel as usize * h * w)) };
+        for &(s0, len, iy0, ix0) in &segs[..ns] {
+            let iy = iy0 + tap.dy as isize;
+            let ix = ix0 + tap.dx as isize;
+            let inside = iy >= 0 && iy < h as isize;
+            let row = chan.wrapping_add(if inside { iy as usize * w } else { 0 });
+            let mut t = 0;
+            while t < len {
+                let sm = lane_mask(t as isize, len, 16) as u16;
+                let v = if !inside {
+                    zero
+                } else if sx == 1 {
+                    let at = ix + t as isize;
+                    // SAFETY: only lanes inside the input row (0 <= column < w) are read.
+                    unsafe {
+                        _mm512_maskz_loadu_ps(
+                            lane_mask(at, w, 16) as u16 & sm,
+                            row.wrapping_offset(at),
+                        )
+                    }
+                } else if sx == 2 {
+                    let at = ix + 2 * t as isize;
+                    // SAFETY: as above, for the two 16-lane halves of the 32 input columns.
+                    let (a, b) = unsafe {
+                        (
+                            _mm512_maskz_loadu_ps(
+                                lane_mask(at, w, 16) as u16,
+                                row.wrapping_offset(at),
+                            ),
+                            _mm512_maskz_loadu_ps(
+                                lane_mask(at + 16, w, 16) as u16,
+                                row.wrapping_offset(at + 16),
+                            ),
+                        )
+                    };
+                    _mm512_permutex2var_ps(a, evens, b)
+                } else {
+                    let at = ix + (t * sx) as isize;
+                    let idx = _mm512_add_epi32(_mm512_set1_epi32(at as i32), steps);
+                    let ok = _mm512_cmpge_epi32_mask(idx, _mm512_setzero_si512())
+                        & _mm512_cmplt_epi32_mask(idx, wv)
+                        & sm;
+                    // SAFETY: only lanes with 0 <= column < w of the input row are gathered.
+                    unsafe { _mm512_mask_i32gather_ps::<4>(zero, ok, idx, row) }
+                };
+                // SAFETY: lanes t..t+16 under the mask are columns s0 + t.. < s0 + len <= nc
+                // of strip row p.
+                unsafe { _mm512_mask_storeu_ps(out.add(s0 + t), sm, v) };
+                t += 16;
+            }
+        }
+        for (v, &mk) in tail.iter().enumerate() {
+            // SAFETY: lanes nc.. of the strip row (NR values).
+            unsafe { _mm512_mask_storeu_ps(out.add(16 * v), mk, zero) };
+        }
+    }
+}
