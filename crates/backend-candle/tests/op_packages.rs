@@ -1,4 +1,5 @@
-//! Op-level packages converted from PyTorch (`scripts/make_op_fixtures.py`): every
+//! Op-level packages converted from PyTorch (`scripts/make_op_fixtures.py`; the iOS18 `gru`
+//! `reset_after` packages from `scripts/make_mil_recurrent_fixtures.py`): every
 //! `tests/op_packages/<case>.mlpackage` runs on the ML Program executor and must match PyTorch's
 //! output in `<case>.safetensors` within the fp32 tolerance; a package with flexible input
 //! shapes also against `<case>.alt.safetensors`, at another size.

@@ -383,3 +383,7 @@ impl Recurrent {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "recurrent_cell_tests.rs"]
+mod tests;
