@@ -66,6 +66,8 @@ mod resample;
 mod resize;
 #[path = "op_select.rs"]
 mod select;
+#[path = "op_slice_update.rs"]
+mod slice_update;
 #[path = "op_tensor.rs"]
 mod tensor_ops;
 

@@ -10,7 +10,7 @@ use inference_api::Result;
 use super::{
     Builder, act, attention, classify, compress, compress_sparse, conv_transpose, conv3d, einsum,
     elementwise, gather, layout, norm, pool_nd, quant, recurrent, reduce, resample, resize, select,
-    tensor_ops as t,
+    slice_update, tensor_ops as t,
 };
 
 /// The op families of coremltools' MIL op definitions (and its op tests).
@@ -265,6 +265,7 @@ pub(crate) static REGISTRY: &[OpEntry] = &[
     e("sinh", F::ElementwiseUnary, elementwise::unary),
     e("slice_by_index", F::TensorTransformation, super::core_op),
     e("slice_by_size", F::TensorTransformation, t::slice_by_size),
+    e("slice_update", F::TensorTransformation, slice_update::slice_update),
     e("sliding_windows", F::TensorTransformation, layout::sliding_windows),
     e("softmax", F::Activation, super::core_op),
     e("softplus", F::Activation, act::softplus),
@@ -330,7 +331,6 @@ pub(crate) static NOT_SUPPORTED: &[(&str, &str)] = &[
     ("random_normal", "random sampling"),
     ("random_uniform", "random sampling"),
     ("read_state", "stateful models"),
-    ("slice_update", "stateful models"),
     ("while_loop", "control flow (nested blocks)"),
 ];
 
