@@ -233,6 +233,19 @@ fn table(cases: &[Case]) -> (usize, usize, String) {
     (cp, ct, s)
 }
 
+/// numpy writes some expected outputs column-major (`fortran_order: True`): the reader hands
+/// back the same row-major values as for the C-order file of the same array (both files
+/// written by numpy's `np.save`, of `arange(24).reshape(2, 3, 4) * 1.5 - 3` as f32).
+#[test]
+fn fortran_order_npy_reads_row_major() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support");
+    let c = npy::read(&dir.join("c_order.npy")).expect("C order");
+    let f = npy::read(&dir.join("fortran_order.npy")).expect("Fortran order");
+    assert_eq!(f.shape, vec![2, 3, 4]);
+    assert_eq!(f.shape, c.shape);
+    assert_eq!(f.values, c.values);
+}
+
 #[test]
 fn committed_cases() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mil_cases");
