@@ -191,7 +191,14 @@ pub(crate) fn output_tensor(spec: &inference_api::TensorSpec, y: &CTensor) -> Re
         _ => inference_api::TensorData::F32(values),
     };
     let out = Tensor::new(dims, data)?;
-    spec.check(&out)
-        .map_err(|e| Error::Runtime(format!("{ENGINE_NAME} produced a bad output: {e}")))?;
+    // A declared shape of rank 0 is also how a package says "rank unknown" (an output whose
+    // rank depends on a run-time shape, as `fill` with a computed shape gives): only a
+    // non-empty declared shape constrains the output's shape. The dtype is the spec's by
+    // construction above.
+    let rank_unknown = spec.shape.is_empty() && !out.shape().is_empty();
+    if !rank_unknown {
+        spec.check(&out)
+            .map_err(|e| Error::Runtime(format!("{ENGINE_NAME} produced a bad output: {e}")))?;
+    }
     Ok(out)
 }
