@@ -9,7 +9,9 @@
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
 use crate::Activation;
-use crate::packed::{MR, NR, micro};
+use crate::packed::MR;
+#[cfg(target_arch = "x86_64")]
+use crate::packed::{NR, micro};
 use std::cell::RefCell;
 
 thread_local! {

@@ -224,6 +224,7 @@ impl SharedMut {
 
     /// The wrapped slice's first element, for tasks that write disjoint blocks through raw
     /// pointers (each task's own bounds and exclusivity argued at its use).
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn ptr(&self) -> *mut f32 {
         self.ptr
     }
