@@ -10,11 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use backend_candle::CandleEngine;
-use inference_api::{
-    DType, Drift, Engine, Error, ModelArtifact, NamedTensors, PrepareOptions, RunContext, Tensor,
-    TensorData,
-};
+use inference_api::{DType, Drift, Error, NamedTensors, RunContext, Tensor, TensorData};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nn_models")
@@ -27,61 +23,13 @@ fn reference(path: &Path) -> (NamedTensors, Vec<(String, Tensor)>) {
     reference_file::inputs_and_outputs(path)
 }
 
-fn prepare(path: &Path) -> inference_api::Result<std::sync::Arc<dyn inference_api::PreparedModel>> {
-    let artifact = ModelArtifact::from_path(path)?;
-    CandleEngine::new().prepare(&artifact, &PrepareOptions::default())
-}
+#[path = "support/model_dir.rs"]
+mod model_dir;
+use model_dir::prepare;
 
 #[test]
 fn every_neural_network_model_matches_pytorch() {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir())
-        .expect("tests/nn_models")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "mlmodel"))
-        .collect();
-    cases.sort();
-    assert!(cases.len() >= 11, "expected the generated NeuralNetwork models, found {cases:?}");
-    let mut failures = Vec::new();
-    for path in &cases {
-        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let (inputs, want) = reference(&path.with_extension("safetensors"));
-        let model = match prepare(path) {
-            Ok(m) => m,
-            Err(e) => {
-                failures.push(format!("{name}: prepare: {e}"));
-                continue;
-            }
-        };
-        let out = match model.run(&inputs, &RunContext::new()) {
-            Ok(o) => o,
-            Err(e) => {
-                failures.push(format!("{name}: run: {e}"));
-                continue;
-            }
-        };
-        for (oname, expected) in &want {
-            let Some(got) = out.get(oname) else {
-                failures.push(format!("{name}: no output `{oname}`"));
-                continue;
-            };
-            if got.shape() != expected.shape() {
-                failures.push(format!(
-                    "{name}.{oname}: shape {:?}, PyTorch {:?}",
-                    got.shape(),
-                    expected.shape()
-                ));
-                continue;
-            }
-            let d = Drift::between(&got.to_f32_vec(), &expected.to_f32_vec());
-            println!(
-                "{name}.{oname}: max_abs {:.2e} rel_to_peak {:.2e} top1 {}",
-                d.max_abs, d.max_rel_to_peak, d.top1_agree
-            );
-            if d.max_rel_to_peak > 1e-4 || !d.top1_agree {
-                failures.push(format!("{name}.{oname}: {d:?}"));
-            }
-        }
-    }
+    let failures = model_dir::failures(&dir(), 11, |d| d.max_rel_to_peak <= 1e-4 && d.top1_agree);
     assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));
 }
 

@@ -6,8 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use backend_candle::CandleEngine;
-use inference_api::{Drift, Engine, Error, ModelArtifact, PrepareOptions, RunContext};
+use inference_api::Error;
 
 #[path = "support/reference.rs"]
 mod reference_file;
@@ -16,55 +15,13 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nn_recurrent")
 }
 
-fn prepare(path: &Path) -> inference_api::Result<std::sync::Arc<dyn inference_api::PreparedModel>> {
-    let artifact = ModelArtifact::from_path(path)?;
-    CandleEngine::new().prepare(&artifact, &PrepareOptions::default())
-}
+#[path = "support/model_dir.rs"]
+mod model_dir;
+use model_dir::prepare;
 
 #[test]
 fn every_recurrent_model_matches_numpy() {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir())
-        .expect("tests/nn_recurrent")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "mlmodel"))
-        .collect();
-    cases.sort();
-    assert!(cases.len() >= 8, "expected the generated recurrent models, found {cases:?}");
-    let mut failures = Vec::new();
-    for path in &cases {
-        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let (inputs, want) =
-            reference_file::inputs_and_outputs(&path.with_extension("safetensors"));
-        let out = match prepare(path).and_then(|m| m.run(&inputs, &RunContext::new())) {
-            Ok(o) => o,
-            Err(e) => {
-                failures.push(format!("{name}: {e}"));
-                continue;
-            }
-        };
-        for (oname, expected) in &want {
-            let Some(got) = out.get(oname) else {
-                failures.push(format!("{name}: no output `{oname}`"));
-                continue;
-            };
-            if got.shape() != expected.shape() {
-                failures.push(format!(
-                    "{name}.{oname}: shape {:?}, reference {:?}",
-                    got.shape(),
-                    expected.shape()
-                ));
-                continue;
-            }
-            let d = Drift::between(&got.to_f32_vec(), &expected.to_f32_vec());
-            println!(
-                "{name}.{oname}: max_abs {:.2e} rel_to_peak {:.2e}",
-                d.max_abs, d.max_rel_to_peak
-            );
-            if d.max_rel_to_peak > 1e-5 {
-                failures.push(format!("{name}.{oname}: {d:?}"));
-            }
-        }
-    }
+    let failures = model_dir::failures(&dir(), 8, |d| d.max_rel_to_peak <= 1e-5);
     assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));
 }
 

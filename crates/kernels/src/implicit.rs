@@ -11,7 +11,7 @@
 use crate::Activation;
 use crate::packed::MR;
 #[cfg(target_arch = "x86_64")]
-use crate::packed::{NR, micro};
+use crate::packed::{NR, micro_cols};
 use std::cell::RefCell;
 
 thread_local! {
@@ -231,13 +231,7 @@ unsafe fn tile(
             // tile's (caller's contract); the panel and strip hold k * MR and k * NR values.
             unsafe {
                 let d = dst.add(r * ld + c0 + s * NR);
-                if nc > 32 {
-                    micro::<3>(k, wp, strip, d, ld, b, nc, accumulate, clamp)
-                } else if nc > 16 {
-                    micro::<2>(k, wp, strip, d, ld, b, nc, accumulate, clamp)
-                } else {
-                    micro::<1>(k, wp, strip, d, ld, b, nc, accumulate, clamp)
-                }
+                micro_cols(k, wp, strip, d, ld, b, nc, accumulate, clamp)
             }
         }
         r += mr;

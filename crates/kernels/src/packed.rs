@@ -118,14 +118,7 @@ pub(crate) unsafe fn tile(
                 // SAFETY: rows r..r+mr < m and columns c..c+nc <= n of dst (caller's
                 // contract); the panel and strip hold k * MR and k * NR values.
                 unsafe {
-                    let d = dst.add(r * ld + c);
-                    if nc > 32 {
-                        micro::<3>(k, wp, strip, d, ld, b, nc, accumulate, clamp)
-                    } else if nc > 16 {
-                        micro::<2>(k, wp, strip, d, ld, b, nc, accumulate, clamp)
-                    } else {
-                        micro::<1>(k, wp, strip, d, ld, b, nc, accumulate, clamp)
-                    }
+                    micro_cols(k, wp, strip, dst.add(r * ld + c), ld, b, nc, accumulate, clamp)
                 }
                 r += mr;
             }
@@ -189,6 +182,36 @@ pub(crate) unsafe fn accumulate<const V: usize>(
     acc
 }
 
+/// [`micro`] as one, two or three registers wide, whichever `nc` (`<= NR`) needs.
+///
+/// # Safety
+/// As [`micro`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn micro_cols(
+    k: usize,
+    wp: &[f32],
+    strip: &[f32],
+    dst: *mut f32,
+    ld: usize,
+    bias: &[f32],
+    nc: usize,
+    accumulate: bool,
+    clamp: Option<(f32, f32)>,
+) {
+    // SAFETY: the caller's contract is micro's, and nc fits the width chosen.
+    unsafe {
+        if nc > 32 {
+            micro::<3>(k, wp, strip, dst, ld, bias, nc, accumulate, clamp)
+        } else if nc > 16 {
+            micro::<2>(k, wp, strip, dst, ld, bias, nc, accumulate, clamp)
+        } else {
+            micro::<1>(k, wp, strip, dst, ld, bias, nc, accumulate, clamp)
+        }
+    }
+}
+
 /// One `mr x nc` block (`mr <= MR`, `nc <= 16 * V`) from a packed panel and strip.
 ///
 /// # Safety
@@ -197,7 +220,7 @@ pub(crate) unsafe fn accumulate<const V: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn micro<const V: usize>(
+unsafe fn micro<const V: usize>(
     k: usize,
     wp: &[f32],
     strip: &[f32],
