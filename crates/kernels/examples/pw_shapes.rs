@@ -30,16 +30,24 @@ fn main() {
         })
         .collect();
     let mut sum = 0f32;
+    let mut per = vec![0f64; convs.len()];
     let t = std::time::Instant::now();
     pool.install(|| {
         for _ in 0..iters {
-            for (conv, x, hw) in &convs {
+            for ((conv, x, hw), p) in convs.iter().zip(&mut per) {
+                let t = std::time::Instant::now();
                 let y = conv.forward(x, 1, *hw, *hw).expect("forward");
+                *p += t.elapsed().as_secs_f64();
                 sum += y[y.len() / 2];
             }
         }
     });
     let ms = t.elapsed().as_secs_f64() * 1e3 / iters.max(1) as f64;
+    for (&(ci, co, hw, _), p) in shapes.iter().zip(&per) {
+        let us = p * 1e6 / iters.max(1) as f64;
+        let gf = 2.0 * (ci * co * hw * hw) as f64 / us / 1e3;
+        println!("  {ci:>5} -> {co:>5} at {hw:>3}x{hw:<3} {us:>8.1} us {gf:>7.1} GFLOP/s");
+    }
     println!(
         "pointwise (Lite0 shapes, {:.3} GFLOP): {ms:.3} ms per iteration, {:.1} GFLOP/s (checksum {sum})",
         flop / 1e9,
