@@ -28,6 +28,20 @@ pub(crate) trait Body: Send + Sync {
     ) -> candle_core::Result<Vec<(String, CTensor)>>;
     /// Words that name the computation in an error (`""`, `"ML Program "`).
     fn what(&self) -> &'static str;
+    /// Runs from the caller's (validated) inputs straight into `outputs` on the kernels alone,
+    /// on the calling thread with the kernels' loops spread over `threads` (no candle tensors,
+    /// no hand-off to the model's pool: in the steady state nothing is allocated); `None` when
+    /// this body has no such path and the run goes through [`Body::compute`].
+    fn compute_direct(
+        &self,
+        _schema: &IoSchema,
+        _inputs: &NamedTensors,
+        _outputs: &mut NamedTensors,
+        _threads: usize,
+        _stop: &dyn Fn() -> bool,
+    ) -> Option<Result<()>> {
+        None
+    }
 }
 
 /// A prepared model of the CPU engine.
@@ -76,9 +90,16 @@ impl PreparedModel for CpuModel {
         self.schema.validate_inputs(inputs)?;
         ctx.check(ENGINE_NAME)?;
         let t0 = Instant::now();
+        let stop = || ctx.should_stop();
+        let threads = self.pool.current_num_threads();
+        if let Some(done) = self.body.compute_direct(&self.schema, inputs, outputs, threads, &stop)
+        {
+            done.map_err(|e| stopped_or(ctx, e))?;
+            let zero = std::time::Duration::ZERO;
+            return Ok(RunTimings { marshal_in: zero, compute: t0.elapsed(), marshal_out: zero });
+        }
         let args = self.body.marshal(&self.schema, inputs)?;
         let t1 = Instant::now();
-        let stop = || ctx.should_stop();
         let outs = self.pool.install(|| self.body.compute(args, &stop)).map_err(|e| {
             stopped_or(ctx, Error::Runtime(format!("{ENGINE_NAME}: {}{e}", self.body.what())))
         })?;

@@ -5,11 +5,14 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor as CTensor};
 use inference_api::{
     ArtifactFormat, CapabilityReport, DType, DeviceClass, Engine, EngineId, Error, IoSchema,
-    ModelArtifact, NamedTensors, PrepareOptions, PreparedModel, Result, TensorSpec,
+    ModelArtifact, NamedTensors, PrepareOptions, PreparedModel, Result, Tensor, TensorData,
+    TensorSpec,
 };
 
 use crate::cpu_model::{Body, CpuModel};
-use crate::models::{Network, Weights, efficientnet_lite::EfficientNetLite, fastvit::FastVit};
+use crate::models::{
+    Network, Weights, Workspace, efficientnet_lite::EfficientNetLite, fastvit::FastVit,
+};
 
 /// Name this engine reports and the runtime routes by (the name of [`EngineId::CANDLE_CPU`]).
 pub const ENGINE_NAME: &str = "candle-cpu";
@@ -158,7 +161,11 @@ impl Engine for CandleEngine {
             "{ENGINE_NAME}:{arch}:{}:threads={threads}",
             artifact.sha256.as_deref().unwrap_or("unhashed")
         );
-        let body = NativeBody { net, output: schema.outputs[0].name.clone() };
+        let body = NativeBody {
+            net,
+            output: schema.outputs[0].name.clone(),
+            ws: std::sync::Mutex::new(Workspace::default()),
+        };
         Ok(CpuModel::shared(schema, Box::new(body), pool, key, options.compute_units))
     }
 }
@@ -167,6 +174,63 @@ impl Engine for CandleEngine {
 struct NativeBody {
     net: Box<dyn Network>,
     output: String,
+    /// The activations' buffers, kept between runs (a run that finds them in use by another
+    /// run at the same time takes fresh ones).
+    ws: std::sync::Mutex<Workspace>,
+}
+
+impl NativeBody {
+    /// The direct run (see [`Body::compute_direct`]) once its output is known to be f32.
+    fn run_direct(
+        &self,
+        schema: &IoSchema,
+        inputs: &NamedTensors,
+        outputs: &mut NamedTensors,
+        threads: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<()> {
+        let spec = &schema.inputs[0];
+        let input = inputs
+            .get(&spec.name)
+            .ok_or_else(|| Error::invalid_input(&spec.name, "present", "missing"))?;
+        let dims: [usize; 4] = input.shape().try_into().map_err(|_| {
+            Error::invalid_input(&spec.name, "4-D [n, c, h, w]", format!("{:?}", input.shape()))
+        })?;
+        let x = input.as_f32()?;
+        if outputs.names().any(|n| n != self.output) {
+            let stale: Vec<String> =
+                outputs.names().filter(|n| *n != self.output).map(str::to_string).collect();
+            stale.iter().for_each(|n| {
+                outputs.remove(n);
+            });
+        }
+        let shape = [dims[0], self.net.classes()];
+        let fits = outputs
+            .get(&self.output)
+            .is_some_and(|t| t.shape() == shape && matches!(t.data(), TensorData::F32(_)));
+        if !fits {
+            let t = Tensor::new(shape.to_vec(), TensorData::F32(vec![0.0; shape[0] * shape[1]]))?;
+            outputs.insert(self.output.clone(), t);
+        }
+        let Some(TensorData::F32(out)) = outputs.get_mut(&self.output).map(Tensor::data_mut) else {
+            return Err(Error::Runtime(format!("{ENGINE_NAME}: output buffer vanished")));
+        };
+        let mut fresh;
+        let mut guard = match self.ws.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        let ws = match guard.as_deref_mut() {
+            Some(ws) => ws,
+            None => {
+                fresh = Workspace::default();
+                &mut fresh
+            }
+        };
+        kernels::with_threads(threads, || self.net.forward_into(x, dims, out, ws, stop))
+            .map_err(|e| Error::Runtime(format!("{ENGINE_NAME}: {e}")))
+    }
 }
 
 impl Body for NativeBody {
@@ -191,6 +255,20 @@ impl Body for NativeBody {
 
     fn what(&self) -> &'static str {
         ""
+    }
+
+    fn compute_direct(
+        &self,
+        schema: &IoSchema,
+        inputs: &NamedTensors,
+        outputs: &mut NamedTensors,
+        threads: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Result<()>> {
+        let spec = schema.output(&self.output)?;
+        let plain = spec.dtype == DType::F32
+            && !matches!(spec.kind, inference_api::FeatureKind::Image { .. });
+        plain.then(|| self.run_direct(schema, inputs, outputs, threads, stop))
     }
 }
 

@@ -13,9 +13,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, RwLock};
 
 thread_local! {
-    /// Each thread's im2col buffer for grouped convolutions (kept between runs: a group's
-    /// columns are small, and allocating them per group and run would dominate).
+    /// Each thread's im2col buffer (kept between runs: allocating a group's columns per group
+    /// and run would dominate, and a steady-state run allocates nothing).
     static GROUP_COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's column buffer, grown to `len` values (a fresh buffer when this
+/// thread's is already in use further up the stack).
+fn with_col<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    GROUP_COL.with(|c| match c.try_borrow_mut() {
+        Ok(mut col) => {
+            if col.len() < len {
+                col.resize(len, 0.0);
+            }
+            f(&mut col[..len])
+        }
+        Err(_) => f(&mut vec![0f32; len]),
+    })
 }
 
 /// How the input is padded.
@@ -218,6 +232,28 @@ impl Conv2d {
         Ok(out)
     }
 
+    /// As [`Conv2d::forward`], into the caller's `out` (`n x out_channels x oh x ow` values,
+    /// every one overwritten): with buffers kept between runs, a steady-state run of a
+    /// convolution allocates nothing.
+    pub fn forward_into(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+    ) -> Result<(), String> {
+        let (oh, ow) = self.output_hw(h, w)?;
+        if out.len() != n * self.out_channels * oh * ow {
+            return Err(format!(
+                "conv: output buffer has {} values, expected {n}x{}x{oh}x{ow}",
+                out.len(),
+                self.out_channels
+            ));
+        }
+        self.run(x, n, h, w, out, false, None)
+    }
+
     /// As [`Conv2d::forward`] for a depthwise convolution, with the depthwise kernel forced
     /// (for tests and same-binary A/B benchmarks). Fails when this is not a depthwise
     /// convolution, or the kernel cannot run here or does not handle the geometry.
@@ -416,20 +452,13 @@ impl Conv2d {
         let need = if is_pw { 0 } else { kk * plane };
         if self.groups == 1 {
             // One group: its im2col and GEMM use the whole pool.
-            let mut col = vec![0f32; need];
-            (0..n).for_each(|b| group(b, 0, &mut col));
+            with_col(need, |col| (0..n).for_each(|b| group(b, 0, col)));
         } else {
             // Grouped: one task per image and group, each on one thread (the loops inside run
             // inline), with that thread's column buffer: many small GEMMs split finely over
             // the pool cost more in hand-offs than they gain.
             crate::pool::for_each_task(n * self.groups, &|task| {
-                GROUP_COL.with(|c| {
-                    let mut col = c.borrow_mut();
-                    if col.len() < need {
-                        col.resize(need, 0.0);
-                    }
-                    group(task / self.groups, task % self.groups, &mut col[..need]);
-                });
+                with_col(need, |col| group(task / self.groups, task % self.groups, col));
             });
         }
         if failed.load(Ordering::Relaxed) {

@@ -33,7 +33,7 @@ pub(crate) fn matmul_uncounted(
         c[..m * n].fill(0.0);
         return true;
     }
-    let threads = rayon::current_num_threads();
+    let threads = crate::pool::gemm_crate_threads();
     let par = if threads > 1 && m * n * k >= 64 * 64 * 64 {
         Parallelism::Rayon(threads)
     } else {

@@ -21,6 +21,7 @@
 //! ```
 
 mod activation;
+mod alloc_count;
 mod conv;
 mod depthwise;
 mod dw_direct;
@@ -33,15 +34,19 @@ pub mod peak;
 mod pointwise;
 mod pool;
 pub mod profile;
+mod reduce;
 mod rows;
 mod simd;
 mod transpose;
 
 pub use activation::{Activation, apply_activation, erf, exp, hard_sigmoid};
+pub use alloc_count::CountingAllocator;
 pub use conv::{Conv2d, Padding, fold_batch_norm};
 pub use dw_direct::DwIsa;
 pub use gemm::matmul;
 pub use matmul::{GemmIsa, PackedB, Strided, matmul_packed, matmul_strided, matmul_strided_with};
 pub use maxpool::{PoolGeometry, max_pool2d};
+pub use pool::with_threads;
+pub use reduce::plane_mean;
 pub use rows::{Isa, layer_norm, layer_norm_with, softmax, softmax_with};
 pub use transpose::transpose_batched;

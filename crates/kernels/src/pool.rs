@@ -4,8 +4,8 @@
 //! workers spin for a short while (the next op usually follows within microseconds) and then
 //! park on a condition variable, so an idle engine costs no CPU.
 //!
-//! The thread count is the current rayon pool's (`rayon::current_num_threads()`, which the
-//! engine sets per model); one pool per thread count is created on first use and lives for the
+//! The thread count is the one [`with_threads`] set for the calling thread, else the current
+//! rayon pool's (`rayon::current_num_threads()`, which the engine sets per model); one pool per thread count is created on first use and lives for the
 //! process. When that pool is busy (another model running at the same time), the loop falls
 //! back to rayon. `INFER_POOL=rayon` forces the fallback, for A/B measurements. A loop started
 //! from inside a task runs inline on that task's thread: the task is already its thread's share
@@ -26,6 +26,30 @@ const SPIN: Duration = Duration::from_micros(50);
 thread_local! {
     /// Set while this thread runs a task of a parallel loop.
     static IN_TASK: Cell<bool> = const { Cell::new(false) };
+    /// The thread count [`with_threads`] set for this thread (0: none set, use rayon's).
+    static THREADS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Runs `f` on the calling thread with the kernels' parallel loops spread over `threads`
+/// threads (this one and `threads - 1` of the pool's workers), whichever rayon pool the caller
+/// is or is not in. For callers that run only kernels (the native networks): no hand-off to a
+/// rayon pool per run, and nothing allocated for it. Loops inside `f` that fall back to the
+/// `gemm` crate run it single-threaded (their callers tile over the pool already).
+pub fn with_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREADS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(THREADS.with(|c| c.replace(threads.max(1))));
+    f()
+}
+
+/// The thread count for the `gemm` crate's own parallelism: rayon's, or 1 inside
+/// [`with_threads`] (where the calling thread is not a worker of the pool rayon would use).
+pub(crate) fn gemm_crate_threads() -> usize {
+    if THREADS.with(Cell::get) > 0 { 1 } else { rayon::current_num_threads() }
 }
 
 /// Runs task `i` of `f` with this thread marked as inside a task (unmarked again on the way
@@ -192,7 +216,7 @@ fn rayon_only() -> bool {
 /// Runs `f(i)` for every `i` in `0..n`, in parallel over the current rayon pool's thread count
 /// (see the module docs); returns when all have finished. Tasks must be independent.
 pub(crate) fn for_each_task(n: usize, f: &(dyn Fn(usize) + Sync)) {
-    let threads = rayon::current_num_threads();
+    let threads = threads();
     if n <= 1 || threads <= 1 || IN_TASK.with(Cell::get) {
         (0..n).for_each(f);
         return;
@@ -246,7 +270,10 @@ impl SharedMut {
 
 /// Number of threads [`for_each_task`] spreads over here.
 pub(crate) fn threads() -> usize {
-    rayon::current_num_threads().max(1)
+    match THREADS.with(Cell::get) {
+        0 => rayon::current_num_threads().max(1),
+        t => t,
+    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use candle_core::Tensor;
 use inference_api::{Error, Result};
 
-use super::{Network, Weights};
+use super::{Classifier, Network, Weights, Workspace, global_mean, sized};
 use crate::conv_op::ConvOp;
-use kernels::{Activation, Conv2d, Padding, fold_batch_norm, matmul};
+use kernels::{Activation, Conv2d, Padding, fold_batch_norm};
 
 const BN_EPS: f32 = 1e-3;
 /// Stride of each of the 16 MBConv blocks (stages of 1, 2, 2, 3, 3, 4, 1 blocks).
@@ -25,10 +24,7 @@ pub(crate) struct EfficientNetLite {
     stem: ConvOp,
     blocks: Vec<Block>,
     head: ConvOp,
-    fc_t: Vec<f32>,
-    fc_bias: Vec<f32>,
-    classes: usize,
-    features: usize,
+    fc: Classifier,
 }
 
 fn conv_bn(
@@ -126,63 +122,63 @@ impl EfficientNetLite {
             )));
         }
         let (fc_bias, _) = w.get("_fc.bias", Some(&[classes]))?;
-        let mut fc_t = vec![0f32; features * classes];
-        for c in 0..classes {
-            for k in 0..features {
-                fc_t[k * classes + c] = fc[c * features + k];
-            }
-        }
-        Ok(EfficientNetLite { stem, blocks, head, fc_t, fc_bias, classes, features })
-    }
-}
-
-impl EfficientNetLite {
-    fn blocks_out(&self) -> usize {
-        self.blocks.last().map_or(self.stem.0.out_channels(), |b| b.project.0.out_channels())
+        let fc = Classifier::new(&fc, fc_bias, features)?;
+        Ok(EfficientNetLite { stem, blocks, head, fc })
     }
 }
 
 impl Network for EfficientNetLite {
-    fn forward(&self, x: &Tensor, stop: &dyn Fn() -> bool) -> candle_core::Result<Tensor> {
-        // Plain NCHW buffers between kernels; the residual is accumulated by the project GEMM.
-        let (n, _, h0, w0) = x.dims4()?;
-        let msg = candle_core::Error::Msg;
-        let input = x.flatten_all()?.to_vec1::<f32>()?;
-        let step = |c: &ConvOp, d: &[f32], h: usize, w: usize| {
-            let (oh, ow) = c.0.output_hw(h, w).map_err(msg)?;
-            Ok::<_, candle_core::Error>((c.0.forward(d, n, h, w).map_err(msg)?, oh, ow))
+    fn classes(&self) -> usize {
+        self.fc.classes()
+    }
+
+    fn forward_into(
+        &self,
+        x: &[f32],
+        [n, _, h0, w0]: [usize; 4],
+        out: &mut [f32],
+        ws: &mut Workspace,
+        stop: &dyn Fn() -> bool,
+    ) -> std::result::Result<(), String> {
+        // Plain NCHW buffers between kernels: `cur` holds the block's input (and its residual,
+        // which the project GEMM accumulates onto), `e` the expansion, `d` the depthwise
+        // output; a block without a residual swaps its output into `cur`.
+        let [cur, e, d, spare] = &mut ws.bufs;
+        let size = |c: &ConvOp, h: usize, w: usize| {
+            let (oh, ow) = c.0.output_hw(h, w)?;
+            Ok::<_, String>((n * c.0.out_channels() * oh * ow, oh, ow))
         };
-        let (mut cur, mut h, mut w) = step(&self.stem, &input, h0, w0)?;
+        let (len, mut h, mut w) = size(&self.stem, h0, w0)?;
+        self.stem.0.forward_into(x, n, h0, w0, sized(cur, len))?;
+        let mut cur_len = len;
         for b in &self.blocks {
             if stop() {
-                return Err(super::stopped());
+                return Err(super::stopped().to_string());
             }
-            let (mut y, mut yh, mut yw) = (std::borrow::Cow::Borrowed(&cur[..]), h, w);
-            if let Some(e) = &b.expand {
-                let (v, a, c) = step(e, &y, yh, yw)?;
-                (y, yh, yw) = (std::borrow::Cow::Owned(v), a, c);
-            }
-            let (d, dh, dw) = step(&b.depthwise, &y, yh, yw)?;
-            drop(y);
+            let input: &[f32] = match &b.expand {
+                Some(ex) => {
+                    let (len, _, _) = size(ex, h, w)?;
+                    ex.0.forward_into(&cur[..cur_len], n, h, w, sized(e, len))?;
+                    &e[..len]
+                }
+                None => &cur[..cur_len],
+            };
+            let (dlen, dh, dw) = size(&b.depthwise, h, w)?;
+            b.depthwise.0.forward_into(input, n, h, w, sized(d, dlen))?;
+            let (plen, _, _) = size(&b.project, dh, dw)?;
             if b.residual {
-                b.project.0.forward_add(&d, n, dh, dw, &mut cur).map_err(msg)?;
+                b.project.0.forward_add(&d[..dlen], n, dh, dw, &mut cur[..cur_len])?;
             } else {
-                let (v, _, _) = step(&b.project, &d, dh, dw)?;
-                cur = v;
+                b.project.0.forward_into(&d[..dlen], n, dh, dw, sized(spare, plen))?;
+                std::mem::swap(cur, spare);
+                cur_len = plen;
             }
             (h, w) = (dh, dw);
         }
-        let x = Tensor::from_vec(cur, (n, self.blocks_out(), h, w), &candle_core::Device::Cpu)?;
-        let x = x.apply_op1_no_bwd(&self.head)?;
-        let n = x.dim(0)?;
-        let pooled = x.mean((2, 3))?.to_vec2::<f32>()?.concat();
-        let mut logits = vec![0f32; n * self.classes];
-        if !matmul(n, self.classes, self.features, &pooled, &self.fc_t, &mut logits) {
-            candle_core::bail!("efficientnet-lite0: classifier size mismatch");
-        }
-        for row in logits.chunks_mut(self.classes) {
-            row.iter_mut().zip(&self.fc_bias).for_each(|(v, b)| *v += b);
-        }
-        Tensor::from_vec(logits, (n, self.classes), x.device())
+        let (hlen, hh, hw) = size(&self.head, h, w)?;
+        self.head.0.forward_into(&cur[..cur_len], n, h, w, sized(e, hlen))?;
+        let pooled = sized(d, n * self.fc.features());
+        global_mean(&e[..hlen], hh * hw, pooled);
+        self.fc.forward(n, pooled, out)
     }
 }

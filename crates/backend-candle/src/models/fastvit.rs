@@ -4,29 +4,15 @@
 //! 7x7 and 3x3 branches one 7x7 conv, and the ConvMlp's layer scale folds into its last 1x1
 //! conv, whose GEMM accumulates straight onto the residual.
 
-use candle_core::{Device, Tensor};
 use inference_api::{Error, Result};
 
-use super::{Network, Weights};
+use super::{Classifier, Network, Weights, Workspace, global_mean, sized};
 use kernels::{Activation, Conv2d, Padding, apply_activation};
 
 const BN_EPS: f32 = 1e-5;
 
-/// A feature map: `n` images of `c x h x w`, NCHW.
-struct Map {
-    data: Vec<f32>,
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-}
-
 fn kerr(name: &str) -> impl Fn(String) -> Error + '_ {
     move |e| Error::Load(format!("fastvit-t8 {name}: {e}"))
-}
-
-fn rt(e: String) -> candle_core::Error {
-    candle_core::Error::Msg(format!("fastvit-t8: {e}"))
 }
 
 fn has(w: &Weights, name: &str) -> bool {
@@ -161,30 +147,37 @@ impl Se {
         Ok(Some(Se { fc1, b1, fc2, b2, rd }))
     }
 
-    fn apply(&self, m: &mut Map) {
-        let (c, hw) = (m.c, m.h * m.w);
-        for img in m.data.chunks_mut(c * hw) {
-            let mean: Vec<f32> =
-                img.chunks(hw).map(|p| p.iter().sum::<f32>() / hw as f32).collect();
-            let hid: Vec<f32> = (0..self.rd)
-                .map(|r| {
-                    let s: f32 =
-                        self.fc1[r * c..(r + 1) * c].iter().zip(&mean).map(|(a, b)| a * b).sum();
-                    (s + self.b1[r]).max(0.0)
-                })
-                .collect();
+    /// Gates each of the `c` planes (`hw` values) of every image in `x` by its squeeze-excite
+    /// weight; `scratch` holds the pooled means and the hidden layer.
+    fn apply(&self, x: &mut [f32], c: usize, hw: usize, scratch: &mut Vec<f32>) {
+        let buf = sized(scratch, c + self.rd);
+        let (mean, hid) = buf.split_at_mut(c);
+        for img in x.chunks_mut(c * hw) {
+            global_mean(img, hw, mean);
+            for (r, hv) in hid.iter_mut().enumerate() {
+                let s = dot(&self.fc1[r * c..(r + 1) * c], mean);
+                *hv = (s + self.b1[r]).max(0.0);
+            }
             for (ch, plane) in img.chunks_mut(hw).enumerate() {
-                let s: f32 = self.fc2[ch * self.rd..(ch + 1) * self.rd]
-                    .iter()
-                    .zip(&hid)
-                    .map(|(a, b)| a * b)
-                    .sum::<f32>()
-                    + self.b2[ch];
+                let s = dot(&self.fc2[ch * self.rd..(ch + 1) * self.rd], hid) + self.b2[ch];
                 let gate = 1.0 / (1.0 + kernels::exp(-s));
                 plane.iter_mut().for_each(|v| *v *= gate);
             }
         }
     }
+}
+
+/// `a . b` with lane-wise partial sums.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// One RepMixer block: token mixer (one depthwise 3x3), then `x + ConvMlp(x)`.
@@ -206,9 +199,7 @@ pub(crate) struct FastVit {
     stages: Vec<Stage>,
     final_conv: Conv2d,
     final_se: Option<Se>,
-    head_w: Vec<f32>,
-    head_b: Vec<f32>,
-    classes: usize,
+    head: Classifier,
 }
 
 fn repmixer_block(w: &Weights, p: &str, dim: usize, exp: usize) -> Result<Block> {
@@ -310,64 +301,87 @@ impl FastVit {
         let final_se = Se::load(&w, "final_conv.se", 2 * top)?;
         let (head_w, _) = w.get("head.fc.weight", Some(&[classes, 2 * top]))?;
         let (head_b, _) = w.get("head.fc.bias", Some(&[classes]))?;
-        Ok(FastVit { stem, stages, final_conv, final_se, head_w, head_b, classes })
-    }
-
-    fn run(&self, x: Map, stop: &dyn Fn() -> bool) -> std::result::Result<Vec<f32>, String> {
-        let mut m = x;
-        for c in &self.stem {
-            m = apply(c, &m)?;
-        }
-        for s in &self.stages {
-            if let Some((big, pw)) = &s.downsample {
-                m = apply(big, &m)?;
-                m = apply(pw, &m)?;
-            }
-            if let Some(p) = &s.pos {
-                m = apply(p, &m)?;
-            }
-            for b in &s.blocks {
-                if stop() {
-                    return Err(super::stopped().to_string());
-                }
-                m = apply(&b.mixer, &m)?;
-                let y = apply(&b.dw7, &m)?;
-                let y = apply(&b.fc1, &y)?;
-                b.fc2.forward_add(&y.data, y.n, y.h, y.w, &mut m.data)?;
-            }
-        }
-        m = apply(&self.final_conv, &m)?;
-        if let Some(se) = &self.final_se {
-            se.apply(&mut m);
-        }
-        apply_activation(&mut m.data, Activation::Gelu);
-        let (c, hw) = (m.c, m.h * m.w);
-        let mut logits = Vec::with_capacity(m.n * self.classes);
-        for img in m.data.chunks(c * hw) {
-            let pooled: Vec<f32> =
-                img.chunks(hw).map(|p| p.iter().sum::<f32>() / hw as f32).collect();
-            for k in 0..self.classes {
-                let row = &self.head_w[k * c..(k + 1) * c];
-                logits.push(
-                    row.iter().zip(&pooled).map(|(a, b)| a * b).sum::<f32>() + self.head_b[k],
-                );
-            }
-        }
-        Ok(logits)
+        let head = Classifier::new(&head_w, head_b, 2 * top)?;
+        Ok(FastVit { stem, stages, final_conv, final_se, head })
     }
 }
 
-fn apply(c: &Conv2d, m: &Map) -> std::result::Result<Map, String> {
-    let (h, w) = c.output_hw(m.h, m.w)?;
-    let data = c.forward(&m.data, m.n, m.h, m.w)?;
-    Ok(Map { data, n: m.n, c: c.out_channels(), h, w })
+/// Runs `c` from `x` (`n x c.in x h x w`) into `out`, grown as needed; returns the output's
+/// length, height and width.
+fn step(
+    c: &Conv2d,
+    x: &[f32],
+    [n, h, w]: [usize; 3],
+    out: &mut Vec<f32>,
+) -> std::result::Result<(usize, usize, usize), String> {
+    let (oh, ow) = c.output_hw(h, w)?;
+    let len = n * c.out_channels() * oh * ow;
+    c.forward_into(x, n, h, w, sized(out, len))?;
+    Ok((len, oh, ow))
+}
+
+/// [`step`] from `a` (holding `len` values of `h x w`) into `b`, then swapped so the output is
+/// in `a`.
+fn swap_step(
+    c: &Conv2d,
+    n: usize,
+    (len, h, w): (usize, usize, usize),
+    a: &mut Vec<f32>,
+    b: &mut Vec<f32>,
+) -> std::result::Result<(usize, usize, usize), String> {
+    let out = step(c, &a[..len], [n, h, w], b)?;
+    std::mem::swap(a, b);
+    Ok(out)
 }
 
 impl Network for FastVit {
-    fn forward(&self, x: &Tensor, stop: &dyn Fn() -> bool) -> candle_core::Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
-        let data = x.flatten_all()?.to_vec1::<f32>()?;
-        let logits = self.run(Map { data, n, c, h, w }, stop).map_err(rt)?;
-        Tensor::from_vec(logits, (n, self.classes), &Device::Cpu)
+    fn classes(&self) -> usize {
+        self.head.classes()
+    }
+
+    fn forward_into(
+        &self,
+        x: &[f32],
+        [n, _, h0, w0]: [usize; 4],
+        out: &mut [f32],
+        ws: &mut Workspace,
+        stop: &dyn Fn() -> bool,
+    ) -> std::result::Result<(), String> {
+        // `a` holds the running feature map (`len` values, `h x w`); every other conv writes
+        // `b` and is swapped in; a block's MLP runs `a -> b -> c` and accumulates onto `a`.
+        let [a, b, c, scratch] = &mut ws.bufs;
+        let mut at = step(&self.stem[0], x, [n, h0, w0], a)?;
+        for conv in &self.stem[1..] {
+            at = swap_step(conv, n, at, a, b)?;
+        }
+        for s in &self.stages {
+            if let Some((big, pw)) = &s.downsample {
+                at = swap_step(big, n, at, a, b)?;
+                at = swap_step(pw, n, at, a, b)?;
+            }
+            if let Some(p) = &s.pos {
+                at = swap_step(p, n, at, a, b)?;
+            }
+            for blk in &s.blocks {
+                if stop() {
+                    return Err(super::stopped().to_string());
+                }
+                at = swap_step(&blk.mixer, n, at, a, b)?;
+                let (len, h, w) = at;
+                let (l7, _, _) = step(&blk.dw7, &a[..len], [n, h, w], b)?;
+                let (l1, _, _) = step(&blk.fc1, &b[..l7], [n, h, w], c)?;
+                blk.fc2.forward_add(&c[..l1], n, h, w, &mut a[..len])?;
+            }
+        }
+        let (len, h, w) = swap_step(&self.final_conv, n, at, a, b)?;
+        let ch = self.final_conv.out_channels();
+        let feat = &mut a[..len];
+        if let Some(se) = &self.final_se {
+            se.apply(feat, ch, h * w, scratch);
+        }
+        apply_activation(feat, Activation::Gelu);
+        let pooled = sized(b, n * ch);
+        global_mean(feat, h * w, pooled);
+        self.head.forward(n, pooled, out)
     }
 }
