@@ -314,15 +314,15 @@ impl Conv2d {
         self.groups == self.in_channels && self.in_channels / self.groups == 1
     }
 
-    /// Group `g`'s packed weights for the AVX-512 GEMM, packing all groups on first use;
-    /// `None` without AVX-512, or when `INFER_GEMM=unpacked` (read once; for same-binary A/B
-    /// runs against the unpacked 6x32 kernel).
+    /// Group `g`'s packed weights for the packed GEMM (AVX-512, or the portable kernel on
+    /// AVX2+FMA and aarch64), packing all groups on first use; `None` elsewhere, or when
+    /// `INFER_GEMM=unpacked` (read once; for same-binary A/B runs against the unpacked
+    /// kernels: the AVX-512 6x32 one, or the `gemm` crate).
     fn packed_group(&self, g: usize) -> Option<&[f32]> {
         static UNPACKED: OnceLock<bool> = OnceLock::new();
         let unpacked =
             *UNPACKED.get_or_init(|| std::env::var("INFER_GEMM").is_ok_and(|v| v == "unpacked"));
-        #[cfg(target_arch = "x86_64")]
-        if crate::simd::has_avx512() && !unpacked {
+        if crate::packed::available() && !unpacked {
             let cog = self.out_channels / self.groups;
             let kk = self.in_channels / self.groups * self.kh * self.kw;
             let per = cog.div_ceil(crate::packed::MR) * crate::packed::MR * kk;
@@ -334,7 +334,6 @@ impl Conv2d {
             });
             return all.get(g * per..(g + 1) * per);
         }
-        let _ = (g, unpacked);
         None
     }
 
@@ -488,6 +487,7 @@ impl Conv2d {
     ) -> Result<bool, String> {
         static IM2COL: OnceLock<bool> = OnceLock::new();
         if *IM2COL.get_or_init(|| std::env::var("INFER_CONV").is_ok_and(|v| v == "im2col"))
+            || !crate::implicit::available()
             || self.packed_group(0).is_none()
         {
             return Ok(false);

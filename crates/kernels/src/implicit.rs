@@ -93,6 +93,14 @@ pub(crate) fn conv_gemm(
     false
 }
 
+/// True when [`conv_gemm`] runs here (AVX-512).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return crate::simd::has_avx512();
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
 /// The tiling and the pool loop of [`conv_gemm`] (sizes checked).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]

@@ -30,6 +30,7 @@ mod implicit;
 mod matmul;
 mod maxpool;
 mod packed;
+mod packed_portable;
 pub mod peak;
 mod pointwise;
 mod pool;

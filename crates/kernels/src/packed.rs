@@ -12,6 +12,16 @@ pub(crate) const MR: usize = 8;
 /// Columns of one activation strip (three 16-lane vectors).
 pub(crate) const NR: usize = 48;
 
+/// True when a packed GEMM kernel runs here: the AVX-512 one, or the portable one
+/// ([`crate::packed_portable`]) on AVX2+FMA and on aarch64 (elsewhere the `gemm` crate, on
+/// unpacked weights, is faster than plain multiply-adds).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return crate::simd::has_avx512() || crate::simd::has_avx2_fma();
+    #[cfg(not(target_arch = "x86_64"))]
+    return cfg!(target_arch = "aarch64");
+}
+
 /// Packs `w` (`m x k`, row-major) into `m.div_ceil(MR)` panels of `k x MR` (`panel[p * MR + i]`
 /// = `w[(r + i) * k + p]`), zero-filled past the last row.
 pub(crate) fn pack_weights(w: &[f32], m: usize, k: usize) -> Vec<f32> {

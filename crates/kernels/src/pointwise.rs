@@ -36,14 +36,13 @@ pub(crate) fn pointwise(
     let packed =
         packed.filter(|p| p.len() >= co.div_ceil(super::packed::MR) * ci * super::packed::MR);
     // `w` may be empty when the packed copy is given (it is then the only copy).
-    let w_ok = w.len() >= co * ci || (packed.is_some() && cfg!(target_arch = "x86_64"));
+    let w_ok = w.len() >= co * ci || packed.is_some();
     if !w_ok || x.len() < ci * hw || out.len() < co * hw || bias.len() < co {
         return false;
     }
     if co == 0 || hw == 0 {
         return true;
     }
-    #[cfg(target_arch = "x86_64")]
     let clamp = super::dw_direct::clamp_of(act);
     let threads = crate::pool::threads();
     // Column tiles sized so a tile of x (ci x nt) stays within about 256 KB.
@@ -76,6 +75,35 @@ pub(crate) fn pointwise(
             // alone, as argued for the GEMM call below.
             unsafe {
                 super::packed::tile(
+                    m,
+                    n,
+                    ci,
+                    pk,
+                    r0 / super::packed::MR,
+                    x.as_ptr().add(c0),
+                    hw,
+                    d.0.add(r0 * hw + c0),
+                    &bias[r0..r0 + m],
+                    accumulate,
+                    clamp,
+                )
+            };
+            if act != Activation::None && clamp.is_none() {
+                for i in 0..m {
+                    // SAFETY: row segment out[(r0+i)*hw + c0 .. + n] is in bounds and this tile's.
+                    let row =
+                        unsafe { std::slice::from_raw_parts_mut(d.0.add((r0 + i) * hw + c0), n) };
+                    apply_activation(row, act);
+                }
+            }
+            return;
+        }
+        if let Some(pk) = packed {
+            // SAFETY: r0 is a multiple of MR (mt is a multiple of 8), the panels from r0 / MR
+            // cover rows r0..r0+m (length checked above), and the tile's x columns and out
+            // block are in bounds and this tile's alone, as argued for the GEMM call below.
+            unsafe {
+                super::packed_portable::tile(
                     m,
                     n,
                     ci,
