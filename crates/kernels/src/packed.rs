@@ -212,12 +212,92 @@ pub(crate) unsafe fn micro_cols(
 ) {
     // SAFETY: the caller's contract is micro's, and nc fits the width chosen.
     unsafe {
-        if nc > 32 {
+        if nc <= TAIL {
+            match nc {
+                1 => micro_tail::<1>(k, wp, strip, dst, ld, bias, accumulate, clamp),
+                2 => micro_tail::<2>(k, wp, strip, dst, ld, bias, accumulate, clamp),
+                3 => micro_tail::<3>(k, wp, strip, dst, ld, bias, accumulate, clamp),
+                _ => micro_tail::<4>(k, wp, strip, dst, ld, bias, accumulate, clamp),
+            }
+        } else if nc > 32 {
             micro::<3>(k, wp, strip, dst, ld, bias, nc, accumulate, clamp)
         } else if nc > 16 {
             micro::<2>(k, wp, strip, dst, ld, bias, nc, accumulate, clamp)
         } else {
             micro::<1>(k, wp, strip, dst, ld, bias, nc, accumulate, clamp)
+        }
+    }
+}
+
+/// Widths up to this many columns (the last few columns of a plane, as 7x7 = 48 + 1 leaves)
+/// take [`micro_tail`]: a 16-lane vector holding one column would do 16 times the work.
+const TAIL: usize = 4;
+
+/// One `mr x NC` block (`NC <= TAIL` columns) from a packed panel and strip, the panel's 8 rows
+/// as the vector lanes: per `k` step one panel load and `NC` broadcasts, four steps in flight
+/// (independent accumulators) so the multiply-adds do not wait on each other.
+///
+/// # Safety
+/// As [`micro`], with `nc = NC`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_tail<const NC: usize>(
+    k: usize,
+    wp: &[f32],
+    strip: &[f32],
+    dst: *mut f32,
+    ld: usize,
+    bias: &[f32],
+    accumulate: bool,
+    clamp: Option<(f32, f32)>,
+) {
+    use std::arch::x86_64::*;
+    const U: usize = 4;
+    let mut acc = [[_mm256_setzero_ps(); U]; NC];
+    let (w, s) = (wp.as_ptr(), strip.as_ptr());
+    let mut p = 0;
+    while p + U <= k {
+        for u in 0..U {
+            // SAFETY: p + u < k rows of the panel (MR values) and the strip (NR >= NC values).
+            unsafe {
+                let wv = _mm256_loadu_ps(w.add((p + u) * MR));
+                for (j, acc_j) in acc.iter_mut().enumerate() {
+                    let xv = _mm256_set1_ps(*s.add((p + u) * NR + j));
+                    acc_j[u] = _mm256_fmadd_ps(wv, xv, acc_j[u]);
+                }
+            }
+        }
+        p += U;
+    }
+    while p < k {
+        // SAFETY: p < k, as above.
+        unsafe {
+            let wv = _mm256_loadu_ps(w.add(p * MR));
+            for (j, acc_j) in acc.iter_mut().enumerate() {
+                acc_j[0] = _mm256_fmadd_ps(wv, _mm256_set1_ps(*s.add(p * NR + j)), acc_j[0]);
+            }
+        }
+        p += 1;
+    }
+    for (j, acc_j) in acc.iter().enumerate() {
+        let sum =
+            _mm256_add_ps(_mm256_add_ps(acc_j[0], acc_j[1]), _mm256_add_ps(acc_j[2], acc_j[3]));
+        let mut rows = [0f32; MR];
+        // SAFETY: `rows` holds MR = 8 values.
+        unsafe { _mm256_storeu_ps(rows.as_mut_ptr(), sum) };
+        for (i, (&v, &b)) in rows.iter().zip(bias).enumerate() {
+            // SAFETY: row i < mr = bias.len(), column j < NC = nc (the caller's contract).
+            unsafe {
+                let d = dst.add(i * ld + j);
+                let y = v + b + if accumulate { *d } else { 0.0 };
+                // Comparisons, not min/max: a NaN stays NaN, as in `micro`.
+                *d = match clamp {
+                    Some((lo, _)) if y < lo => lo,
+                    Some((_, hi)) if y > hi => hi,
+                    _ => y,
+                };
+            }
         }
     }
 }
