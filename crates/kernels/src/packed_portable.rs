@@ -83,22 +83,34 @@ pub(crate) unsafe fn tile(
     clamp: Option<(f32, f32)>,
 ) {
     let t = Tile { m, n, k, packed, panel0, x, ld, dst, bias, accumulate, clamp };
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma() {
-        // SAFETY: AVX2 and FMA were detected at run time; the rest is the caller's contract.
-        unsafe { tile_fma(&t) };
-        return;
-    }
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: the caller's contract.
-    unsafe {
-        tile_body::<Fused>(&t)
-    };
-    #[cfg(not(target_arch = "aarch64"))]
-    // SAFETY: the caller's contract.
-    unsafe {
-        tile_body::<Plain>(&t)
-    };
+    STRIP.with(|cell| {
+        let mut own = Vec::new();
+        let mut guard = cell.try_borrow_mut();
+        let strip: &mut Vec<f32> = match guard.as_mut() {
+            Ok(s) => s,
+            Err(_) => &mut own,
+        };
+        if strip.len() < k * NR {
+            strip.resize(k * NR, 0.0);
+        }
+        let strip = &mut strip[..k * NR];
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx2_fma() {
+            // SAFETY: AVX2 and FMA were detected at run time; the rest is the caller's contract.
+            unsafe { tile_fma(&t, strip) };
+            return;
+        }
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the caller's contract.
+        unsafe {
+            tile_body::<Fused>(&t, strip)
+        };
+        #[cfg(not(target_arch = "aarch64"))]
+        // SAFETY: the caller's contract.
+        unsafe {
+            tile_body::<Plain>(&t, strip)
+        };
+    });
 }
 
 /// The arguments of [`tile`].
@@ -122,73 +134,63 @@ struct Tile<'a> {
 /// AVX2 and FMA must be available; otherwise [`tile`]'s contract.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_fma(t: &Tile<'_>) {
+unsafe fn tile_fma(t: &Tile<'_>, strip: &mut [f32]) {
     // SAFETY: the caller's contract.
-    unsafe { tile_body::<Fused>(t) }
+    unsafe { tile_body::<Fused>(t, strip) }
 }
 
-/// The tile: pack each 48-column strip once, then run every panel over it.
+/// The tile: pack each 48-column strip once (into `strip`, `k * NR` values), then run every
+/// panel over it. No closures: everything here is compiled with its caller's target features
+/// (a closure would not inherit them, and its multiply-adds would become library calls).
 ///
 /// # Safety
-/// [`tile`]'s contract.
+/// [`tile`]'s contract; `strip` holds `k * NR` values.
 #[inline(always)]
-unsafe fn tile_body<M: MulAdd>(t: &Tile<'_>) {
+unsafe fn tile_body<M: MulAdd>(t: &Tile<'_>, strip: &mut [f32]) {
     let k = t.k;
-    STRIP.with(|cell| {
-        let mut own = Vec::new();
-        let mut guard = cell.try_borrow_mut();
-        let strip: &mut Vec<f32> = match guard.as_mut() {
-            Ok(s) => s,
-            Err(_) => &mut own,
-        };
-        if strip.len() < k * NR {
-            strip.resize(k * NR, 0.0);
+    let mut c = 0;
+    while c < t.n {
+        let nc = (t.n - c).min(NR);
+        for (p, row) in strip.chunks_exact_mut(NR).enumerate().take(k) {
+            // SAFETY: row p < k, columns c..c+nc <= n of x (the caller's contract).
+            let src = unsafe { std::slice::from_raw_parts(t.x.add(p * t.ld + c), nc) };
+            row[..nc].copy_from_slice(src);
+            row[nc..].fill(0.0);
         }
-        let strip = &mut strip[..k * NR];
-        let mut c = 0;
-        while c < t.n {
-            let nc = (t.n - c).min(NR);
-            for (p, row) in strip.chunks_exact_mut(NR).enumerate() {
-                // SAFETY: row p < k, columns c..c+nc <= n of x (the caller's contract).
-                let src = unsafe { std::slice::from_raw_parts(t.x.add(p * t.ld + c), nc) };
-                row[..nc].copy_from_slice(src);
-                row[nc..].fill(0.0);
-            }
-            let mut r = 0;
-            while r < t.m {
-                let mr = (t.m - r).min(MR);
-                let pi = t.panel0 + r / MR;
-                let wp = &t.packed[pi * k * MR..(pi + 1) * k * MR];
-                for half in 0..MR / PR {
-                    let rows = mr.saturating_sub(half * PR).min(PR);
-                    for side in 0..NR / PC {
-                        let cols = nc.saturating_sub(side * PC).min(PC);
-                        if rows == 0 || cols == 0 {
-                            continue;
-                        }
-                        let acc = M::micro(wp, strip, half * PR, side * PC);
-                        let r0 = r + half * PR;
-                        // SAFETY: rows r0..r0+rows < m and columns c+side*PC.. +cols <= n of
-                        // dst (the caller's contract).
-                        unsafe {
-                            store(
-                                &acc,
-                                t.dst.add(r0 * t.ld + c + side * PC),
-                                t.ld,
-                                rows,
-                                cols,
-                                &t.bias[r0..r0 + rows],
-                                t.accumulate,
-                                t.clamp,
-                            )
-                        };
+        let mut r = 0;
+        while r < t.m {
+            let mr = (t.m - r).min(MR);
+            let pi = t.panel0 + r / MR;
+            let wp = &t.packed[pi * k * MR..(pi + 1) * k * MR];
+            for half in 0..MR / PR {
+                let rows = mr.saturating_sub(half * PR).min(PR);
+                for side in 0..NR / PC {
+                    let cols = nc.saturating_sub(side * PC).min(PC);
+                    if rows == 0 || cols == 0 {
+                        continue;
                     }
+                    let acc = M::micro(wp, strip, half * PR, side * PC);
+                    let r0 = r + half * PR;
+                    // SAFETY: rows r0..r0+rows < m and columns c+side*PC.. +cols <= n of dst
+                    // (the caller's contract).
+                    unsafe {
+                        store(
+                            &acc,
+                            t.dst.add(r0 * t.ld + c + side * PC),
+                            t.ld,
+                            rows,
+                            cols,
+                            &t.bias[r0..r0 + rows],
+                            t.accumulate,
+                            t.clamp,
+                        )
+                    };
                 }
-                r += mr;
             }
-            c += nc;
+            r += mr;
         }
-    });
+        c += nc;
+    }
 }
 
 /// Rows `RI..RI + PR` of a panel (`k x MR`) times columns `CJ..CJ + PC` of a strip (`k x NR`),
