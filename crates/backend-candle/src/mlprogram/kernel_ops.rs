@@ -1,7 +1,8 @@
 //! The executor's transformer ops on the shared kernels, as candle custom ops over the tensors'
 //! storage (one pass, no copy out and back): `linear` on a weight packed once at prepare time,
 //! `matmul` reading transposed or broadcast operands through their strides, softmax and layer
-//! norm over contiguous rows, broadcast binary ops over strides, and trailing-axis means.
+//! norm over contiguous rows, broadcast binary ops over strides, trailing-axis means, and the
+//! fp16 rounding of `cast`.
 
 use std::sync::Arc;
 
@@ -76,6 +77,35 @@ impl CustomOp1 for Linear {
             *last = n;
         }
         Ok((CpuStorage::F32(out), Shape::from(shape)))
+    }
+}
+
+/// Every value rounded to the nearest fp16 (ties to even), kept as f32.
+struct RoundF16;
+
+impl CustomOp1 for RoundF16 {
+    fn name(&self) -> &'static str {
+        "mil-round-f16"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s, l, "cast")?;
+        let mut y = vec![0f32; x.len()];
+        if !kernels::round_f16(x, &mut y) {
+            candle_core::bail!("cast: {} values in, {} out", x.len(), y.len())
+        }
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+}
+
+/// `cast` to fp16 inside the executor (whose values stay f32): each value rounded to the
+/// nearest fp16, ties to even, as `half::f16::from_f32(x).to_f32()`. An f16 tensor is already
+/// representable and is only widened.
+pub(crate) fn round_f16(x: &Tensor) -> Result<Tensor> {
+    match x.dtype() {
+        DType::F16 => x.to_dtype(DType::F32),
+        DType::F32 => x.contiguous()?.apply_op1_no_bwd(&RoundF16),
+        _ => x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&RoundF16),
     }
 }
 
@@ -471,6 +501,65 @@ pub(crate) fn permute(x: &Tensor, perm: &[usize]) -> Result<Option<Tensor>> {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The kernels' fp16 rounding, on every path this machine has, gives exactly
+    /// `half::f16::from_f32(x).to_f32()` (bit for bit, NaNs included) on every fp16 value, the
+    /// midpoints between neighbours and one f32 ulp either side of them, the overflow edge,
+    /// special values and a sweep of f32 bit patterns; the `cast` op uses it.
+    #[test]
+    fn round_f16_matches_half() {
+        let mut xs: Vec<f32> = Vec::new();
+        for h in 0..=u16::MAX {
+            let v = half::f16::from_bits(h).to_f32();
+            let next = half::f16::from_bits(h.wrapping_add(1)).to_f32();
+            xs.push(v);
+            if v.is_finite() && next.is_finite() && h != 0x7FFF && h != 0xFFFF {
+                let mid = ((v as f64 + next as f64) / 2.0) as f32;
+                let b = mid.to_bits();
+                xs.extend([mid, f32::from_bits(b + 1), f32::from_bits(b.saturating_sub(1))]);
+            }
+        }
+        xs.extend((0..=u32::MAX).step_by(4099).map(f32::from_bits));
+        xs.extend([
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7F80_0001),
+            f32::from_bits(0xFFBF_FFFF),
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            65504.0,
+            65519.996,
+            65520.0,
+            -65520.0,
+        ]);
+        let want: Vec<u32> =
+            xs.iter().map(|&x| half::f16::from_f32(x).to_f32().to_bits()).collect();
+        for isa in
+            [kernels::Isa::Auto, kernels::Isa::Avx512, kernels::Isa::Avx2, kernels::Isa::Portable]
+        {
+            let mut ys = vec![0f32; xs.len()];
+            assert!(kernels::round_f16_with(isa, &xs, &mut ys));
+            for ((x, y), w) in xs.iter().zip(&ys).zip(&want) {
+                assert_eq!(y.to_bits(), *w, "{isa:?}: {x:e} ({:#010x})", x.to_bits());
+            }
+        }
+        for (x, w) in xs.iter().zip(&want) {
+            assert_eq!(
+                kernels::round_f16_scalar(*x).to_bits(),
+                *w,
+                "scalar: {:#010x}",
+                x.to_bits()
+            );
+        }
+        let t = Tensor::from_vec(xs.clone(), xs.len(), &Device::Cpu).unwrap();
+        let got = round_f16(&t).unwrap().to_vec1::<f32>().unwrap();
+        assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == *w), "the cast op");
+        assert!(!kernels::round_f16(&xs, &mut [0f32; 3]), "mismatched lengths are refused");
+    }
 
     /// Every permutation of a few shapes (with size-1 axes and mergeable neighbours): the
     /// kernel path, where it applies, gives exactly candle's permute, and it applies to the
