@@ -34,7 +34,8 @@ impl Isa {
         }
     }
 
-    fn resolve(self) -> Isa {
+    /// The path that runs for this request here (an unavailable one falls back).
+    pub(crate) fn resolve(self) -> Isa {
         match self {
             #[cfg(target_arch = "x86_64")]
             Isa::Auto if super::simd::has_avx512() => Isa::Avx512,

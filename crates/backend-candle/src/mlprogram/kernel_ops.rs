@@ -278,8 +278,7 @@ pub(crate) fn layer_norm_trailing(
 }
 
 /// An element-wise binary op on two views of one (broadcast) shape, walking both operands'
-/// strides directly: the innermost run is a plain loop (both contiguous, or one a repeated
-/// scalar), which the compiler vectorizes.
+/// strides directly on the kernels (`kernels::binary`, in parallel over the pool).
 struct Binary(BinOp);
 
 /// Dimensions of the output with each operand's stride, size-1 dimensions dropped and adjacent
@@ -296,56 +295,6 @@ fn collapse(dims: &[usize], sa: &[usize], sb: &[usize]) -> Vec<(usize, usize, us
         }
     }
     out
-}
-
-fn zip_runs(
-    shape: &[(usize, usize, usize)],
-    a: &[f32],
-    b: &[f32],
-    f: impl Fn(f32, f32) -> f32,
-) -> Vec<f32> {
-    let total: usize = shape.iter().map(|d| d.0).product();
-    let mut out = Vec::with_capacity(total);
-    let (&(n, ia, ib), outer) = match shape.split_last() {
-        Some(s) => s,
-        None => {
-            out.push(f(a[0], b[0]));
-            return out;
-        }
-    };
-    let mut idx = vec![0usize; outer.len()];
-    let (mut oa, mut ob) = (0usize, 0usize);
-    loop {
-        match (ia, ib) {
-            (1, 1) => out.extend(a[oa..oa + n].iter().zip(&b[ob..ob + n]).map(|(&x, &y)| f(x, y))),
-            (1, 0) => {
-                let y = b[ob];
-                out.extend(a[oa..oa + n].iter().map(|&x| f(x, y)));
-            }
-            (0, 1) => {
-                let x = a[oa];
-                out.extend(b[ob..ob + n].iter().map(|&y| f(x, y)));
-            }
-            _ => out.extend((0..n).map(|j| f(a[oa + j * ia], b[ob + j * ib]))),
-        }
-        // Odometer over the outer dimensions.
-        let mut d = outer.len();
-        loop {
-            if d == 0 {
-                return out;
-            }
-            d -= 1;
-            idx[d] += 1;
-            oa += outer[d].1;
-            ob += outer[d].2;
-            if idx[d] < outer[d].0 {
-                break;
-            }
-            oa -= outer[d].1 * outer[d].0;
-            ob -= outer[d].2 * outer[d].0;
-            idx[d] = 0;
-        }
-    }
 }
 
 impl CustomOp2 for Binary {
@@ -368,14 +317,20 @@ impl CustomOp2 for Binary {
         let out = if l1.shape().elem_count() == 0 {
             Vec::new()
         } else {
-            match self.0 {
-                BinOp::Add => zip_runs(&shape, a, b, |x, y| x + y),
-                BinOp::Sub => zip_runs(&shape, a, b, |x, y| x - y),
-                BinOp::Mul => zip_runs(&shape, a, b, |x, y| x * y),
-                BinOp::Div => zip_runs(&shape, a, b, |x, y| x / y),
-                BinOp::Maximum => zip_runs(&shape, a, b, |x, y| if x > y { x } else { y }),
-                BinOp::Minimum => zip_runs(&shape, a, b, |x, y| if x < y { x } else { y }),
-            }
+            let op = match self.0 {
+                BinOp::Add => kernels::BinaryOp::Add,
+                BinOp::Sub => kernels::BinaryOp::Sub,
+                BinOp::Mul => kernels::BinaryOp::Mul,
+                BinOp::Div => kernels::BinaryOp::Div,
+                BinOp::Maximum => kernels::BinaryOp::Max,
+                BinOp::Minimum => kernels::BinaryOp::Min,
+            };
+            kernels::binary(op, &shape, a, b).ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "binary: operands do not cover {:?} at their strides",
+                    l1.dims()
+                ))
+            })?
         };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -404,18 +359,13 @@ impl CustomOp1 for MeanRows {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous(s, l, "reduce_mean")?;
-        let inv = 1.0 / self.len as f32;
-        let out: Vec<f32> = x
-            .chunks_exact(self.len)
-            .map(|row| {
-                let mut acc = [0f32; 16];
-                let mut chunks = row.chunks_exact(16);
-                for c in &mut chunks {
-                    acc.iter_mut().zip(c).for_each(|(a, v)| *a += v);
-                }
-                (chunks.remainder().iter().sum::<f32>() + acc.iter().sum::<f32>()) * inv
-            })
-            .collect();
+        let out = kernels::mean_rows(x, self.len).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "reduce_mean: {} values in rows of {}",
+                x.len(),
+                self.len
+            ))
+        })?;
         Ok((CpuStorage::F32(out), Shape::from(self.shape.clone())))
     }
 }
