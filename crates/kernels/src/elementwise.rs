@@ -60,11 +60,21 @@ impl Uninit {
 /// A vector of `len` values made by `fill(start, chunk)` over consecutive chunks of
 /// [`PER_TASK`] values, in parallel on the pool. Every `fill` here writes each value of its chunk.
 fn build(len: usize, fill: &(dyn Fn(usize, &mut [MaybeUninit<f32>]) + Sync)) -> Vec<f32> {
+    build_units(len, 1, fill)
+}
+
+/// [`build`] with chunks of whole `unit`s (about [`PER_TASK`] values each).
+pub(crate) fn build_units(
+    len: usize,
+    unit: usize,
+    fill: &(dyn Fn(usize, &mut [MaybeUninit<f32>]) + Sync),
+) -> Vec<f32> {
+    let per = (PER_TASK / unit.max(1)).max(1) * unit.max(1);
     let mut v: Vec<f32> = Vec::with_capacity(len);
     let spare = v.spare_capacity_mut();
     let out = Uninit { ptr: spare.as_mut_ptr(), len };
-    for_each_task(len.div_ceil(PER_TASK), &|t| {
-        let (a, b) = (t * PER_TASK, ((t + 1) * PER_TASK).min(len));
+    for_each_task(len.div_ceil(per), &|t| {
+        let (a, b) = (t * per, ((t + 1) * per).min(len));
         // SAFETY: a..b lies inside the spare capacity (len values); tasks take disjoint ranges,
         // and `v` is not touched until `for_each_task` returns.
         let chunk = unsafe { out.chunk(a, b) };
@@ -260,14 +270,17 @@ fn fill(
 /// `act(x)` for every value of `x`, into a new vector (copied and finished one cache-sized
 /// chunk at a time, in parallel on the pool).
 pub fn activation_to_vec(x: &[f32], act: Activation) -> Vec<f32> {
-    build(x.len(), &|start, chunk| {
-        for (o, &v) in chunk.iter_mut().zip(&x[start..]) {
-            o.write(v);
-        }
-        // SAFETY: every value of `chunk` was just written.
-        let done = unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) };
-        apply_activation(done, act);
-    })
+    build(x.len(), &|start, chunk| apply_activation(copy_in(chunk, &x[start..]), act))
+}
+
+/// Writes `chunk.len()` values of `x` into `chunk` and returns it as initialised values.
+pub(crate) fn copy_in<'a>(chunk: &'a mut [MaybeUninit<f32>], x: &[f32]) -> &'a mut [f32] {
+    for (o, &v) in chunk.iter_mut().zip(x) {
+        o.write(v);
+    }
+    // SAFETY: every value of `chunk` was just written (`x` is at least as long: callers pass
+    // the matching range of an input of the output's length).
+    unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// The mean of each `len`-value row of `x` (rows in parallel on the pool). `None` when `len`

@@ -48,5 +48,8 @@ pub use fp16::{round_f16, round_f16_scalar, round_f16_with};
 pub use gemm::matmul;
 pub use matmul::{GemmIsa, PackedB, Strided, matmul_packed, matmul_strided, matmul_strided_with};
 pub use maxpool::{PoolGeometry, max_pool2d};
-pub use rows::{Isa, layer_norm, layer_norm_with, softmax, softmax_with};
+pub use rows::{
+    Isa, layer_norm, layer_norm_with, softmax, softmax_rows_to_vec, softmax_rows_to_vec_with,
+    softmax_with,
+};
 pub use transpose::transpose_batched;

@@ -90,6 +90,75 @@ fn softmax_row(x: &[f32], y: &mut [f32]) {
     y.iter_mut().for_each(|v| *v *= inv);
 }
 
+/// Softmax of one contiguous row in place, the exponentials summed as they are written.
+#[inline(always)]
+fn softmax_row_in_place(y: &mut [f32]) {
+    let max = row_max(y);
+    let mut s = [0f32; L];
+    let mut chunks = y.chunks_exact_mut(L);
+    for c in &mut chunks {
+        for i in 0..L {
+            let e = exp(c[i] - max);
+            c[i] = e;
+            s[i] += e;
+        }
+    }
+    let mut sum = 0f32;
+    for v in chunks.into_remainder() {
+        *v = exp(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / (sum + s.iter().sum::<f32>());
+    y.iter_mut().for_each(|v| *v *= inv);
+}
+
+#[inline(always)]
+fn softmax_rows_in_place(y: &mut [f32], len: usize) {
+    for row in y.chunks_exact_mut(len) {
+        softmax_row_in_place(row);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn rows_in_place_avx512(y: &mut [f32], len: usize) {
+    softmax_rows_in_place(y, len)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_in_place_avx2(y: &mut [f32], len: usize) {
+    softmax_rows_in_place(y, len)
+}
+
+/// Softmax of each contiguous `len`-value row of `x` (`x.len()` a multiple of `len`) into a new
+/// vector: each task copies its rows in and finishes them in place, so the output is written
+/// once (no zero-fill) and each row is read from memory once. `None` when `len` is zero or does
+/// not divide the length.
+pub fn softmax_rows_to_vec(x: &[f32], len: usize) -> Option<Vec<f32>> {
+    softmax_rows_to_vec_with(Isa::Auto, x, len)
+}
+
+/// [`softmax_rows_to_vec`] on a chosen instruction set.
+pub fn softmax_rows_to_vec_with(isa: Isa, x: &[f32], len: usize) -> Option<Vec<f32>> {
+    if len == 0 || !x.len().is_multiple_of(len) {
+        return None;
+    }
+    let isa = isa.resolve();
+    Some(crate::elementwise::build_units(x.len(), len, &|start, chunk| {
+        let y = crate::elementwise::copy_in(chunk, &x[start..]);
+        match isa {
+            // SAFETY: `resolve` returned Avx512 only where AVX-512F was detected.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { rows_in_place_avx512(y, len) },
+            // SAFETY: `resolve` returned Avx2 only where AVX2 and FMA were detected.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { rows_in_place_avx2(y, len) },
+            _ => softmax_rows_in_place(y, len),
+        }
+    }))
+}
+
 /// Softmax over the middle axis of a `len x inner` block (rows of `inner` contiguous values):
 /// every column at once, so the loops run along `inner`.
 #[inline(always)]

@@ -1,9 +1,11 @@
 //! Property tests of the executor's element-wise kernels against naive references: broadcast
 //! binary ops over arbitrary strides (broadcast, permuted storage), activations copied into a
-//! new vector and row means, on every ISA path this machine has and on 1-3 threads, with sizes
+//! new vector, row means and row softmax written once, on every ISA path this machine has and on 1-3 threads, with sizes
 //! on both sides of one parallel task.
 
-use kernels::{Activation, BinaryOp, Isa, activation_to_vec, binary_with, mean_rows};
+use kernels::{
+    Activation, BinaryOp, Isa, activation_to_vec, binary_with, mean_rows, softmax_rows_to_vec_with,
+};
 use proptest::prelude::*;
 
 mod common;
@@ -138,5 +140,29 @@ proptest! {
         prop_assert!(got.is_some());
         check(&got.unwrap_or_default(), &want, "mean_rows")?;
         prop_assert!(mean_rows(&x, 0).is_none());
+    }
+
+    #[test]
+    fn softmax_rows_to_vec_matches_naive(
+        len in 1usize..=300,
+        rows in 1usize..=300,
+        threads in 1usize..=3,
+        seed in any::<u64>(),
+    ) {
+        let x = values(rows * len, seed);
+        let want: Vec<f32> = x
+            .chunks_exact(len)
+            .flat_map(|r| {
+                let max = r.iter().map(|&v| v as f64).fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = r.iter().map(|&v| (v as f64 - max).exp()).sum();
+                r.iter().map(move |&v| ((v as f64 - max).exp() / sum) as f32)
+            })
+            .collect();
+        for isa in ISAS {
+            let got = pool(threads).install(|| softmax_rows_to_vec_with(isa, &x, len));
+            prop_assert!(got.is_some());
+            check(&got.unwrap_or_default(), &want, &format!("softmax rows {isa:?}"))?;
+        }
+        prop_assert!(softmax_rows_to_vec_with(Isa::Auto, &x, 0).is_none());
     }
 }
