@@ -4,6 +4,8 @@
 
 #![allow(unsafe_code)]
 
+use std::mem::MaybeUninit;
+
 use crate::activation::exp;
 use crate::pool::{SharedMut, for_each_task};
 
@@ -90,51 +92,52 @@ fn softmax_row(x: &[f32], y: &mut [f32]) {
     y.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// Softmax of one contiguous row in place, the exponentials summed as they are written.
+/// Softmax of each contiguous `len`-value row of `x` into the same rows of `y` (as long as
+/// `x`), each row read from `x` twice (its max, then the exponentials, summed as they are
+/// written) and finished in `y` while it is in cache.
 #[inline(always)]
-fn softmax_row_in_place(y: &mut [f32]) {
-    let max = row_max(y);
-    let mut s = [0f32; L];
-    let mut chunks = y.chunks_exact_mut(L);
-    for c in &mut chunks {
-        for i in 0..L {
-            let e = exp(c[i] - max);
-            c[i] = e;
-            s[i] += e;
+fn softmax_rows_into(x: &[f32], y: &mut [MaybeUninit<f32>], len: usize) {
+    for (xr, yr) in x.chunks_exact(len).zip(y.chunks_exact_mut(len)) {
+        let max = row_max(xr);
+        let mut s = [0f32; L];
+        let mut xc = xr.chunks_exact(L);
+        let mut yc = yr.chunks_exact_mut(L);
+        for (a, o) in (&mut xc).zip(&mut yc) {
+            for i in 0..L {
+                let e = exp(a[i] - max);
+                o[i].write(e);
+                s[i] += e;
+            }
         }
-    }
-    let mut sum = 0f32;
-    for v in chunks.into_remainder() {
-        *v = exp(*v - max);
-        sum += *v;
-    }
-    let inv = 1.0 / (sum + s.iter().sum::<f32>());
-    y.iter_mut().for_each(|v| *v *= inv);
-}
-
-#[inline(always)]
-fn softmax_rows_in_place(y: &mut [f32], len: usize) {
-    for row in y.chunks_exact_mut(len) {
-        softmax_row_in_place(row);
+        let mut sum = 0f32;
+        for (a, o) in xc.remainder().iter().zip(yc.into_remainder()) {
+            let e = exp(a - max);
+            o.write(e);
+            sum += e;
+        }
+        let inv = 1.0 / (sum + s.iter().sum::<f32>());
+        // SAFETY: `xr` and `yr` are both `len` long, so the two loops above wrote every value
+        // of `yr`.
+        let yr = unsafe { &mut *(yr as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        yr.iter_mut().for_each(|v| *v *= inv);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn rows_in_place_avx512(y: &mut [f32], len: usize) {
-    softmax_rows_in_place(y, len)
+unsafe fn softmax_into_avx512(x: &[f32], y: &mut [MaybeUninit<f32>], len: usize) {
+    softmax_rows_into(x, y, len)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows_in_place_avx2(y: &mut [f32], len: usize) {
-    softmax_rows_in_place(y, len)
+unsafe fn softmax_into_avx2(x: &[f32], y: &mut [MaybeUninit<f32>], len: usize) {
+    softmax_rows_into(x, y, len)
 }
 
 /// Softmax of each contiguous `len`-value row of `x` (`x.len()` a multiple of `len`) into a new
-/// vector: each task copies its rows in and finishes them in place, so the output is written
-/// once (no zero-fill) and each row is read from memory once. `None` when `len` is zero or does
-/// not divide the length.
+/// vector, rows split over the pool: the output is written once (no zero-fill first) and each
+/// row read from memory once. `None` when `len` is zero or does not divide the length.
 pub fn softmax_rows_to_vec(x: &[f32], len: usize) -> Option<Vec<f32>> {
     softmax_rows_to_vec_with(Isa::Auto, x, len)
 }
@@ -146,15 +149,16 @@ pub fn softmax_rows_to_vec_with(isa: Isa, x: &[f32], len: usize) -> Option<Vec<f
     }
     let isa = isa.resolve();
     Some(crate::elementwise::build_units(x.len(), len, &|start, chunk| {
-        let y = crate::elementwise::copy_in(chunk, &x[start..]);
+        // Whole rows: `build_units` hands out chunks of whole `len`-value units.
+        let xs = &x[start..start + chunk.len()];
         match isa {
             // SAFETY: `resolve` returned Avx512 only where AVX-512F was detected.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { rows_in_place_avx512(y, len) },
+            Isa::Avx512 => unsafe { softmax_into_avx512(xs, chunk, len) },
             // SAFETY: `resolve` returned Avx2 only where AVX2 and FMA were detected.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { rows_in_place_avx2(y, len) },
-            _ => softmax_rows_in_place(y, len),
+            Isa::Avx2 => unsafe { softmax_into_avx2(xs, chunk, len) },
+            _ => softmax_rows_into(xs, chunk, len),
         }
     }))
 }
