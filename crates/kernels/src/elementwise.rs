@@ -8,7 +8,7 @@
 
 use std::mem::MaybeUninit;
 
-use crate::activation::{Activation, apply_activation};
+use crate::activation::{Activation, apply_activation_into};
 use crate::pool::for_each_task;
 use crate::rows::Isa;
 
@@ -267,20 +267,12 @@ fn fill(
     }
 }
 
-/// `act(x)` for every value of `x`, into a new vector (copied and finished one cache-sized
-/// chunk at a time, in parallel on the pool).
+/// `act(x)` for every value of `x`, into a new vector written once (in parallel on the pool);
+/// the same values as [`crate::apply_activation`] in place.
 pub fn activation_to_vec(x: &[f32], act: Activation) -> Vec<f32> {
-    build(x.len(), &|start, chunk| apply_activation(copy_in(chunk, &x[start..]), act))
-}
-
-/// Writes `chunk.len()` values of `x` into `chunk` and returns it as initialised values.
-pub(crate) fn copy_in<'a>(chunk: &'a mut [MaybeUninit<f32>], x: &[f32]) -> &'a mut [f32] {
-    for (o, &v) in chunk.iter_mut().zip(x) {
-        o.write(v);
-    }
-    // SAFETY: every value of `chunk` was just written (`x` is at least as long: callers pass
-    // the matching range of an input of the output's length).
-    unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    build(x.len(), &|start, chunk| {
+        apply_activation_into(&x[start..start + chunk.len()], chunk, act)
+    })
 }
 
 /// The mean of each `len`-value row of `x` (rows in parallel on the pool). `None` when `len`

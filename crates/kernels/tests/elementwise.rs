@@ -132,6 +132,20 @@ proptest! {
             let got = pool(threads).install(|| activation_to_vec(&x, act));
             check(&got, &want, &format!("{act:?}"))?;
         }
+        // Every activation gives exactly the in-place kernel's values.
+        for act in [
+            Activation::None,
+            Activation::Gelu,
+            Activation::Silu,
+            Activation::HardSigmoid,
+            Activation::Clip { lo_milli: -1500, hi_milli: 2250 },
+        ] {
+            let mut want = x.clone();
+            kernels::apply_activation(&mut want, act);
+            let got = pool(threads).install(|| activation_to_vec(&x, act));
+            prop_assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "{:?}", act);
+            prop_assert_eq!(got.len(), want.len());
+        }
         let want: Vec<f32> = x
             .chunks_exact(len)
             .map(|r| (r.iter().map(|&v| v as f64).sum::<f64>() / len as f64) as f32)
