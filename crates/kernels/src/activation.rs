@@ -2,6 +2,8 @@
 
 #![allow(unsafe_code)]
 
+use std::mem::MaybeUninit;
+
 /// An activation applied in place after a kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Activation {
@@ -145,6 +147,62 @@ unsafe fn apply_avx512(xs: &mut [f32], act: Activation) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn apply_avx2(xs: &mut [f32], act: Activation) {
     apply_inline(xs, act)
+}
+
+/// `y[i] = act(x[i])` into uninitialised output (`y` as long as `x`: every value written), the
+/// same values [`apply_activation`] gives in place.
+pub(crate) fn apply_activation_into(x: &[f32], y: &mut [MaybeUninit<f32>], act: Activation) {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx512() {
+        // SAFETY: `into_avx512` only requires AVX-512F, just detected at run time.
+        unsafe { into_avx512(x, y, act) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx2_fma() {
+        // SAFETY: `into_avx2` only requires AVX2 and FMA, just detected at run time.
+        unsafe { into_avx2(x, y, act) };
+        return;
+    }
+    into_inline(x, y, act)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn into_avx512(x: &[f32], y: &mut [MaybeUninit<f32>], act: Activation) {
+    into_inline(x, y, act)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn into_avx2(x: &[f32], y: &mut [MaybeUninit<f32>], act: Activation) {
+    into_inline(x, y, act)
+}
+
+#[inline(always)]
+fn map_into(x: &[f32], y: &mut [MaybeUninit<f32>], f: impl Fn(f32) -> f32) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        o.write(f(v));
+    }
+}
+
+/// [`apply_inline`]'s formulas, reading `x` and writing `y`.
+#[inline(always)]
+fn into_inline(x: &[f32], y: &mut [MaybeUninit<f32>], act: Activation) {
+    match act {
+        Activation::None => map_into(x, y, |v| v),
+        Activation::Relu => map_into(x, y, |v| v.max(0.0)),
+        Activation::Relu6 => map_into(x, y, |v| v.clamp(0.0, 6.0)),
+        Activation::Gelu => map_into(x, y, gelu),
+        Activation::Silu => map_into(x, y, |v| v * sigmoid(v)),
+        Activation::Sigmoid => map_into(x, y, sigmoid),
+        Activation::HardSigmoid => map_into(x, y, hard_sigmoid),
+        Activation::HardSwish => map_into(x, y, |v| v * hard_sigmoid(v)),
+        Activation::Clip { lo_milli, hi_milli } => {
+            let (lo, hi) = (lo_milli as f32 / 1000.0, hi_milli as f32 / 1000.0);
+            map_into(x, y, |v| v.max(lo).min(hi))
+        }
+    }
 }
 
 #[inline(always)]

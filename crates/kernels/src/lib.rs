@@ -25,7 +25,10 @@ mod alloc_count;
 mod conv;
 mod depthwise;
 mod dw_direct;
+mod elementwise;
+mod fp16;
 mod gemm;
+mod gemv;
 mod implicit;
 mod matmul;
 mod maxpool;
@@ -44,10 +47,15 @@ pub use activation::{Activation, apply_activation, erf, exp, hard_sigmoid};
 pub use alloc_count::CountingAllocator;
 pub use conv::{Conv2d, Padding, fold_batch_norm};
 pub use dw_direct::DwIsa;
+pub use elementwise::{BinaryOp, activation_to_vec, binary, binary_with, mean_rows};
+pub use fp16::{round_f16, round_f16_scalar, round_f16_with};
 pub use gemm::matmul;
 pub use matmul::{GemmIsa, PackedB, Strided, matmul_packed, matmul_strided, matmul_strided_with};
 pub use maxpool::{PoolGeometry, max_pool2d};
 pub use pool::with_threads;
 pub use reduce::plane_mean;
-pub use rows::{Isa, layer_norm, layer_norm_with, softmax, softmax_with};
+pub use rows::{
+    Isa, layer_norm, layer_norm_with, softmax, softmax_rows_to_vec, softmax_rows_to_vec_with,
+    softmax_with,
+};
 pub use transpose::transpose_batched;

@@ -4,7 +4,8 @@
 //! register-blocked micro-kernel runs on packed panels (A: 8 rows interleaved along k, B:
 //! 48-column strips), with an optional per-column bias in its epilogue, tasks split over
 //! batches and row blocks on the kernels' pool; elsewhere the `gemm` crate runs the product with
-//! the same strides.
+//! the same strides. Products of at most four rows stream the packed strips instead
+//! (`gemv.rs`).
 
 #![allow(unsafe_code)]
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables))]
@@ -233,7 +234,11 @@ pub fn matmul_strided_with(
             pack_b(view, k, n, &mut bp[bi * strips..(bi + 1) * strips]);
         }
         let b_of = |bi: usize| if b_batches == 1 { &bp[..strips] } else { &bp[bi * strips..] };
-        run_packed(batches, m, n, k, a, &b_of, bias, c);
+        if m <= crate::gemv::SMALL_M {
+            crate::gemv::run(batches, m, n, k, a, &b_of, bias, c);
+        } else {
+            run_packed(batches, m, n, k, a, &b_of, bias, c);
+        }
     });
     true
 }
@@ -260,7 +265,13 @@ pub fn matmul_packed(
         add_bias(c, n, bias);
         return true;
     }
-    run_packed(1, m, n, k, a, &|_| &b.data[..], bias, c);
+    if m <= crate::gemv::SMALL_M {
+        // A few rows (a batch-1 classifier): stream the strips once instead of padding A to
+        // an 8-row panel.
+        crate::gemv::run(1, m, n, k, a, &|_| &b.data[..], bias, c);
+    } else {
+        run_packed(1, m, n, k, a, &|_| &b.data[..], bias, c);
+    }
     true
 }
 
@@ -410,7 +421,7 @@ fn crate_gemm(
         c.fill(0.0);
         return;
     }
-    let threads = rayon::current_num_threads();
+    let threads = crate::pool::gemm_crate_threads();
     let par = if threads > 1 && m * n * k >= 64 * 64 * 64 {
         ::gemm::Parallelism::Rayon(threads)
     } else {

@@ -4,6 +4,8 @@
 
 #![allow(unsafe_code)]
 
+use std::mem::MaybeUninit;
+
 use crate::activation::exp;
 use crate::pool::{SharedMut, for_each_task};
 
@@ -34,7 +36,8 @@ impl Isa {
         }
     }
 
-    fn resolve(self) -> Isa {
+    /// The path that runs for this request here (an unavailable one falls back).
+    pub(crate) fn resolve(self) -> Isa {
         match self {
             #[cfg(target_arch = "x86_64")]
             Isa::Auto if super::simd::has_avx512() => Isa::Avx512,
@@ -87,6 +90,77 @@ fn softmax_row(x: &[f32], y: &mut [f32]) {
     }
     let inv = 1.0 / row_sum(y);
     y.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// Softmax of each contiguous `len`-value row of `x` into the same rows of `y` (as long as
+/// `x`), each row read from `x` twice (its max, then the exponentials, summed as they are
+/// written) and finished in `y` while it is in cache.
+#[inline(always)]
+fn softmax_rows_into(x: &[f32], y: &mut [MaybeUninit<f32>], len: usize) {
+    for (xr, yr) in x.chunks_exact(len).zip(y.chunks_exact_mut(len)) {
+        let max = row_max(xr);
+        let mut s = [0f32; L];
+        let mut xc = xr.chunks_exact(L);
+        let mut yc = yr.chunks_exact_mut(L);
+        for (a, o) in (&mut xc).zip(&mut yc) {
+            for i in 0..L {
+                let e = exp(a[i] - max);
+                o[i].write(e);
+                s[i] += e;
+            }
+        }
+        let mut sum = 0f32;
+        for (a, o) in xc.remainder().iter().zip(yc.into_remainder()) {
+            let e = exp(a - max);
+            o.write(e);
+            sum += e;
+        }
+        let inv = 1.0 / (sum + s.iter().sum::<f32>());
+        // SAFETY: `xr` and `yr` are both `len` long, so the two loops above wrote every value
+        // of `yr`.
+        let yr = unsafe { &mut *(yr as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        yr.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn softmax_into_avx512(x: &[f32], y: &mut [MaybeUninit<f32>], len: usize) {
+    softmax_rows_into(x, y, len)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_into_avx2(x: &[f32], y: &mut [MaybeUninit<f32>], len: usize) {
+    softmax_rows_into(x, y, len)
+}
+
+/// Softmax of each contiguous `len`-value row of `x` (`x.len()` a multiple of `len`) into a new
+/// vector, rows split over the pool: the output is written once (no zero-fill first) and each
+/// row read from memory once. `None` when `len` is zero or does not divide the length.
+pub fn softmax_rows_to_vec(x: &[f32], len: usize) -> Option<Vec<f32>> {
+    softmax_rows_to_vec_with(Isa::Auto, x, len)
+}
+
+/// [`softmax_rows_to_vec`] on a chosen instruction set.
+pub fn softmax_rows_to_vec_with(isa: Isa, x: &[f32], len: usize) -> Option<Vec<f32>> {
+    if len == 0 || !x.len().is_multiple_of(len) {
+        return None;
+    }
+    let isa = isa.resolve();
+    Some(crate::elementwise::build_units(x.len(), len, &|start, chunk| {
+        // Whole rows: `build_units` hands out chunks of whole `len`-value units.
+        let xs = &x[start..start + chunk.len()];
+        match isa {
+            // SAFETY: `resolve` returned Avx512 only where AVX-512F was detected.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { softmax_into_avx512(xs, chunk, len) },
+            // SAFETY: `resolve` returned Avx2 only where AVX2 and FMA were detected.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { softmax_into_avx2(xs, chunk, len) },
+            _ => softmax_rows_into(xs, chunk, len),
+        }
+    }))
 }
 
 /// Softmax over the middle axis of a `len x inner` block (rows of `inner` contiguous values):

@@ -1,6 +1,7 @@
 //! Batched 2-D transpose of elements or of contiguous runs (`[b, r, c, inner]` -> `[b, c, r,
 //! inner]`), the copy behind most tensor permutes (NCHW <-> NHWC, attention heads): cache-sized
-//! tiles, spread over the pool by tile rows.
+//! tiles (8 x 8 blocks transposed in AVX2 registers where the CPU has it), spread over the pool
+//! by tile rows.
 
 #![allow(unsafe_code)]
 
@@ -34,6 +35,8 @@ pub fn transpose_batched(
     // One task per band of TILE output rows (input columns) of one matrix.
     let bands = c.div_ceil(TILE);
     let mat = r * c * inner;
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = super::simd::has_avx2_fma();
     let out = SharedMut::new(dst);
     for_each_task(b * bands, &|task| {
         let (m, band) = (task / bands, task % bands);
@@ -42,6 +45,25 @@ pub fn transpose_batched(
         // SAFETY: this task writes only rows j0..j1 of matrix m of the output, a range no
         // other task writes; `dst` outlives the loop.
         let d = unsafe { out.slice(m * mat + j0 * r * inner, (j1 - j0) * r * inner) };
+        #[cfg(target_arch = "x86_64")]
+        if inner == 1 && avx2 {
+            for i0 in (0..r).step_by(TILE) {
+                let i1 = (i0 + TILE).min(r);
+                // SAFETY: AVX2 was detected; rows i0..i1 < r, columns j0..j1 <= c of the
+                // r x c matrix `s`, and rows 0..j1 - j0, columns i0..i1 of `d` (r per row).
+                unsafe {
+                    tile_avx2(
+                        s.as_ptr().add(i0 * c + j0),
+                        c,
+                        d.as_mut_ptr().add(i0),
+                        r,
+                        i1 - i0,
+                        j1 - j0,
+                    )
+                };
+            }
+            return;
+        }
         if inner == 1 {
             for i0 in (0..r).step_by(TILE) {
                 let i1 = (i0 + TILE).min(r);
@@ -63,4 +85,76 @@ pub fn transpose_batched(
         }
     });
     Ok(())
+}
+
+/// `dst[j * d_row + i] = src[i * s_row + j]` for `i < rows`, `j < cols`: 8 x 8 blocks
+/// transposed in registers, the edges element by element.
+///
+/// # Safety
+/// AVX2; `src` valid for reads and `dst` for writes at every index the formula names, and no
+/// other thread writes those `dst` elements during the call.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2(
+    src: *const f32,
+    s_row: usize,
+    dst: *mut f32,
+    d_row: usize,
+    rows: usize,
+    cols: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut j = 0;
+    while j + 8 <= cols {
+        let mut i = 0;
+        while i + 8 <= rows {
+            // SAFETY: rows i..i+8 <= rows, columns j..j+8 <= cols (the caller's contract).
+            unsafe {
+                let sp = src.add(i * s_row + j);
+                let r0 = _mm256_loadu_ps(sp);
+                let r1 = _mm256_loadu_ps(sp.add(s_row));
+                let r2 = _mm256_loadu_ps(sp.add(2 * s_row));
+                let r3 = _mm256_loadu_ps(sp.add(3 * s_row));
+                let r4 = _mm256_loadu_ps(sp.add(4 * s_row));
+                let r5 = _mm256_loadu_ps(sp.add(5 * s_row));
+                let r6 = _mm256_loadu_ps(sp.add(6 * s_row));
+                let r7 = _mm256_loadu_ps(sp.add(7 * s_row));
+                let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+                let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+                let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+                let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let dp = dst.add(j * d_row + i);
+                _mm256_storeu_ps(dp, _mm256_permute2f128_ps::<0x20>(u0, u4));
+                _mm256_storeu_ps(dp.add(d_row), _mm256_permute2f128_ps::<0x20>(u1, u5));
+                _mm256_storeu_ps(dp.add(2 * d_row), _mm256_permute2f128_ps::<0x20>(u2, u6));
+                _mm256_storeu_ps(dp.add(3 * d_row), _mm256_permute2f128_ps::<0x20>(u3, u7));
+                _mm256_storeu_ps(dp.add(4 * d_row), _mm256_permute2f128_ps::<0x31>(u0, u4));
+                _mm256_storeu_ps(dp.add(5 * d_row), _mm256_permute2f128_ps::<0x31>(u1, u5));
+                _mm256_storeu_ps(dp.add(6 * d_row), _mm256_permute2f128_ps::<0x31>(u2, u6));
+                _mm256_storeu_ps(dp.add(7 * d_row), _mm256_permute2f128_ps::<0x31>(u3, u7));
+            }
+            i += 8;
+        }
+        for jj in j..j + 8 {
+            for ii in i..rows {
+                // SAFETY: ii < rows, jj < cols.
+                unsafe { *dst.add(jj * d_row + ii) = *src.add(ii * s_row + jj) };
+            }
+        }
+        j += 8;
+    }
+    for jj in j..cols {
+        for ii in 0..rows {
+            // SAFETY: ii < rows, jj < cols.
+            unsafe { *dst.add(jj * d_row + ii) = *src.add(ii * s_row + jj) };
+        }
+    }
 }

@@ -5,7 +5,7 @@
 
 use kernels::{
     GemmIsa, Isa, PackedB, Strided, layer_norm_with, matmul_packed, matmul_strided_with,
-    softmax_with,
+    softmax_rows_to_vec_with, softmax_with,
 };
 use proptest::prelude::*;
 
@@ -137,6 +137,10 @@ proptest! {
             let mut y = vec![f32::NAN; x.len()];
             prop_assert!(pool(threads).install(|| softmax_with(isa, &x, &mut y, outer, len, inner)));
             check(&y, &want, &format!("softmax {isa:?}"))?;
+            if inner == 1 {
+                let y = pool(threads).install(|| softmax_rows_to_vec_with(isa, &x, len));
+                check(&y.unwrap_or_default(), &want, &format!("softmax rows {isa:?}"))?;
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! The executor's transformer ops on the shared kernels, as candle custom ops over the tensors'
 //! storage (one pass, no copy out and back): `linear` on a weight packed once at prepare time,
 //! `matmul` reading transposed or broadcast operands through their strides, softmax and layer
-//! norm over contiguous rows, broadcast binary ops over strides, and trailing-axis means.
+//! norm over contiguous rows, broadcast binary ops over strides, trailing-axis means, and the
+//! fp16 rounding of `cast`.
 
 use std::sync::Arc;
 
@@ -76,6 +77,35 @@ impl CustomOp1 for Linear {
             *last = n;
         }
         Ok((CpuStorage::F32(out), Shape::from(shape)))
+    }
+}
+
+/// Every value rounded to the nearest fp16 (ties to even), kept as f32.
+struct RoundF16;
+
+impl CustomOp1 for RoundF16 {
+    fn name(&self) -> &'static str {
+        "mil-round-f16"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s, l, "cast")?;
+        let mut y = vec![0f32; x.len()];
+        if !kernels::round_f16(x, &mut y) {
+            candle_core::bail!("cast: {} values in, {} out", x.len(), y.len())
+        }
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+}
+
+/// `cast` to fp16 inside the executor (whose values stay f32): each value rounded to the
+/// nearest fp16, ties to even, as `half::f16::from_f32(x).to_f32()`. An f16 tensor is already
+/// representable and is only widened.
+pub(crate) fn round_f16(x: &Tensor) -> Result<Tensor> {
+    match x.dtype() {
+        DType::F16 => x.to_dtype(DType::F32),
+        DType::F32 => x.contiguous()?.apply_op1_no_bwd(&RoundF16),
+        _ => x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&RoundF16),
     }
 }
 
@@ -191,6 +221,12 @@ impl CustomOp1 for Softmax {
         let d = l.dims();
         let (outer, len, inner) =
             (d[..self.0].iter().product(), d[self.0], d[self.0 + 1..].iter().product());
+        if inner == 1 && len > 0 {
+            // Rows along the last axis: written once, straight into the output.
+            let y = kernels::softmax_rows_to_vec(x, len)
+                .ok_or_else(|| candle_core::Error::Msg(format!("softmax: bad shape {d:?}")))?;
+            return Ok((CpuStorage::F32(y), l.shape().clone()));
+        }
         let mut y = vec![0f32; x.len()];
         if !kernels::softmax(x, &mut y, outer, len, inner) {
             candle_core::bail!("softmax: bad shape {d:?}")
@@ -248,8 +284,7 @@ pub(crate) fn layer_norm_trailing(
 }
 
 /// An element-wise binary op on two views of one (broadcast) shape, walking both operands'
-/// strides directly: the innermost run is a plain loop (both contiguous, or one a repeated
-/// scalar), which the compiler vectorizes.
+/// strides directly on the kernels (`kernels::binary`, in parallel over the pool).
 struct Binary(BinOp);
 
 /// Dimensions of the output with each operand's stride, size-1 dimensions dropped and adjacent
@@ -266,56 +301,6 @@ fn collapse(dims: &[usize], sa: &[usize], sb: &[usize]) -> Vec<(usize, usize, us
         }
     }
     out
-}
-
-fn zip_runs(
-    shape: &[(usize, usize, usize)],
-    a: &[f32],
-    b: &[f32],
-    f: impl Fn(f32, f32) -> f32,
-) -> Vec<f32> {
-    let total: usize = shape.iter().map(|d| d.0).product();
-    let mut out = Vec::with_capacity(total);
-    let (&(n, ia, ib), outer) = match shape.split_last() {
-        Some(s) => s,
-        None => {
-            out.push(f(a[0], b[0]));
-            return out;
-        }
-    };
-    let mut idx = vec![0usize; outer.len()];
-    let (mut oa, mut ob) = (0usize, 0usize);
-    loop {
-        match (ia, ib) {
-            (1, 1) => out.extend(a[oa..oa + n].iter().zip(&b[ob..ob + n]).map(|(&x, &y)| f(x, y))),
-            (1, 0) => {
-                let y = b[ob];
-                out.extend(a[oa..oa + n].iter().map(|&x| f(x, y)));
-            }
-            (0, 1) => {
-                let x = a[oa];
-                out.extend(b[ob..ob + n].iter().map(|&y| f(x, y)));
-            }
-            _ => out.extend((0..n).map(|j| f(a[oa + j * ia], b[ob + j * ib]))),
-        }
-        // Odometer over the outer dimensions.
-        let mut d = outer.len();
-        loop {
-            if d == 0 {
-                return out;
-            }
-            d -= 1;
-            idx[d] += 1;
-            oa += outer[d].1;
-            ob += outer[d].2;
-            if idx[d] < outer[d].0 {
-                break;
-            }
-            oa -= outer[d].1 * outer[d].0;
-            ob -= outer[d].2 * outer[d].0;
-            idx[d] = 0;
-        }
-    }
 }
 
 impl CustomOp2 for Binary {
@@ -338,14 +323,20 @@ impl CustomOp2 for Binary {
         let out = if l1.shape().elem_count() == 0 {
             Vec::new()
         } else {
-            match self.0 {
-                BinOp::Add => zip_runs(&shape, a, b, |x, y| x + y),
-                BinOp::Sub => zip_runs(&shape, a, b, |x, y| x - y),
-                BinOp::Mul => zip_runs(&shape, a, b, |x, y| x * y),
-                BinOp::Div => zip_runs(&shape, a, b, |x, y| x / y),
-                BinOp::Maximum => zip_runs(&shape, a, b, |x, y| if x > y { x } else { y }),
-                BinOp::Minimum => zip_runs(&shape, a, b, |x, y| if x < y { x } else { y }),
-            }
+            let op = match self.0 {
+                BinOp::Add => kernels::BinaryOp::Add,
+                BinOp::Sub => kernels::BinaryOp::Sub,
+                BinOp::Mul => kernels::BinaryOp::Mul,
+                BinOp::Div => kernels::BinaryOp::Div,
+                BinOp::Maximum => kernels::BinaryOp::Max,
+                BinOp::Minimum => kernels::BinaryOp::Min,
+            };
+            kernels::binary(op, &shape, a, b).ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "binary: operands do not cover {:?} at their strides",
+                    l1.dims()
+                ))
+            })?
         };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -374,18 +365,13 @@ impl CustomOp1 for MeanRows {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous(s, l, "reduce_mean")?;
-        let inv = 1.0 / self.len as f32;
-        let out: Vec<f32> = x
-            .chunks_exact(self.len)
-            .map(|row| {
-                let mut acc = [0f32; 16];
-                let mut chunks = row.chunks_exact(16);
-                for c in &mut chunks {
-                    acc.iter_mut().zip(c).for_each(|(a, v)| *a += v);
-                }
-                (chunks.remainder().iter().sum::<f32>() + acc.iter().sum::<f32>()) * inv
-            })
-            .collect();
+        let out = kernels::mean_rows(x, self.len).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "reduce_mean: {} values in rows of {}",
+                x.len(),
+                self.len
+            ))
+        })?;
         Ok((CpuStorage::F32(out), Shape::from(self.shape.clone())))
     }
 }
@@ -471,6 +457,65 @@ pub(crate) fn permute(x: &Tensor, perm: &[usize]) -> Result<Option<Tensor>> {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The kernels' fp16 rounding, on every path this machine has, gives exactly
+    /// `half::f16::from_f32(x).to_f32()` (bit for bit, NaNs included) on every fp16 value, the
+    /// midpoints between neighbours and one f32 ulp either side of them, the overflow edge,
+    /// special values and a sweep of f32 bit patterns; the `cast` op uses it.
+    #[test]
+    fn round_f16_matches_half() {
+        let mut xs: Vec<f32> = Vec::new();
+        for h in 0..=u16::MAX {
+            let v = half::f16::from_bits(h).to_f32();
+            let next = half::f16::from_bits(h.wrapping_add(1)).to_f32();
+            xs.push(v);
+            if v.is_finite() && next.is_finite() && h != 0x7FFF && h != 0xFFFF {
+                let mid = ((v as f64 + next as f64) / 2.0) as f32;
+                let b = mid.to_bits();
+                xs.extend([mid, f32::from_bits(b + 1), f32::from_bits(b.saturating_sub(1))]);
+            }
+        }
+        xs.extend((0..=u32::MAX).step_by(4099).map(f32::from_bits));
+        xs.extend([
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7F80_0001),
+            f32::from_bits(0xFFBF_FFFF),
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            65504.0,
+            65519.996,
+            65520.0,
+            -65520.0,
+        ]);
+        let want: Vec<u32> =
+            xs.iter().map(|&x| half::f16::from_f32(x).to_f32().to_bits()).collect();
+        for isa in
+            [kernels::Isa::Auto, kernels::Isa::Avx512, kernels::Isa::Avx2, kernels::Isa::Portable]
+        {
+            let mut ys = vec![0f32; xs.len()];
+            assert!(kernels::round_f16_with(isa, &xs, &mut ys));
+            for ((x, y), w) in xs.iter().zip(&ys).zip(&want) {
+                assert_eq!(y.to_bits(), *w, "{isa:?}: {x:e} ({:#010x})", x.to_bits());
+            }
+        }
+        for (x, w) in xs.iter().zip(&want) {
+            assert_eq!(
+                kernels::round_f16_scalar(*x).to_bits(),
+                *w,
+                "scalar: {:#010x}",
+                x.to_bits()
+            );
+        }
+        let t = Tensor::from_vec(xs.clone(), xs.len(), &Device::Cpu).unwrap();
+        let got = round_f16(&t).unwrap().to_vec1::<f32>().unwrap();
+        assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == *w), "the cast op");
+        assert!(!kernels::round_f16(&xs, &mut [0f32; 3]), "mismatched lengths are refused");
+    }
 
     /// Every permutation of a few shapes (with size-1 axes and mergeable neighbours): the
     /// kernel path, where it applies, gives exactly candle's permute, and it applies to the

@@ -71,12 +71,32 @@ pub(super) fn threshold(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result
     b.push_map(i, op, move |x| x.max(alpha))
 }
 
+/// `x` as f32: the same tensor (no copy) when it already is one.
+fn as_f32(x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+    if x.dtype() == candle_core::DType::F32 {
+        Ok(x.clone())
+    } else {
+        x.to_dtype(candle_core::DType::F32)
+    }
+}
+
 /// `cast`: values stay f32 inside the executor; integer targets truncate toward zero (as
 /// numpy's `astype`), `bool` maps non-zero to 1.
 pub(super) fn cast(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
     match b.string(i, op, "dtype")?.as_deref() {
-        Some("fp16") => b.push_map(i, op, |x| half::f16::from_f32(x).to_f32()),
-        Some("fp32" | "fp64") => b.push_map(i, op, |x| x),
+        Some(t @ ("fp16" | "fp32" | "fp64")) => {
+            let x = b.var(i, op, "x")?;
+            let fp16 = t == "fp16";
+            b.push_fn(i, op, vec![x], move |a| {
+                let x = super::func::arg(a, 0)?;
+                Ok(vec![if fp16 {
+                    crate::mlprogram::kernel_ops::round_f16(x)?
+                } else {
+                    as_f32(x)?
+                }])
+            });
+            Ok(())
+        }
         Some("int8" | "int16" | "int32" | "int64" | "uint8" | "uint16" | "uint32") => {
             b.push_map(i, op, f32::trunc)
         }

@@ -4,7 +4,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 
-use kernels::{Activation, apply_activation};
+use kernels::Activation;
 
 /// An element-wise activation from [`crate::kernels`] as a candle op on f32 tensors (the same
 /// code the conv epilogues use, e.g. the erf-based exact GELU).
@@ -21,8 +21,7 @@ impl CustomOp1 for ActOp {
         let (start, end) = layout
             .contiguous_offsets()
             .ok_or_else(|| candle_core::Error::Msg("activation: input not contiguous".into()))?;
-        let mut out = data[start..end].to_vec();
-        apply_activation(&mut out, self.0);
+        let out = kernels::activation_to_vec(&data[start..end], self.0);
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
