@@ -16,7 +16,7 @@ while [ "$p" -gt 1 ]; do
   keep="$keep$p "
 done
 paused=()
-for pid in $(ps -eo pid=,comm=,args= | awk '$2 ~ /^(cargo|rustc|cc1|cc1plus|cc|gcc|ld|collect2|python3?|pytest|infer|nextest)/ || $3 ~ /\/target\/(debug|release)\// {print $1}'); do
+for pid in $(ps -eo pid=,comm=,args= | awk '$2 ~ /^(cargo|rustc|cc1|cc1plus|cc|gcc|ld|collect2|python3?|pytest|infer|nextest)/ || $3 ~ /(^|\/)target\/(debug|release)\// {print $1}'); do
   case "$keep" in *" $pid "*) continue;; esac
   kill -STOP "$pid" 2>/dev/null && paused+=("$pid")
 done

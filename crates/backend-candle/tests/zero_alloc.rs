@@ -26,7 +26,7 @@ fn allocations(artifact: &ModelArtifact, input: &[usize], threads: usize, runs: 
     let inputs = NamedTensors::new().with("input", Tensor::from_f32(input.to_vec(), x).unwrap());
     let ctx = RunContext::new();
     let mut outputs = NamedTensors::new();
-    for _ in 0..10 {
+    for _ in 0..20 {
         model.run_into(&inputs, &mut outputs, &ctx).expect("warm-up run");
     }
     let before = outputs.get("logits").expect("logits").as_f32().unwrap().to_vec();
