@@ -5,7 +5,10 @@
 //!
 //! This crate holds all of the CPU side's `unsafe` and SIMD code; the engine crate on top of it
 //! (`backend-candle`) forbids `unsafe`. Kernels work on contiguous NCHW f32 slices. Parallel work
-//! runs on the current rayon pool, so the engine's pool decides the thread count. Loops are
+//! runs on the kernels' own pool, over the thread count [`with_threads`] set for the calling
+//! thread or else the current rayon pool's, so the engine decides it. Scratch buffers are kept
+//! per thread: with outputs the caller keeps ([`Conv2d::forward_into`]), a steady-state run
+//! allocates nothing ([`CountingAllocator`] is how the tests check). Loops are
 //! compiled a second time for AVX2+FMA and AVX-512 and chosen at run time (x86-64); on aarch64
 //! the baseline build already targets NEON. Each kernel is property-tested against a naive f64
 //! reference (`tests/kernels.rs`).
