@@ -18,20 +18,6 @@ thread_local! {
     static GROUP_COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on this thread's column buffer, grown to `len` values (a fresh buffer when this
-/// thread's is already in use further up the stack).
-fn with_col<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    GROUP_COL.with(|c| match c.try_borrow_mut() {
-        Ok(mut col) => {
-            if col.len() < len {
-                col.resize(len, 0.0);
-            }
-            f(&mut col[..len])
-        }
-        Err(_) => f(&mut vec![0f32; len]),
-    })
-}
-
 /// How the input is padded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Padding {
@@ -451,13 +437,17 @@ impl Conv2d {
         let need = if is_pw { 0 } else { kk * plane };
         if self.groups == 1 {
             // One group: its im2col and GEMM use the whole pool.
-            with_col(need, |col| (0..n).for_each(|b| group(b, 0, col)));
+            crate::pool::with_scratch(&GROUP_COL, need, |col| {
+                (0..n).for_each(|b| group(b, 0, col))
+            });
         } else {
             // Grouped: one task per image and group, each on one thread (the loops inside run
             // inline), with that thread's column buffer: many small GEMMs split finely over
             // the pool cost more in hand-offs than they gain.
             crate::pool::for_each_task(n * self.groups, &|task| {
-                with_col(need, |col| group(task / self.groups, task % self.groups, col));
+                crate::pool::with_scratch(&GROUP_COL, need, |col| {
+                    group(task / self.groups, task % self.groups, col)
+                });
             });
         }
         if failed.load(Ordering::Relaxed) {

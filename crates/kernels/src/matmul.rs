@@ -160,24 +160,6 @@ thread_local! {
     static B_BUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with a thread-local buffer of at least `len` values (a fresh one when the
-/// thread's buffer is already in use further up the stack).
-fn with_buf<R>(
-    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>,
-    len: usize,
-    f: impl FnOnce(&mut [f32]) -> R,
-) -> R {
-    key.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut v) => {
-            if v.len() < len {
-                v.resize(len, 0.0);
-            }
-            f(&mut v[..len])
-        }
-        Err(_) => f(&mut vec![0f32; len]),
-    })
-}
-
 /// `c[b] = a[b] (m x k) * b[b] (k x n) (+ bias per column)` for `batches` products; `c` is
 /// contiguous (`batches x m x n`). Returns false (nothing written) when an operand does not
 /// cover its shape or `bias` is not `n` long.
@@ -228,7 +210,7 @@ pub fn matmul_strided_with(
     }
     let strips = n.div_ceil(NR) * k * NR;
     let b_batches = if b.batch == 0 { 1 } else { batches };
-    with_buf(&B_BUF, b_batches * strips, |bp| {
+    crate::pool::with_scratch(&B_BUF, b_batches * strips, |bp| {
         for bi in 0..b_batches {
             let view = Strided { data: &b.data[bi * b.batch..], ..b };
             pack_b(view, k, n, &mut bp[bi * strips..(bi + 1) * strips]);
@@ -300,7 +282,7 @@ fn run_packed<'b>(
         // SAFETY: task (bi, blk) writes rows r0..r0+mr of batch bi only: disjoint ranges of
         // `c`, which stays borrowed through `out` until `for_each_task` returns.
         let ct = unsafe { out.slice((bi * m + r0) * n, mr * n) };
-        with_buf(&A_BUF, mr.div_ceil(MR) * MR * k, |ap| {
+        crate::pool::with_scratch(&A_BUF, mr.div_ceil(MR) * MR * k, |ap| {
             pack_a(a, bi * a.batch, r0, mr, k, ap);
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `packed()` checked AVX-512F; `ap` holds mr.div_ceil(MR) panels of k * MR,

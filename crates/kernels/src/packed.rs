@@ -74,8 +74,9 @@ pub(crate) fn unpack_weights(packed: &[f32], m: usize, k: usize) -> Vec<f32> {
 }
 
 thread_local! {
-    /// Each thread's packed activation strip, kept between calls.
-    static STRIP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's packed activation strip, kept between calls (shared with the portable
+    /// kernel: one tile runs at a time on a thread).
+    pub(crate) static STRIP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `dst[m x n] = clamp(packed_w * x + bias (+ dst if accumulate))` for one tile: rows
@@ -103,16 +104,7 @@ pub(crate) unsafe fn tile(
     accumulate: bool,
     clamp: Option<(f32, f32)>,
 ) {
-    STRIP.with(|cell| {
-        let mut own = Vec::new();
-        let mut guard = cell.try_borrow_mut();
-        let strip: &mut Vec<f32> = match guard.as_mut() {
-            Ok(s) => s,
-            Err(_) => &mut own,
-        };
-        if strip.len() < k * NR {
-            strip.resize(k * NR, 0.0);
-        }
+    crate::pool::with_scratch(&STRIP, k * NR, |strip| {
         let mut c = 0;
         while c < n {
             let nc = (n - c).min(NR);

@@ -14,11 +14,6 @@ const PR: usize = 4;
 /// Columns of one micro-kernel call (a third of an activation strip).
 const PC: usize = 16;
 
-thread_local! {
-    /// Each thread's packed activation strip, kept between calls.
-    static STRIP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// How a multiply-add is done: fused where the target has the instruction (a fused op without
 /// it would be a slow library call), else a multiply and an add.
 trait MulAdd: Sized {
@@ -83,17 +78,7 @@ pub(crate) unsafe fn tile(
     clamp: Option<(f32, f32)>,
 ) {
     let t = Tile { m, n, k, packed, panel0, x, ld, dst, bias, accumulate, clamp };
-    STRIP.with(|cell| {
-        let mut own = Vec::new();
-        let mut guard = cell.try_borrow_mut();
-        let strip: &mut Vec<f32> = match guard.as_mut() {
-            Ok(s) => s,
-            Err(_) => &mut own,
-        };
-        if strip.len() < k * NR {
-            strip.resize(k * NR, 0.0);
-        }
-        let strip = &mut strip[..k * NR];
+    crate::pool::with_scratch(&crate::packed::STRIP, k * NR, |strip| {
         #[cfg(target_arch = "x86_64")]
         if crate::simd::has_avx2_fma() {
             // SAFETY: AVX2 and FMA were detected at run time; the rest is the caller's contract.

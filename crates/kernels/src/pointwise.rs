@@ -67,43 +67,21 @@ pub(crate) fn pointwise(
         let (r0, c0) = (rt * mt, ct * nt);
         let (m, n) = ((co - r0).min(mt), (hw - c0).min(nt));
         let d = dst;
-        #[cfg(target_arch = "x86_64")]
-        if let (Some(pk), true) = (packed, super::simd::has_avx512()) {
-            // SAFETY: AVX-512F was detected at run time; r0 is a multiple of MR (mt is a
-            // multiple of 8), the panels from r0 / MR cover rows r0..r0+m (length checked
-            // above), and the tile's x columns and out block are in bounds and this tile's
-            // alone, as argued for the GEMM call below.
-            unsafe {
-                super::packed::tile(
-                    m,
-                    n,
-                    ci,
-                    pk,
-                    r0 / super::packed::MR,
-                    x.as_ptr().add(c0),
-                    hw,
-                    d.0.add(r0 * hw + c0),
-                    &bias[r0..r0 + m],
-                    accumulate,
-                    clamp,
-                )
-            };
-            if act != Activation::None && clamp.is_none() {
-                for i in 0..m {
-                    // SAFETY: row segment out[(r0+i)*hw + c0 .. + n] is in bounds and this tile's.
-                    let row =
-                        unsafe { std::slice::from_raw_parts_mut(d.0.add((r0 + i) * hw + c0), n) };
-                    apply_activation(row, act);
-                }
-            }
-            return;
-        }
         if let Some(pk) = packed {
-            // SAFETY: r0 is a multiple of MR (mt is a multiple of 8), the panels from r0 / MR
+            #[cfg(target_arch = "x86_64")]
+            let tile = if super::simd::has_avx512() {
+                super::packed::tile
+            } else {
+                super::packed_portable::tile
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let tile = super::packed_portable::tile;
+            // SAFETY: the AVX-512 kernel is chosen only where AVX-512F was detected at run
+            // time; r0 is a multiple of MR (mt is a multiple of 8), the panels from r0 / MR
             // cover rows r0..r0+m (length checked above), and the tile's x columns and out
             // block are in bounds and this tile's alone, as argued for the GEMM call below.
             unsafe {
-                super::packed_portable::tile(
+                tile(
                     m,
                     n,
                     ci,

@@ -227,6 +227,26 @@ pub(crate) fn for_each_task(n: usize, f: &(dyn Fn(usize) + Sync)) {
     (0..n).into_par_iter().for_each(|i| run_task(f, i));
 }
 
+/// Runs `f` with this thread's buffer `key`, grown to at least `len` values (contents
+/// unspecified; a fresh buffer when the thread's is already in use further up the stack). The
+/// kernels' scratch (strips, im2col columns, packed rows) lives in such buffers, kept between
+/// runs, so a steady-state run allocates nothing.
+pub(crate) fn with_scratch<R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+            f(&mut v[..len])
+        }
+        Err(_) => f(&mut vec![0f32; len]),
+    })
+}
+
 /// A mutable slice shared by parallel tasks that each write their own disjoint part.
 #[derive(Clone, Copy)]
 pub(crate) struct SharedMut {
