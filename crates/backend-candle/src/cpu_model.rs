@@ -139,11 +139,7 @@ pub(crate) fn store_outputs<'a>(
     produced: impl IntoIterator<Item = (&'a TensorSpec, &'a CTensor)>,
     outputs: &mut NamedTensors,
 ) -> Result<()> {
-    let stale: Vec<String> =
-        outputs.names().filter(|n| schema.output(n).is_none()).map(str::to_string).collect();
-    for n in stale {
-        outputs.remove(&n);
-    }
+    remove_stale_outputs(schema, outputs);
     for (spec, y) in produced {
         let reused = match outputs.get_mut(&spec.name) {
             Some(dst) if dst.shape() == y.dims() && dst.dtype() == spec.dtype => {
@@ -156,6 +152,19 @@ pub(crate) fn store_outputs<'a>(
         }
     }
     Ok(())
+}
+
+/// Removes the caller's outputs whose names the schema does not declare (allocates only when
+/// there are some).
+pub(crate) fn remove_stale_outputs(schema: &IoSchema, outputs: &mut NamedTensors) {
+    if outputs.names().all(|n| schema.output(n).is_some()) {
+        return;
+    }
+    let stale: Vec<String> =
+        outputs.names().filter(|n| schema.output(n).is_none()).map(str::to_string).collect();
+    for n in stale {
+        outputs.remove(&n);
+    }
 }
 
 /// Copies a contiguous f32 candle tensor into `dst` (f32, or f16 rounded to nearest even);

@@ -9,7 +9,7 @@ use inference_api::{
     TensorSpec,
 };
 
-use crate::cpu_model::{Body, CpuModel};
+use crate::cpu_model::{Body, CpuModel, remove_stale_outputs};
 use crate::models::{
     Network, Weights, Workspace, efficientnet_lite::EfficientNetLite, fastvit::FastVit,
 };
@@ -197,13 +197,7 @@ impl NativeBody {
             Error::invalid_input(&spec.name, "4-D [n, c, h, w]", format!("{:?}", input.shape()))
         })?;
         let x = input.as_f32()?;
-        if outputs.names().any(|n| n != self.output) {
-            let stale: Vec<String> =
-                outputs.names().filter(|n| *n != self.output).map(str::to_string).collect();
-            stale.iter().for_each(|n| {
-                outputs.remove(n);
-            });
-        }
+        remove_stale_outputs(schema, outputs);
         let shape = [dims[0], self.net.classes()];
         let fits = outputs
             .get(&self.output)

@@ -229,14 +229,7 @@ impl Conv2d {
         w: usize,
         out: &mut [f32],
     ) -> Result<(), String> {
-        let (oh, ow) = self.output_hw(h, w)?;
-        if out.len() != n * self.out_channels * oh * ow {
-            return Err(format!(
-                "conv: output buffer has {} values, expected {n}x{}x{oh}x{ow}",
-                out.len(),
-                self.out_channels
-            ));
-        }
+        self.check_output("output buffer", out.len(), n, h, w)?;
         self.run(x, n, h, w, out, false, None)
     }
 
@@ -271,14 +264,7 @@ impl Conv2d {
         w: usize,
         residual: &mut [f32],
     ) -> Result<(), String> {
-        let (oh, ow) = self.output_hw(h, w)?;
-        if residual.len() != n * self.out_channels * oh * ow {
-            return Err(format!(
-                "conv: residual has {} values, expected {n}x{}x{oh}x{ow}",
-                residual.len(),
-                self.out_channels
-            ));
-        }
+        self.check_output("residual", residual.len(), n, h, w)?;
         if !self.is_depthwise() {
             return self.run(x, n, h, w, residual, true, None);
         }
@@ -292,6 +278,26 @@ impl Conv2d {
             let y = plain.forward(x, n, h, w)?;
             residual.iter_mut().zip(&y).for_each(|(r, v)| *r += v);
             apply_activation(residual, self.act);
+        }
+        Ok(())
+    }
+
+    /// Checks that `what` (an output-shaped buffer of `len` values) fits the output of an
+    /// `n x in_channels x h x w` input.
+    fn check_output(
+        &self,
+        what: &str,
+        len: usize,
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<(), String> {
+        let (oh, ow) = self.output_hw(h, w)?;
+        if len != n * self.out_channels * oh * ow {
+            return Err(format!(
+                "conv: {what} has {len} values, expected {n}x{}x{oh}x{ow}",
+                self.out_channels
+            ));
         }
         Ok(())
     }

@@ -281,12 +281,21 @@ pub fn mean_rows(x: &[f32], len: usize) -> Option<Vec<f32>> {
     if len == 0 || !x.len().is_multiple_of(len) {
         return None;
     }
-    let rows = x.len() / len;
+    let mut out = vec![0f32; x.len() / len];
+    mean_rows_into(x, len, &mut out).then_some(out)
+}
+
+/// [`mean_rows`] into the caller's `out` (one value per row); false (nothing written) when
+/// `len` is zero, does not divide `x`'s length or `out` does not hold one value per row.
+pub fn mean_rows_into(x: &[f32], len: usize, out: &mut [f32]) -> bool {
+    if len == 0 || !x.len().is_multiple_of(len) || out.len() != x.len() / len {
+        return false;
+    }
+    let rows = out.len();
     let isa = Isa::Auto.resolve();
     let per_task = (PER_TASK / len).max(1);
     let tasks = rows.div_ceil(per_task);
-    let mut out = vec![0f32; rows];
-    let shared = crate::pool::SharedMut::new(&mut out);
+    let shared = crate::pool::SharedMut::new(out);
     for_each_task(tasks, &|t| {
         let (r0, r1) = (t * per_task, ((t + 1) * per_task).min(rows));
         // SAFETY: tasks write disjoint row ranges r0..r1 of `out`, borrowed through `shared`
@@ -294,7 +303,7 @@ pub fn mean_rows(x: &[f32], len: usize) -> Option<Vec<f32>> {
         let o = unsafe { shared.slice(r0, r1 - r0) };
         means_isa(isa, &x[r0 * len..r1 * len], len, o);
     });
-    Some(out)
+    true
 }
 
 fn means_isa(isa: Isa, x: &[f32], len: usize, out: &mut [f32]) {

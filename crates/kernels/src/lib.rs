@@ -41,7 +41,6 @@ pub mod peak;
 mod pointwise;
 mod pool;
 pub mod profile;
-mod reduce;
 mod rows;
 mod simd;
 mod transpose;
@@ -50,13 +49,14 @@ pub use activation::{Activation, apply_activation, erf, exp, hard_sigmoid};
 pub use alloc_count::CountingAllocator;
 pub use conv::{Conv2d, Padding, fold_batch_norm};
 pub use dw_direct::DwIsa;
-pub use elementwise::{BinaryOp, activation_to_vec, binary, binary_with, mean_rows};
+pub use elementwise::{
+    BinaryOp, activation_to_vec, binary, binary_with, mean_rows, mean_rows_into,
+};
 pub use fp16::{round_f16, round_f16_scalar, round_f16_with};
 pub use gemm::matmul;
 pub use matmul::{GemmIsa, PackedB, Strided, matmul_packed, matmul_strided, matmul_strided_with};
 pub use maxpool::{PoolGeometry, max_pool2d};
 pub use pool::with_threads;
-pub use reduce::plane_mean;
 pub use rows::{
     Isa, layer_norm, layer_norm_with, softmax, softmax_rows_to_vec, softmax_rows_to_vec_with,
     softmax_with,

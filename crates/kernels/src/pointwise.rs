@@ -67,6 +67,15 @@ pub(crate) fn pointwise(
         let (r0, c0) = (rt * mt, ct * nt);
         let (m, n) = ((co - r0).min(mt), (hw - c0).min(nt));
         let d = dst;
+        // The activation over the tile's rows, for the kernels that do not apply it in
+        // registers.
+        let activate = || {
+            for i in 0..m {
+                // SAFETY: row segment out[(r0+i)*hw + c0 .. + n] is in bounds and this tile's.
+                let row = unsafe { std::slice::from_raw_parts_mut(d.0.add((r0 + i) * hw + c0), n) };
+                apply_activation(row, act);
+            }
+        };
         if let Some(pk) = packed {
             #[cfg(target_arch = "x86_64")]
             let tile = if super::simd::has_avx512() {
@@ -96,12 +105,7 @@ pub(crate) fn pointwise(
                 )
             };
             if act != Activation::None && clamp.is_none() {
-                for i in 0..m {
-                    // SAFETY: row segment out[(r0+i)*hw + c0 .. + n] is in bounds and this tile's.
-                    let row =
-                        unsafe { std::slice::from_raw_parts_mut(d.0.add((r0 + i) * hw + c0), n) };
-                    apply_activation(row, act);
-                }
+                activate();
             }
             return;
         }
@@ -125,12 +129,7 @@ pub(crate) fn pointwise(
                 )
             };
             if act != Activation::None {
-                for i in 0..m {
-                    // SAFETY: row segment out[(r0+i)*hw + c0 .. + n] is in bounds and this tile's.
-                    let row =
-                        unsafe { std::slice::from_raw_parts_mut(d.0.add((r0 + i) * hw + c0), n) };
-                    apply_activation(row, act);
-                }
+                activate();
             }
             return;
         }

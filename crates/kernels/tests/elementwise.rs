@@ -11,16 +11,9 @@ use proptest::prelude::*;
 mod common;
 use common::{check, pool};
 
+/// Seeded values in [-4, 4).
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
-        })
-        .collect()
+    common::values(len, seed).into_iter().map(|v| v * 4.0).collect()
 }
 
 const ISAS: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];

@@ -6,7 +6,7 @@ use kernels::{Activation, Conv2d, DwIsa, Padding, apply_activation, erf, exp, ma
 use proptest::prelude::*;
 
 mod common;
-use common::{check, pool};
+use common::{check, pool, values};
 
 /// Naive NCHW convolution in f64 with explicit padding `[t, b, l, r]`.
 #[allow(clippy::too_many_arguments)]
@@ -91,18 +91,6 @@ fn erf_f64(x: f64) -> f64 {
         }
         x.signum() * (1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + f))
     }
-}
-
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
 }
 
 fn acts() -> impl Strategy<Value = Activation> {

@@ -7,19 +7,7 @@ use kernels::{GemmIsa, PackedB, Strided, matmul_packed, matmul_strided_with};
 use proptest::prelude::*;
 
 mod common;
-use common::{check, pool};
-
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
+use common::{check, pool, values};
 
 /// `(row, col)` strides of a `rows x cols` matrix stored row-major, or transposed when `t`.
 fn layout(rows: usize, cols: usize, t: bool) -> (usize, usize) {

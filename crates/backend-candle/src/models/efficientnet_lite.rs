@@ -178,7 +178,7 @@ impl Network for EfficientNetLite {
         let (hlen, hh, hw) = size(&self.head, h, w)?;
         self.head.0.forward_into(&cur[..cur_len], n, h, w, sized(e, hlen))?;
         let pooled = sized(d, n * self.fc.features());
-        global_mean(&e[..hlen], hh * hw, pooled);
+        global_mean(&e[..hlen], hh * hw, pooled)?;
         self.fc.forward(n, pooled, out)
     }
 }

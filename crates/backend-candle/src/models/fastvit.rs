@@ -149,11 +149,17 @@ impl Se {
 
     /// Gates each of the `c` planes (`hw` values) of every image in `x` by its squeeze-excite
     /// weight; `scratch` holds the pooled means and the hidden layer.
-    fn apply(&self, x: &mut [f32], c: usize, hw: usize, scratch: &mut Vec<f32>) {
+    fn apply(
+        &self,
+        x: &mut [f32],
+        c: usize,
+        hw: usize,
+        scratch: &mut Vec<f32>,
+    ) -> std::result::Result<(), String> {
         let buf = sized(scratch, c + self.rd);
         let (mean, hid) = buf.split_at_mut(c);
         for img in x.chunks_mut(c * hw) {
-            global_mean(img, hw, mean);
+            global_mean(img, hw, mean)?;
             for (r, hv) in hid.iter_mut().enumerate() {
                 let s = dot(&self.fc1[r * c..(r + 1) * c], mean);
                 *hv = (s + self.b1[r]).max(0.0);
@@ -164,6 +170,7 @@ impl Se {
                 plane.iter_mut().for_each(|v| *v *= gate);
             }
         }
+        Ok(())
     }
 }
 
@@ -377,11 +384,11 @@ impl Network for FastVit {
         let ch = self.final_conv.out_channels();
         let feat = &mut a[..len];
         if let Some(se) = &self.final_se {
-            se.apply(feat, ch, h * w, scratch);
+            se.apply(feat, ch, h * w, scratch)?;
         }
         apply_activation(feat, Activation::Gelu);
         let pooled = sized(b, n * ch);
-        global_mean(feat, h * w, pooled);
+        global_mean(feat, h * w, pooled)?;
         self.head.forward(n, pooled, out)
     }
 }

@@ -101,9 +101,11 @@ impl Classifier {
 }
 
 /// Per-channel means of `n x c` planes of `hw` values into `pooled` (`n x c`).
-pub(crate) fn global_mean(x: &[f32], hw: usize, pooled: &mut [f32]) {
-    for (p, plane) in pooled.iter_mut().zip(x.chunks_exact(hw.max(1))) {
-        *p = kernels::plane_mean(plane);
+pub(crate) fn global_mean(x: &[f32], hw: usize, pooled: &mut [f32]) -> Result<(), String> {
+    if kernels::mean_rows_into(x, hw, pooled) {
+        Ok(())
+    } else {
+        Err(format!("global mean: {} values are not {} planes of {hw}", x.len(), pooled.len()))
     }
 }
 

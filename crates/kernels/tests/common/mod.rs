@@ -1,5 +1,5 @@
-//! Helpers shared by the kernels' property tests: a thread pool of a given size and the FP32
-//! tolerance check against a naive reference.
+//! Helpers shared by the kernels' property tests: seeded test values, a thread pool of a given
+//! size and the FP32 tolerance check against a naive reference.
 
 use inference_api::{Drift, tolerance};
 use proptest::prelude::*;
@@ -22,4 +22,17 @@ pub(crate) fn check(got: &[f32], want: &[f32], what: &str) -> Result<(), TestCas
         d.max_rel_to_peak
     );
     Ok(())
+}
+
+/// `len` seeded pseudo-random values in [-1, 1) (xorshift; the same seed gives the same values).
+pub(crate) fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
 }
