@@ -52,39 +52,45 @@ fn every_small_zoo_model_matches_pytorch() {
                 inputs.insert(spec.name.clone(), t);
             }
         }
-        let out = match model.run(&inputs, &RunContext::new()) {
-            Ok(o) => o,
-            Err(e) => {
-                failures.push(format!("{name}: run: {e}"));
-                continue;
-            }
-        };
-        for (oname, expected) in &want {
-            let got = out.get(oname).expect("declared output");
-            assert_eq!(got.shape(), expected.shape(), "{name}.{oname}");
-            let d = Drift::between(&got.to_f32_vec(), &expected.to_f32_vec());
-            println!(
-                "{name}.{oname}: max_abs {:.2e} rel_to_peak {:.2e} top1 {}",
-                d.max_abs, d.max_rel_to_peak, d.top1_agree
-            );
-            // Arg-max: of the logits for a classifier ([1, classes]); per pixel over the
-            // channels for a dense map, where the reference's top two differ by more than 1e-5
-            // (a flat arg-max over a whole map would compare near-ties of smooth upsampling).
-            let argmax_ok = match *expected.shape() {
-                [1, _] => d.top1_agree,
-                [1, c, h, w] => {
-                    class_maps_agree(&got.to_f32_vec(), &expected.to_f32_vec(), c, h * w)
+        // The first run goes through the interpreter; the second, where the plan could be
+        // lowered for these shapes, through the lowered plan's buffers.
+        for pass in ["first run", "second run"] {
+            let out = match model.run(&inputs, &RunContext::new()) {
+                Ok(o) => o,
+                Err(e) => {
+                    failures.push(format!("{name} ({pass}): run: {e}"));
+                    continue;
                 }
-                _ => true,
             };
-            // fp16 packages (`*_fp16`): the FP16 tolerance; fp32: 1e-4 of the peak.
-            let close = if name.ends_with("_fp16") {
-                d.within(&inference_api::tolerance::FP16)
-            } else {
-                d.max_rel_to_peak <= 1e-4
-            };
-            if !close || !argmax_ok {
-                failures.push(format!("{name}.{oname}: {d:?} arg-max agrees: {argmax_ok}"));
+            for (oname, expected) in &want {
+                let got = out.get(oname).expect("declared output");
+                assert_eq!(got.shape(), expected.shape(), "{name}.{oname}");
+                let d = Drift::between(&got.to_f32_vec(), &expected.to_f32_vec());
+                println!(
+                    "{name}.{oname} ({pass}): max_abs {:.2e} rel_to_peak {:.2e} top1 {}",
+                    d.max_abs, d.max_rel_to_peak, d.top1_agree
+                );
+                // Arg-max: of the logits for a classifier ([1, classes]); per pixel over the
+                // channels for a dense map, where the reference's top two differ by more than 1e-5
+                // (a flat arg-max over a whole map would compare near-ties of smooth upsampling).
+                let argmax_ok = match *expected.shape() {
+                    [1, _] => d.top1_agree,
+                    [1, c, h, w] => {
+                        class_maps_agree(&got.to_f32_vec(), &expected.to_f32_vec(), c, h * w)
+                    }
+                    _ => true,
+                };
+                // fp16 packages (`*_fp16`): the FP16 tolerance; fp32: 1e-4 of the peak.
+                let close = if name.ends_with("_fp16") {
+                    d.within(&inference_api::tolerance::FP16)
+                } else {
+                    d.max_rel_to_peak <= 1e-4
+                };
+                if !close || !argmax_ok {
+                    failures.push(format!(
+                        "{name}.{oname} ({pass}): {d:?} arg-max agrees: {argmax_ok}"
+                    ));
+                }
             }
         }
     }

@@ -1,4 +1,5 @@
-//! A steady-state run of a native network allocates nothing: a counting global allocator sees
+//! A steady-state run of a native network, or of a Core ML package through the executor's
+//! lowered plan, allocates nothing: a counting global allocator sees
 //! every allocation of every thread (the caller's and the kernels' pool workers') while
 //! prepared models run into outputs the caller already holds. One test in this binary, so no
 //! other test allocates while it counts.
@@ -43,7 +44,7 @@ fn allocations(artifact: &ModelArtifact, input: &[usize], threads: usize, runs: 
 }
 
 #[test]
-fn native_networks_allocate_nothing_per_steady_state_run() {
+fn steady_state_runs_allocate_nothing() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut lite0 = ModelArtifact::from_path(
         root.join("models/efficientnet-lite0/efficientnet-lite0.safetensors"),
@@ -61,6 +62,15 @@ fn native_networks_allocate_nothing_per_steady_state_run() {
         for threads in [1, 2] {
             let count = allocations(artifact, &[1, 3, size, size], threads, 20);
             println!("{name} at {threads} threads: {count} allocations in 20 runs");
+            seen.push((name, threads, count));
+        }
+    }
+    for (name, size) in [("efficientnet_lite0", 224), ("fastvit_t8", 256)] {
+        let path = fixtures().join(format!("{name}/{name}.mlpackage"));
+        let artifact = ModelArtifact::from_path(path).unwrap();
+        for threads in [1, 2] {
+            let count = allocations(&artifact, &[1, 3, size, size], threads, 20);
+            println!("{name}.mlpackage at {threads} threads: {count} allocations in 20 runs");
             seen.push((name, threads, count));
         }
     }

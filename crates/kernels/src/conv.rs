@@ -167,6 +167,17 @@ impl Conv2d {
         self.act = act;
     }
 
+    /// The fused activation.
+    pub fn activation(&self) -> Activation {
+        self.act
+    }
+
+    /// Whether this is a depthwise convolution (one input channel per group), which
+    /// [`Conv2d::forward_add`] runs through a separate output rather than in its epilogue.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups == self.in_channels && self.in_channels / self.groups == 1
+    }
+
     /// Number of output channels.
     pub fn out_channels(&self) -> usize {
         self.out_channels
@@ -300,10 +311,6 @@ impl Conv2d {
             ));
         }
         Ok(())
-    }
-
-    fn is_depthwise(&self) -> bool {
-        self.groups == self.in_channels && self.in_channels / self.groups == 1
     }
 
     /// Group `g`'s packed weights for the packed GEMM (AVX-512, or the portable kernel on

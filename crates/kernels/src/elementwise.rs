@@ -69,20 +69,38 @@ pub(crate) fn build_units(
     unit: usize,
     fill: &(dyn Fn(usize, &mut [MaybeUninit<f32>]) + Sync),
 ) -> Vec<f32> {
-    let per = (PER_TASK / unit.max(1)).max(1) * unit.max(1);
     let mut v: Vec<f32> = Vec::with_capacity(len);
-    let spare = v.spare_capacity_mut();
-    let out = Uninit { ptr: spare.as_mut_ptr(), len };
-    for_each_task(len.div_ceil(per), &|t| {
-        let (a, b) = (t * per, ((t + 1) * per).min(len));
-        // SAFETY: a..b lies inside the spare capacity (len values); tasks take disjoint ranges,
-        // and `v` is not touched until `for_each_task` returns.
-        let chunk = unsafe { out.chunk(a, b) };
-        fill(a, chunk);
-    });
-    // SAFETY: the tasks covered 0..len and every `fill` in this module writes its whole chunk.
+    fill_units(&mut v.spare_capacity_mut()[..len], unit, fill);
+    // SAFETY: `fill_units` covered 0..len and every `fill` in this module writes its whole
+    // chunk.
     unsafe { v.set_len(len) };
     v
+}
+
+/// `fill(start, chunk)` over consecutive chunks of `out` of whole `unit`s (about [`PER_TASK`]
+/// values each), in parallel on the pool.
+fn fill_units(
+    out: &mut [MaybeUninit<f32>],
+    unit: usize,
+    fill: &(dyn Fn(usize, &mut [MaybeUninit<f32>]) + Sync),
+) {
+    let len = out.len();
+    let per = (PER_TASK / unit.max(1)).max(1) * unit.max(1);
+    let shared = Uninit { ptr: out.as_mut_ptr(), len };
+    for_each_task(len.div_ceil(per), &|t| {
+        let (a, b) = (t * per, ((t + 1) * per).min(len));
+        // SAFETY: a..b lies inside `out`; tasks take disjoint ranges, and `out` stays
+        // exclusively borrowed until `for_each_task` returns.
+        let chunk = unsafe { shared.chunk(a, b) };
+        fill(a, chunk);
+    });
+}
+
+/// `out` seen as possibly-uninitialised values, for the fills that write every value.
+fn as_uninit(out: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has f32's layout, and every fill writes initialised f32s, so
+    // `out` holds valid values whenever it is read again.
+    unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast(), out.len()) }
 }
 
 /// The largest offset a `(size, stride_a, stride_b)` walk reaches in operand `which` (0: a).
@@ -113,12 +131,36 @@ pub fn binary_with(
     a: &[f32],
     b: &[f32],
 ) -> Option<Vec<f32>> {
+    let total = binary_len(dims, a, b)?;
+    let isa = isa.resolve();
+    Some(build(total, &|start, chunk| fill_isa(isa, op, dims, a, b, start, chunk)))
+}
+
+/// [`binary`] into the caller's `out` (every value overwritten); false (nothing written) where
+/// [`binary`] gives `None` or `out` does not hold the broadcast shape's values.
+pub fn binary_into(
+    op: BinaryOp,
+    dims: &[(usize, usize, usize)],
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+) -> bool {
+    if binary_len(dims, a, b) != Some(out.len()) {
+        return false;
+    }
+    let isa = Isa::Auto.resolve();
+    fill_units(as_uninit(out), 1, &|start, chunk| fill_isa(isa, op, dims, a, b, start, chunk));
+    true
+}
+
+/// The number of values `a op b` has over `dims`, or `None` when an operand is too short for
+/// its strides or a size is zero.
+fn binary_len(dims: &[(usize, usize, usize)], a: &[f32], b: &[f32]) -> Option<usize> {
     let total = dims.iter().try_fold(1usize, |t, d| t.checked_mul(d.0))?;
     if total == 0 || last_offset(dims, 0)? >= a.len() || last_offset(dims, 1)? >= b.len() {
         return None;
     }
-    let isa = isa.resolve();
-    Some(build(total, &|start, chunk| fill_isa(isa, op, dims, a, b, start, chunk)))
+    Some(total)
 }
 
 fn fill_isa(
@@ -205,7 +247,15 @@ fn fill(
         return;
     };
     // Where `start` is: the column j of the innermost run and the outer indices.
-    let mut idx = vec![0usize; outer.len()];
+    // On the stack for any rank a model has (no allocation per task).
+    let mut stack = [0usize; 8];
+    let mut heap;
+    let idx: &mut [usize] = if outer.len() <= stack.len() {
+        &mut stack[..outer.len()]
+    } else {
+        heap = vec![0usize; outer.len()];
+        &mut heap
+    };
     let mut rest = start / n;
     let mut j = start % n;
     let (mut oa, mut ob) = (j * ia, j * ib);
@@ -273,6 +323,18 @@ pub fn activation_to_vec(x: &[f32], act: Activation) -> Vec<f32> {
     build(x.len(), &|start, chunk| {
         apply_activation_into(&x[start..start + chunk.len()], chunk, act)
     })
+}
+
+/// [`activation_to_vec`] into the caller's `out`; false (nothing written) when the lengths
+/// differ.
+pub fn activation_into(x: &[f32], act: Activation, out: &mut [f32]) -> bool {
+    if x.len() != out.len() {
+        return false;
+    }
+    fill_units(as_uninit(out), 1, &|start, chunk| {
+        apply_activation_into(&x[start..start + chunk.len()], chunk, act)
+    });
+    true
 }
 
 /// The mean of each `len`-value row of `x` (rows in parallel on the pool). `None` when `len`

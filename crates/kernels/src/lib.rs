@@ -50,7 +50,8 @@ pub use alloc_count::CountingAllocator;
 pub use conv::{Conv2d, Padding, fold_batch_norm};
 pub use dw_direct::DwIsa;
 pub use elementwise::{
-    BinaryOp, activation_to_vec, binary, binary_with, mean_rows, mean_rows_into,
+    BinaryOp, activation_into, activation_to_vec, binary, binary_into, binary_with, mean_rows,
+    mean_rows_into,
 };
 pub use fp16::{round_f16, round_f16_scalar, round_f16_with};
 pub use gemm::matmul;

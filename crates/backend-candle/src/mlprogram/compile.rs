@@ -324,13 +324,6 @@ fn core_op(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
         "sqrt" => Kind::Unary(UnOp::Sqrt),
         "abs" => Kind::Unary(UnOp::Abs),
         "identity" => Kind::Unary(UnOp::Identity),
-        "cast" => match b.string(i, op, "dtype")?.as_deref() {
-            Some("fp16" | "fp32" | "fp64") => Kind::Unary(UnOp::Identity),
-            Some("int8" | "int16" | "int32" | "int64" | "uint8" | "uint16" | "uint32") => {
-                Kind::Unary(UnOp::Trunc)
-            }
-            other => return Err(b.unsupported(i, op, format!("cast to {other:?}"))),
-        },
         "linear" => {
             let w = b.param(i, op, "weight")?.ok_or_else(|| b.bad(i, op, "no weight"))?;
             let &[out, inp] = w.shape.as_slice() else {

@@ -211,7 +211,7 @@ proptest! {
         // Pad folded and the activation fused: one conv step.
         prop_assert_eq!(plan.steps.len(), 1);
         let xt = Tensor::from_vec(x.clone(), (1, c, hw, hw), &Device::Cpu).expect("x");
-        let got = plan.run(vec![xt], &|| false).expect("run");
+        let got = plan.run(vec![xt], &|| false, None).expect("run");
         let round = |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect() };
         let all = [pads[0] + extra[0], pads[1] + extra[1], pads[2] + extra[2], pads[3] + extra[3]];
         let (mut want, oh, ow) = naive_conv(&x, (c, hw, hw), &round(&wt), (o, k), g, s, d, all);
@@ -271,7 +271,7 @@ fn affine_dequantize_then_linear() {
     let y = p.op("linear", "y", &[("x", "x"), ("weight", &w)]);
     let plan = compile("main", &p.function(&y), &identity).expect("compile");
     let x = Tensor::from_vec(vec![1f32, 1.0, 1.0], (1, 3), &Device::Cpu).expect("x");
-    let out = plan.run(vec![x], &|| false).expect("run");
+    let out = plan.run(vec![x], &|| false, None).expect("run");
     let v = out[0].flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("values");
     // rows: [0.5, 1, 1.5] -> 3; [(-2)*2, (-3)*2, (-4)*2] -> -18.
     assert_eq!(v, [3.0, -18.0]);
@@ -286,11 +286,15 @@ fn a_plan_stops_before_the_next_op_when_asked() {
     assert!(
         plan.run(
             vec![Tensor::ones((1, 3), candle_core::DType::F32, &Device::Cpu).expect("x")],
-            &|| false
+            &|| false,
+            None
         )
         .is_ok()
     );
     let x = Tensor::from_vec(vec![1f32, 1.0, 1.0], (1, 3), &Device::Cpu).expect("x");
-    let e = plan.run(vec![x], &|| true).expect_err("stopped");
+    let e = plan.run(vec![x], &|| true, None).expect_err("stopped");
     assert!(e.contains("stopped early"), "{e}");
 }
+
+#[path = "direct_tests.rs"]
+mod direct_tests;

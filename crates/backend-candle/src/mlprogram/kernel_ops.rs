@@ -52,6 +52,22 @@ impl Linear {
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op1_no_bwd(self)
     }
+
+    /// Input features.
+    pub(crate) fn inputs(&self) -> usize {
+        self.packed.k()
+    }
+
+    /// `m` rows of `x` (`m x in`, row-major) into `out` (`m x out`); false when the lengths do
+    /// not match.
+    pub(crate) fn forward_into(&self, x: &[f32], m: usize, out: &mut [f32]) -> bool {
+        let k = self.packed.k();
+        if x.len() != m * k {
+            return false;
+        }
+        let a = Strided { data: x, batch: 0, row: k, col: 1 };
+        kernels::matmul_packed(m, a, &self.packed, self.bias.as_deref(), out)
+    }
 }
 
 impl CustomOp1 for Linear {
@@ -111,7 +127,7 @@ pub(crate) fn round_f16(x: &Tensor) -> Result<Tensor> {
 
 /// One operand's batch / row / column strides, or `None` when its batch dimensions cannot be
 /// walked with a single stride.
-fn operand(l: &Layout, batch: &[usize], t: bool) -> Option<(usize, usize, usize)> {
+pub(crate) fn operand(l: &Layout, batch: &[usize], t: bool) -> Option<(usize, usize, usize)> {
     let (d, s) = (l.dims(), l.stride());
     let r = d.len();
     let off = batch.len().checked_sub(r - 2)?;
@@ -149,7 +165,7 @@ struct MatMul {
 }
 
 /// The product's shape: `(batch dims, m, k, n)`.
-fn geometry(
+pub(crate) fn geometry(
     a: &[usize],
     b: &[usize],
     tx: bool,
@@ -289,7 +305,7 @@ struct Binary(BinOp);
 
 /// Dimensions of the output with each operand's stride, size-1 dimensions dropped and adjacent
 /// dimensions merged where both operands step through them as one.
-fn collapse(dims: &[usize], sa: &[usize], sb: &[usize]) -> Vec<(usize, usize, usize)> {
+pub(crate) fn collapse(dims: &[usize], sa: &[usize], sb: &[usize]) -> Vec<(usize, usize, usize)> {
     let mut out: Vec<(usize, usize, usize)> = Vec::new();
     for ((&n, &a), &b) in dims.iter().zip(sa).zip(sb) {
         if n == 1 {
@@ -323,15 +339,7 @@ impl CustomOp2 for Binary {
         let out = if l1.shape().elem_count() == 0 {
             Vec::new()
         } else {
-            let op = match self.0 {
-                BinOp::Add => kernels::BinaryOp::Add,
-                BinOp::Sub => kernels::BinaryOp::Sub,
-                BinOp::Mul => kernels::BinaryOp::Mul,
-                BinOp::Div => kernels::BinaryOp::Div,
-                BinOp::Maximum => kernels::BinaryOp::Max,
-                BinOp::Minimum => kernels::BinaryOp::Min,
-            };
-            kernels::binary(op, &shape, a, b).ok_or_else(|| {
+            kernels::binary(kernel_binop(self.0), &shape, a, b).ok_or_else(|| {
                 candle_core::Error::Msg(format!(
                     "binary: operands do not cover {:?} at their strides",
                     l1.dims()
@@ -339,6 +347,18 @@ impl CustomOp2 for Binary {
             })?
         };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// The kernels' form of a binary op.
+pub(crate) fn kernel_binop(op: BinOp) -> kernels::BinaryOp {
+    match op {
+        BinOp::Add => kernels::BinaryOp::Add,
+        BinOp::Sub => kernels::BinaryOp::Sub,
+        BinOp::Mul => kernels::BinaryOp::Mul,
+        BinOp::Div => kernels::BinaryOp::Div,
+        BinOp::Maximum => kernels::BinaryOp::Max,
+        BinOp::Minimum => kernels::BinaryOp::Min,
     }
 }
 
@@ -412,7 +432,7 @@ impl CustomOp1 for Transpose {
 
 /// The `[b, r, c, inner]` of a permute that is a batched 2-D transpose (see [`Transpose`]), or
 /// `None`.
-fn as_batched_transpose(dims: &[usize], perm: &[usize]) -> Option<[usize; 4]> {
+pub(crate) fn as_batched_transpose(dims: &[usize], perm: &[usize]) -> Option<[usize; 4]> {
     // Output axes in order, size-1 axes dropped, each as the input axis it reads.
     let kept: Vec<usize> = perm.iter().copied().filter(|&a| dims[a] != 1).collect();
     // Runs of output axes that read consecutive input axes move as one block.

@@ -6,19 +6,20 @@
 //! executor does not run fails here, naming the op type and its place), consts become f32
 //! tensors (fp16 weights widened), convs are packed with pad and activation fused.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, Tensor as CTensor};
 use coreml_format::MlModel;
 use inference_api::{
     ComputeUnits, Error, FeatureKind, IoSchema, ModelArtifact, NamedTensors, PreparedModel, Result,
-    Tensor,
+    Tensor, TensorData,
 };
 
 use crate::ENGINE_NAME;
 use crate::cpu_model::{Body, CpuModel};
 
 mod compile;
+mod direct;
 mod kernel_ops;
 mod nn_prepare;
 mod ops;
@@ -29,6 +30,33 @@ pub(crate) use compile::SUPPORTED_OPS;
 /// A compiled ML Program as the body of a [`CpuModel`].
 struct ProgramBody {
     plan: plan::Plan,
+    /// Whether every input and output is a plain f32 array, so runs can go through the
+    /// lowered plan ([`direct::Direct`]) straight from and to the caller's tensors.
+    plain: bool,
+    direct: Mutex<DirectState>,
+}
+
+impl ProgramBody {
+    /// The body running `plan` for a model of `schema`.
+    fn new(plan: plan::Plan, schema: &IoSchema) -> ProgramBody {
+        let plain_f32 = |spec: &inference_api::TensorSpec| {
+            spec.dtype == inference_api::DType::F32
+                && !matches!(spec.kind, FeatureKind::Image { .. })
+        };
+        let plain = plan.inputs.len() <= MAX_DIRECT_INPUTS
+            && schema.inputs.iter().all(plain_f32)
+            && schema.outputs.iter().all(plain_f32);
+        ProgramBody { plan, plain, direct: Mutex::default() }
+    }
+}
+
+/// The plan lowered onto buffers for the last input shapes seen, and its buffers.
+#[derive(Default)]
+struct DirectState {
+    lowered: Option<direct::Direct>,
+    arena: direct::Arena,
+    /// Input shapes the plan could not be lowered for, and why.
+    refused: Vec<(Vec<Vec<usize>>, String)>,
 }
 
 /// Opens and compiles an ML Program artifact.
@@ -73,7 +101,8 @@ pub(crate) fn prepare(
         "{ENGINE_NAME}:mlprogram:{}:threads={threads}",
         artifact.sha256.as_deref().unwrap_or("unhashed")
     );
-    Ok(CpuModel::shared(schema, Box::new(ProgramBody { plan }), pool, key, requested))
+    let body = ProgramBody::new(plan, &schema);
+    Ok(CpuModel::shared(schema, Box::new(body), pool, key, requested))
 }
 
 /// A schema given with the artifact (a manifest's, which records names, dtypes and shapes only)
@@ -130,12 +159,108 @@ impl Body for ProgramBody {
         args: Vec<CTensor>,
         stop: &dyn Fn() -> bool,
     ) -> candle_core::Result<Vec<(String, CTensor)>> {
-        let outs = self.plan.run(args, stop).map_err(candle_core::Error::Msg)?;
+        // A plain model's first run at new input shapes records every value's shape, and the
+        // plan is lowered for them; later runs at those shapes take `compute_direct`.
+        let dims: Vec<Vec<usize>> = args.iter().map(|t| t.dims().to_vec()).collect();
+        let lower = self.plain
+            && self.direct.try_lock().is_ok_and(|st| {
+                st.lowered.as_ref().is_none_or(|d| d.input_dims != dims)
+                    && !st.refused.iter().any(|(d, _)| *d == dims)
+            });
+        let mut shapes = Vec::new();
+        let outs = self
+            .plan
+            .run(args, stop, lower.then_some(&mut shapes))
+            .map_err(candle_core::Error::Msg)?;
+        if lower && let Ok(mut st) = self.direct.lock() {
+            match direct::Direct::build(&self.plan, &shapes) {
+                Ok(d) => st.lowered = Some(d),
+                Err(why) => st.refused.push((dims, why)),
+            }
+        }
         Ok(self.plan.outputs.iter().map(|(name, _)| name.clone()).zip(outs).collect())
+    }
+
+    fn compute_direct(
+        &self,
+        schema: &IoSchema,
+        inputs: &NamedTensors,
+        outputs: &mut NamedTensors,
+        threads: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Result<()>> {
+        if !self.plain {
+            return None;
+        }
+        let mut guard = self.direct.try_lock().ok()?;
+        let DirectState { lowered, arena, .. } = &mut *guard;
+        let d = lowered.as_ref()?;
+        let mut xs: [&[f32]; MAX_DIRECT_INPUTS] = [&[]; MAX_DIRECT_INPUTS];
+        for (i, (name, _)) in self.plan.inputs.iter().enumerate() {
+            let t = inputs.get(name)?;
+            if t.shape() != d.input_dims.get(i)?.as_slice() {
+                return None;
+            }
+            xs[i] = t.as_f32().ok()?;
+        }
+        crate::cpu_model::remove_stale_outputs(schema, outputs);
+        let mut failed = Ok(());
+        let mut write = |i: usize, values: &[f32]| {
+            let Some((name, _)) = self.plan.outputs.get(i) else { return };
+            if schema.output(name).is_none() || failed.is_err() {
+                return;
+            }
+            failed = write_output(outputs, name, d.output_dims().nth(i).unwrap_or(&[]), values);
+        };
+        let xs = &xs[..self.plan.inputs.len()];
+        let ran = kernels::with_threads(threads, || d.run(&self.plan, arena, xs, stop, &mut write));
+        match ran {
+            Ok(()) => Some(failed),
+            Err(direct::RunError::Failed(e)) => {
+                Some(Err(Error::Runtime(format!("{ENGINE_NAME}: ML Program {e}"))))
+            }
+            Err(direct::RunError::Shape(why)) => {
+                // A value's shape depends on the input's values: back to the interpreter.
+                let dims = d.input_dims.clone();
+                guard.lowered = None;
+                guard.refused.push((dims, why));
+                None
+            }
+        }
     }
 
     fn what(&self) -> &'static str {
         "ML Program "
+    }
+}
+
+/// Most inputs a plan run through [`direct::Direct`] takes (held on the stack).
+const MAX_DIRECT_INPUTS: usize = 8;
+
+/// `values` as the f32 output `name` of `dims`, reusing the caller's tensor when it has that
+/// shape and type.
+fn write_output(
+    outputs: &mut NamedTensors,
+    name: &str,
+    dims: &[usize],
+    values: &[f32],
+) -> Result<()> {
+    let fits = outputs
+        .get(name)
+        .is_some_and(|t| t.shape() == dims && matches!(t.data(), TensorData::F32(_)));
+    if !fits {
+        outputs.insert(
+            name.to_string(),
+            Tensor::new(dims.to_vec(), TensorData::F32(values.to_vec()))?,
+        );
+        return Ok(());
+    }
+    match outputs.get_mut(name).map(Tensor::data_mut) {
+        Some(TensorData::F32(out)) if out.len() == values.len() => {
+            out.copy_from_slice(values);
+            Ok(())
+        }
+        _ => Err(Error::Runtime(format!("{ENGINE_NAME}: output `{name}` buffer changed"))),
     }
 }
 

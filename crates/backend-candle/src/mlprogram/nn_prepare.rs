@@ -31,7 +31,7 @@ pub(super) fn prepare(
         None => model.io_schema()?,
     };
     schema.outputs.retain(|o| plan.outputs.iter().any(|(n, _)| *n == o.name));
-    let body = ProgramBody { plan };
+    let body = ProgramBody::new(plan, &schema);
     if schema.outputs.iter().any(|o| o.shape.is_empty()) {
         let fixed = schema.inputs.iter().all(|s| s.fixed_shape().is_some());
         let mut zeros = NamedTensors::new();

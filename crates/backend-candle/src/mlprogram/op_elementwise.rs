@@ -5,6 +5,7 @@ use coreml_format::Operation;
 use inference_api::Result;
 
 use super::Builder;
+use crate::mlprogram::plan::Kind;
 
 fn eps(b: &mut Builder<'_>, i: usize, op: &Operation, default: f32) -> Result<f32> {
     Ok(b.scalar(i, op, "epsilon")?.unwrap_or(default))
@@ -71,30 +72,13 @@ pub(super) fn threshold(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result
     b.push_map(i, op, move |x| x.max(alpha))
 }
 
-/// `x` as f32: the same tensor (no copy) when it already is one.
-fn as_f32(x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
-    if x.dtype() == candle_core::DType::F32 {
-        Ok(x.clone())
-    } else {
-        x.to_dtype(candle_core::DType::F32)
-    }
-}
-
-/// `cast`: values stay f32 inside the executor; integer targets truncate toward zero (as
-/// numpy's `astype`), `bool` maps non-zero to 1.
+/// `cast`: values stay f32 inside the executor (a cast to fp16 rounds them to the nearest
+/// fp16); integer targets truncate toward zero (as numpy's `astype`), `bool` maps non-zero to 1.
 pub(super) fn cast(b: &mut Builder<'_>, i: usize, op: &Operation) -> Result<()> {
     match b.string(i, op, "dtype")?.as_deref() {
         Some(t @ ("fp16" | "fp32" | "fp64")) => {
             let x = b.var(i, op, "x")?;
-            let fp16 = t == "fp16";
-            b.push_fn(i, op, vec![x], move |a| {
-                let x = super::func::arg(a, 0)?;
-                Ok(vec![if fp16 {
-                    crate::mlprogram::kernel_ops::round_f16(x)?
-                } else {
-                    as_f32(x)?
-                }])
-            });
+            b.push(i, op, Kind::Cast { fp16: t == "fp16" }, vec![x]);
             Ok(())
         }
         Some("int8" | "int16" | "int32" | "int64" | "uint8" | "uint16" | "uint32") => {

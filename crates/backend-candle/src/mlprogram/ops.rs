@@ -479,13 +479,6 @@ impl CustomOp1 for MaxPoolOp {
     }
 }
 
-/// Applies `f` to every element (small tensors: casts to integer types).
-pub(crate) fn map_f32(x: &Tensor, f: impl Fn(f32) -> f32) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let v: Vec<f32> = x.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f).collect();
-    Tensor::from_vec(v, dims, &Device::Cpu)
-}
-
 #[cfg(test)]
 #[path = "ops_tests.rs"]
 mod tests;

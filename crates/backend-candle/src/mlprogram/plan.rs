@@ -25,10 +25,8 @@ pub(crate) enum UnOp {
     Exp,
     Sqrt,
     Abs,
-    /// Float casts (values stay f32 inside the executor).
+    /// `identity`.
     Identity,
-    /// Casts to integer types: truncation toward zero.
-    Trunc,
 }
 
 /// What one step computes.
@@ -47,6 +45,10 @@ pub(crate) enum Kind {
         hi: f32,
     },
     Unary(UnOp),
+    /// `cast` to a float type: rounded to the nearest fp16 when `fp16`, else only widened.
+    Cast {
+        fp16: bool,
+    },
     Softmax {
         axis: i64,
     },
@@ -152,7 +154,7 @@ fn reshape_to(x: &Tensor, shape: &[i64]) -> Result<Tensor> {
 impl Step {
     /// The profile row this step's time goes to (`INFER_PROFILE`); `None` for convolutions,
     /// whose kernels record their own rows.
-    fn profile_kind(&self) -> Option<&'static str> {
+    pub(crate) fn profile_kind(&self) -> Option<&'static str> {
         Some(match &self.kind {
             Kind::Conv(_) => return None,
             Kind::Linear(_) => "mil linear",
@@ -160,6 +162,7 @@ impl Step {
             Kind::Binary(_) => "mil binary",
             Kind::Act(_) | Kind::Clip { .. } => "mil activation",
             Kind::Unary(_) => "mil unary",
+            Kind::Cast { .. } => "cast",
             Kind::Softmax { .. } => "mil softmax",
             Kind::ReduceMean { .. } => "mil reduce_mean",
             Kind::Reshape { .. } | Kind::Squeeze { .. } | Kind::ExpandDims { .. } => "mil reshape",
@@ -173,7 +176,7 @@ impl Step {
         })
     }
 
-    fn run(&self, args: &[&Tensor]) -> Result<Vec<Tensor>> {
+    pub(crate) fn run(&self, args: &[&Tensor]) -> Result<Vec<Tensor>> {
         if let Kind::Func(f) = &self.kind {
             return f.call(args);
         }
@@ -214,7 +217,11 @@ impl Step {
                 UnOp::Sqrt => x.sqrt()?,
                 UnOp::Abs => x.abs()?,
                 UnOp::Identity => x.clone(),
-                UnOp::Trunc => ops::map_f32(x, f32::trunc)?,
+            }),
+            Kind::Cast { fp16: true } => one(super::kernel_ops::round_f16(x)?),
+            Kind::Cast { fp16: false } => one(match x.dtype() {
+                candle_core::DType::F32 => x.clone(),
+                _ => x.to_dtype(candle_core::DType::F32)?,
             }),
             Kind::Softmax { axis } => one(ops::softmax(x, *axis)?),
             Kind::ReduceMean { axes, keep } => one(ops::reduce_mean(x, axes.as_deref(), *keep)?),
@@ -277,14 +284,23 @@ impl Step {
 impl Plan {
     /// Runs the plan on the function inputs (in [`Plan::inputs`] order); returns the block
     /// outputs in [`Plan::outputs`] order. `stop` is polled before every op; when it answers
-    /// true the run ends early with an error.
+    /// true the run ends early with an error. With `shapes` (one entry per slot), every value
+    /// the run holds has its dimensions recorded there.
     pub(crate) fn run(
         &self,
         inputs: Vec<Tensor>,
         stop: &dyn Fn() -> bool,
+        mut shapes: Option<&mut Vec<Option<Vec<usize>>>>,
     ) -> std::result::Result<Vec<Tensor>, String> {
         let mut slots = self.slots.clone();
+        if let Some(rec) = shapes.as_deref_mut() {
+            rec.clear();
+            rec.extend(slots.iter().map(|t| t.as_ref().map(|t| t.dims().to_vec())));
+        }
         for ((_, slot), t) in self.inputs.iter().zip(inputs) {
+            if let Some(rec) = shapes.as_deref_mut().and_then(|s| s.get_mut(*slot)) {
+                *rec = Some(t.dims().to_vec());
+            }
             slots[*slot] = Some(t);
         }
         for step in &self.steps {
@@ -317,6 +333,9 @@ impl Plan {
                 kernels::profile::record(kind, t);
             }
             for (&slot, t) in step.outputs.iter().zip(outs) {
+                if let Some(rec) = shapes.as_deref_mut().and_then(|s| s.get_mut(slot)) {
+                    *rec = Some(t.dims().to_vec());
+                }
                 slots[slot] = Some(t);
             }
             for &r in &step.release {

@@ -1,0 +1,136 @@
+//! The lowered plan (`direct.rs`) against the interpreter on synthetic programs: residual adds
+//! folded into the convolution only where that is safe, splits, concats, transposes, attention
+//! ops, aliases and interpreted steps, with buffers reused across steps.
+
+use super::*;
+use crate::mlprogram::direct::{Arena, Direct};
+
+/// A 1x1 convolution of `c` channels to `c`, seeded weights, no activation.
+fn conv1x1(p: &mut Prog, name: &str, x: &str, c: usize, seed: u64) -> String {
+    let w = p.konst(&format!("{name}_w"), f16s(&data(c * c, seed), vec![c, c, 1, 1]));
+    let b = p.konst(&format!("{name}_b"), f16s(&data(c, seed ^ 3), vec![c]));
+    let pt = p.konst(&format!("{name}_pt"), string("valid"));
+    p.op("conv", name, &[("x", x), ("weight", &w), ("bias", &b), ("pad_type", &pt)])
+}
+
+/// Runs `f` on `x` through the interpreter (recording shapes) and through the plan lowered
+/// for them, twice (the second run reuses the arena); returns both outputs and the lowering.
+fn both(f: &Function, x: Vec<f32>, dims: &[usize]) -> (Vec<f32>, Vec<f32>, Direct) {
+    let plan = compile("main", f, &identity).expect("compile");
+    let xt = Tensor::from_vec(x.clone(), dims, &Device::Cpu).expect("x");
+    let mut shapes = Vec::new();
+    let want = plan.run(vec![xt], &|| false, Some(&mut shapes)).expect("interpreter");
+    let want = want[0].flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("values");
+    let direct = Direct::build(&plan, &shapes).expect("lowered");
+    let mut arena = Arena::default();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let mut write = |_: usize, v: &[f32]| got = v.to_vec();
+        direct.run(&plan, &mut arena, &[&x], &|| false, &mut write).expect("lowered run");
+    }
+    (want, got, direct)
+}
+
+fn assert_close(got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "value {i}: {g} vs {w}");
+    }
+}
+
+/// `y = x + conv(x)` cannot accumulate into `x` (an input), `z = y + conv(y)` not into `y`
+/// (the convolution reads it), `w = relu(z) + conv(z)` can: the lowering folds exactly one.
+#[test]
+fn residual_adds_fold_into_the_convolution_only_where_safe() {
+    let c = 5;
+    let mut p = Prog::default();
+    let c1 = conv1x1(&mut p, "c1", "x", c, 1);
+    let y = p.op("add", "y", &[("x", &c1), ("y", "x")]);
+    let c2 = conv1x1(&mut p, "c2", &y, c, 2);
+    let z = p.op("add", "z", &[("x", &y), ("y", &c2)]);
+    let r = p.op("relu", "r", &[("x", &z)]);
+    let c3 = conv1x1(&mut p, "c3", &z, c, 3);
+    let w = p.op("add", "w", &[("x", &c3), ("y", &r)]);
+    let (want, got, direct) = both(&p.function(&w), data(c * 36, 9), &[1, c, 6, 6]);
+    assert_close(&got, &want);
+    let names = direct.op_names();
+    assert_eq!(names.iter().filter(|n| **n == "conv+add").count(), 1, "{names:?}");
+    assert_eq!(names.iter().filter(|n| **n == "binary").count(), 2, "{names:?}");
+}
+
+/// An attention-shaped chain: split, transposes (one a pure reshape), matmul with a
+/// transposed operand, softmax, concat, layer norm; with buffers reused.
+#[test]
+fn attention_ops_lower_and_match_the_interpreter() {
+    let (t, d) = (7, 6);
+    let mut p = Prog::default();
+    let ax = p.konst("ax", int(-1));
+    let sizes = p.konst("sz", ints(&[3, 3]));
+    p.ops.push(Operation {
+        op_type: "split".into(),
+        inputs: [("x", "x"), ("axis", "ax"), ("split_sizes", "sz")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), vec![Argument::Name(v.to_string())]))
+            .collect(),
+        outputs: vec![
+            NamedType { name: "q".into(), ty: tensor_type() },
+            NamedType { name: "k".into(), ty: tensor_type() },
+        ],
+        attributes: BTreeMap::new(),
+        blocks: vec![],
+    });
+    let _ = sizes;
+    let tt = p.konst("tt", cv(ScalarType::Bool, vec![], ConstData::Bool(vec![true])));
+    let ff = p.konst("ff", cv(ScalarType::Bool, vec![], ConstData::Bool(vec![false])));
+    let s =
+        p.op("matmul", "s", &[("x", "q"), ("y", "k"), ("transpose_x", &ff), ("transpose_y", &tt)]);
+    let sm = p.op("softmax", "sm", &[("x", &s), ("axis", &ax)]);
+    let o = p.op("matmul", "o", &[("x", &sm), ("y", "k")]);
+    let perm = p.konst("perm", ints(&[0, 2, 1]));
+    let ot = p.op("transpose", "ot", &[("x", &o), ("perm", &perm)]);
+    let back = p.op("transpose", "back", &[("x", &ot), ("perm", &perm)]);
+    let cat_axis = p.konst("cax", int(-1));
+    let il = p.konst("il", cv(ScalarType::Bool, vec![], ConstData::Bool(vec![false])));
+    p.ops.push(Operation {
+        op_type: "concat".into(),
+        inputs: [
+            ("values".to_string(), vec![Argument::Name(back.clone()), Argument::Name("q".into())]),
+            ("axis".to_string(), vec![Argument::Name(cat_axis)]),
+            ("interleave".to_string(), vec![Argument::Name(il)]),
+        ]
+        .into_iter()
+        .collect(),
+        outputs: vec![NamedType { name: "cat".into(), ty: tensor_type() }],
+        attributes: BTreeMap::new(),
+        blocks: vec![],
+    });
+    let lax = p.konst("lax", ints(&[-1]));
+    let ln = p.op("layer_norm", "ln", &[("x", "cat"), ("axes", &lax)]);
+    let (want, got, direct) = both(&p.function(&ln), data(t * d, 4), &[1, t, d]);
+    assert_close(&got, &want);
+    let names = direct.op_names();
+    for op in ["part", "matmul", "softmax", "transpose", "concat", "layer_norm"] {
+        assert!(names.contains(&op), "{op} not lowered: {names:?}");
+    }
+    assert!(!names.contains(&"interp"), "{names:?}");
+    assert!(direct.buffers() < names.len(), "no buffer reused: {names:?}");
+}
+
+/// A step with no kernel call (nearest upsampling) runs through the interpreter inside the
+/// lowered plan, between lowered steps.
+#[test]
+fn steps_without_a_kernel_call_run_interpreted_in_place() {
+    let c = 3;
+    let mut p = Prog::default();
+    let c1 = conv1x1(&mut p, "c1", "x", c, 5);
+    let two = p.konst("two", f32_scalar(2.0));
+    let up = p.op(
+        "upsample_nearest_neighbor",
+        "up",
+        &[("x", &c1), ("scale_factor_height", &two), ("scale_factor_width", &two)],
+    );
+    let r = p.op("relu", "r", &[("x", &up)]);
+    let (want, got, direct) = both(&p.function(&r), data(c * 16, 2), &[1, c, 4, 4]);
+    assert_close(&got, &want);
+    assert_eq!(direct.op_names(), ["conv", "interp", "act"]);
+}
