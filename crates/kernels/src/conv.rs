@@ -12,6 +12,10 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, RwLock};
 
+#[path = "conv_fused.rs"]
+mod fused;
+pub use fused::InvertedResidual;
+
 thread_local! {
     /// Each thread's im2col buffer (kept between runs: allocating a group's columns per group
     /// and run would dominate, and a steady-state run allocates nothing).

@@ -67,7 +67,6 @@ pub(crate) fn depthwise(
     if path != DwIsa::Padded && !(path.available() && dw_direct::supports(&g)) {
         return Err(format!("depthwise: the {path:?} kernel cannot run this geometry here"));
     }
-    let clamp = dw_direct::clamp_of(act);
     let in_plane = g.h * g.w;
     let out_plane = g.oh * g.ow;
     let in_channels = channels / mult.max(1);
@@ -94,18 +93,70 @@ pub(crate) fn depthwise(
                 let ip = b * in_channels + c / mult.max(1);
                 let xin = &x[ip * in_plane..(ip + 1) * in_plane];
                 let wk = &weight[c * g.kh * g.kw..(c + 1) * g.kh * g.kw];
-                if path == DwIsa::Padded || !dw_direct::plane(path, xin, o, wk, bias[c], &g, clamp)
-                {
-                    plane(xin, o, wk, bias[c], g, act, scratch);
-                } else if clamp.is_none() {
-                    apply_activation(o, act);
-                }
+                one_plane(path, xin, o, wk, bias[c], g, act, scratch);
             }
         };
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut s) => run(&mut s),
             Err(_) => run(&mut Scratch::default()),
         });
+    });
+    Ok(())
+}
+
+/// One output plane `o` of input plane `xin` on `path`, activation included.
+#[allow(clippy::too_many_arguments)]
+fn one_plane(
+    path: DwIsa,
+    xin: &[f32],
+    o: &mut [f32],
+    wk: &[f32],
+    bias: f32,
+    g: DwGeometry,
+    act: Activation,
+    scratch: &mut Scratch,
+) {
+    let clamp = dw_direct::clamp_of(act);
+    if path == DwIsa::Padded || !dw_direct::plane(path, xin, o, wk, bias, &g, clamp) {
+        plane(xin, o, wk, bias, g, act, scratch);
+    } else if clamp.is_none() {
+        apply_activation(o, act);
+    }
+}
+
+/// [`depthwise`] (one filter per channel) on the calling thread alone, for `channels` input
+/// planes of `g.h x g.w` that lie `stride` values apart in `x` (a band of rows inside taller
+/// planes), into `out` (`channels` planes of `g.oh x g.ow`, contiguous).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn depthwise_serial(
+    x: &[f32],
+    stride: usize,
+    out: &mut [f32],
+    weight: &[f32],
+    bias: &[f32],
+    channels: usize,
+    g: DwGeometry,
+    act: Activation,
+) -> Result<(), String> {
+    let (in_plane, out_plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let fits = stride >= in_plane
+        && (channels == 0 || x.len() >= (channels - 1) * stride + in_plane)
+        && out.len() >= channels * out_plane
+        && weight.len() >= channels * taps
+        && bias.len() >= channels;
+    if !fits {
+        return Err("depthwise: band buffers do not match the geometry".into());
+    }
+    let path = auto_path(&g);
+    let mut run = |scratch: &mut Scratch| {
+        for (c, o) in out.chunks_exact_mut(out_plane.max(1)).take(channels).enumerate() {
+            let xin = &x[c * stride..c * stride + in_plane];
+            one_plane(path, xin, o, &weight[c * taps..(c + 1) * taps], bias[c], g, act, scratch);
+        }
+    };
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => run(&mut s),
+        Err(_) => run(&mut Scratch::default()),
     });
     Ok(())
 }

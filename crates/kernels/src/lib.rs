@@ -47,7 +47,7 @@ mod transpose;
 
 pub use activation::{Activation, apply_activation, erf, exp, hard_sigmoid};
 pub use alloc_count::CountingAllocator;
-pub use conv::{Conv2d, Padding, fold_batch_norm};
+pub use conv::{Conv2d, InvertedResidual, Padding, fold_batch_norm};
 pub use dw_direct::DwIsa;
 pub use elementwise::{
     BinaryOp, activation_into, activation_to_vec, binary, binary_into, binary_with, mean_rows,

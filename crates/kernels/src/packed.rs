@@ -81,13 +81,13 @@ thread_local! {
 
 /// `dst[m x n] = clamp(packed_w * x + bias (+ dst if accumulate))` for one tile: rows
 /// `0..m` of the tile start at panel `panel0` of `packed` (so the tile's first row is a multiple
-/// of [`MR`]), `x` has `k` rows of `n` columns at stride `ld`, `dst` `m` rows at stride `ld`.
+/// of [`MR`]), `x` has `k` rows of `n` columns at stride `ld`, `dst` `m` rows at stride `ldd`.
 ///
 /// # Safety
 /// AVX-512F must be available; `packed` must hold the panels `panel0 .. panel0 +
 /// m.div_ceil(MR)` of `k * MR` values; `x` must be valid for reads of rows `0..k`, columns
 /// `0..n` at stride `ld`; `dst` for reads and writes of rows `0..m`, columns `0..n` at stride
-/// `ld`, and no other thread may access those elements during the call.
+/// `ldd`, and no other thread may access those elements during the call.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -100,6 +100,7 @@ pub(crate) unsafe fn tile(
     x: *const f32,
     ld: usize,
     dst: *mut f32,
+    ldd: usize,
     bias: &[f32],
     accumulate: bool,
     clamp: Option<(f32, f32)>,
@@ -120,7 +121,7 @@ pub(crate) unsafe fn tile(
                 // SAFETY: rows r..r+mr < m and columns c..c+nc <= n of dst (caller's
                 // contract); the panel and strip hold k * MR and k * NR values.
                 unsafe {
-                    micro_cols(k, wp, strip, dst.add(r * ld + c), ld, b, nc, accumulate, clamp)
+                    micro_cols(k, wp, strip, dst.add(r * ldd + c), ldd, b, nc, accumulate, clamp)
                 }
                 r += mr;
             }

@@ -61,7 +61,7 @@ impl MulAdd for Plain {
 /// # Safety
 /// `packed` must hold the panels `panel0 .. panel0 + m.div_ceil(MR)` of `k * MR` values; `x`
 /// must be valid for reads of rows `0..k`, columns `0..n` at stride `ld`; `dst` for reads and
-/// writes of rows `0..m`, columns `0..n` at stride `ld`, and no other thread may access those
+/// writes of rows `0..m`, columns `0..n` at stride `ldd`, and no other thread may access those
 /// elements during the call; `bias` holds `m` values.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn tile(
@@ -73,11 +73,12 @@ pub(crate) unsafe fn tile(
     x: *const f32,
     ld: usize,
     dst: *mut f32,
+    ldd: usize,
     bias: &[f32],
     accumulate: bool,
     clamp: Option<(f32, f32)>,
 ) {
-    let t = Tile { m, n, k, packed, panel0, x, ld, dst, bias, accumulate, clamp };
+    let t = Tile { m, n, k, packed, panel0, x, ld, dst, ldd, bias, accumulate, clamp };
     crate::pool::with_scratch(&crate::packed::STRIP, k * NR, |strip| {
         #[cfg(target_arch = "x86_64")]
         if crate::simd::has_avx2_fma() {
@@ -108,6 +109,7 @@ struct Tile<'a> {
     x: *const f32,
     ld: usize,
     dst: *mut f32,
+    ldd: usize,
     bias: &'a [f32],
     accumulate: bool,
     clamp: Option<(f32, f32)>,
@@ -161,8 +163,8 @@ unsafe fn tile_body<M: MulAdd>(t: &Tile<'_>, strip: &mut [f32]) {
                     unsafe {
                         store(
                             &acc,
-                            t.dst.add(r0 * t.ld + c + side * PC),
-                            t.ld,
+                            t.dst.add(r0 * t.ldd + c + side * PC),
+                            t.ldd,
                             rows,
                             cols,
                             &t.bias[r0..r0 + rows],

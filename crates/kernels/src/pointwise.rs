@@ -99,6 +99,7 @@ pub(crate) fn pointwise(
                     x.as_ptr().add(c0),
                     hw,
                     d.0.add(r0 * hw + c0),
+                    hw,
                     &bias[r0..r0 + m],
                     accumulate,
                     clamp,

@@ -7,7 +7,7 @@ use inference_api::{Error, Result};
 
 use super::{Classifier, Network, Weights, Workspace, global_mean, sized};
 use crate::conv_op::ConvOp;
-use kernels::{Activation, Conv2d, Padding, fold_batch_norm};
+use kernels::{Activation, Conv2d, InvertedResidual, Padding, fold_batch_norm};
 
 const BN_EPS: f32 = 1e-3;
 /// Stride of each of the 16 MBConv blocks (stages of 1, 2, 2, 3, 3, 4, 1 blocks).
@@ -18,6 +18,8 @@ struct Block {
     depthwise: ConvOp,
     project: ConvOp,
     residual: bool,
+    /// The three convolutions as one banded kernel (blocks with an expansion).
+    fused: Option<InvertedResidual>,
 }
 
 pub(crate) struct EfficientNetLite {
@@ -102,12 +104,12 @@ impl EfficientNetLite {
                 Activation::None,
             )?;
             let out_ch = project.0.out_channels();
-            blocks.push(Block {
-                expand,
-                depthwise,
-                project,
-                residual: stride == 1 && in_ch == out_ch,
+            let residual = stride == 1 && in_ch == out_ch;
+            let fused = expand.as_ref().and_then(|e| {
+                let (e, d, p) = (e.0.clone(), depthwise.0.clone(), project.0.clone());
+                InvertedResidual::new(e, d, p, residual)
             });
+            blocks.push(Block { expand, depthwise, project, residual, fused });
             in_ch = out_ch;
         }
         let head = conv_bn(w, "_conv_head", "_bn1", 1, false, Activation::Relu6)?;
@@ -154,6 +156,13 @@ impl Network for EfficientNetLite {
         for b in &self.blocks {
             if stop() {
                 return Err(super::stopped().to_string());
+            }
+            if let Some(f) = b.fused.as_ref().filter(|f| super::fusion_enabled() && f.pays(h, w)) {
+                let (c, oh, ow) = f.output_shape(h, w)?;
+                f.forward_into(&cur[..cur_len], n, h, w, sized(spare, n * c * oh * ow))?;
+                std::mem::swap(cur, spare);
+                (cur_len, h, w) = (n * c * oh * ow, oh, ow);
+                continue;
             }
             let input: &[f32] = match &b.expand {
                 Some(ex) => {

@@ -109,6 +109,13 @@ pub(crate) fn global_mean(x: &[f32], hw: usize, pooled: &mut [f32]) -> Result<()
     }
 }
 
+/// Whether blocks run as fused kernels (`kernels::InvertedResidual`); `INFER_NO_FUSION=1`
+/// turns that off (read once), for same-binary A/B runs.
+pub(crate) fn fusion_enabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !*OFF.get_or_init(|| std::env::var("INFER_NO_FUSION").is_ok_and(|v| v == "1"))
+}
+
 /// The error a network returns when `stop` asked it to end early.
 pub(crate) fn stopped() -> candle_core::Error {
     candle_core::Error::Msg("stopped early: the call was cancelled or its deadline passed".into())
