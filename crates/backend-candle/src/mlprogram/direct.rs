@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use candle_core::{Layout, Shape};
-use kernels::{Activation, BinaryOp, Conv2d};
+use kernels::{Activation, BinaryOp, Conv2d, InvertedResidual};
 
 use super::kernel_ops::{self, Linear};
 use super::ops;
@@ -56,6 +56,15 @@ enum Op {
     /// `conv(x) + residual`, accumulated into the residual's buffer (which is the output).
     ConvAdd {
         conv: Arc<Conv2d>,
+        n: usize,
+        h: usize,
+        w: usize,
+    },
+    /// An inverted-residual block (expand, depthwise, project: `parts`) on `n` images of
+    /// `h x w`, run by the banded kernel; with a residual, `block` adds its input.
+    Block {
+        block: InvertedResidual,
+        parts: [Arc<Conv2d>; 3],
         n: usize,
         h: usize,
         w: usize,
@@ -195,6 +204,13 @@ impl Assign {
         self.lens[b] = self.lens[b].max(len);
         self.refs[b] = 1;
         b
+    }
+
+    /// A new buffer for `len` values (never one on the free list).
+    fn fresh(&mut self, len: usize) -> usize {
+        self.lens.push(len);
+        self.refs.push(1);
+        self.lens.len() - 1
     }
 
     fn retain(&mut self, src: Src) {
@@ -441,6 +457,7 @@ impl Direct {
                 vals[slot] = Some(Val { src: Src::Buf(b), dims });
             }
             steps.push(Step { op, args: srcs, outs, origin: si, profile });
+            fuse_block(plan, &mut steps, &mut vals, &mut a);
             release(plan, si, &vals, &mut a);
         }
         let outputs = plan
@@ -500,6 +517,28 @@ fn fold_add(
     let (Some(conv_step), Some(&out_slot)) = (steps.last_mut(), step.outputs.first()) else {
         return false;
     };
+    let dies = |v: &Val| {
+        step.inputs.iter().zip(args).any(|(s, x)| x.src == v.src && step.release.contains(s))
+    };
+    if let Op::Block { parts, n, h, w, .. } = &conv_step.op {
+        // `block(x) + x`, the block's output dying here: the banded kernel adds the residual.
+        let &[(out, _)] = conv_step.outs.as_slice() else { return false };
+        let (x, y) = (conv_step.args[0], Src::Buf(out));
+        let y = match args {
+            [p, q] if p.src == y && q.src == x && p.dims == q.dims => p,
+            [p, q] if q.src == y && p.src == x && p.dims == q.dims => q,
+            _ => return false,
+        };
+        if !dies(y) || a.refs[out] != 1 {
+            return false;
+        }
+        let [e, d, p] = parts.clone();
+        let Some(block) = InvertedResidual::new(e, d, p, true) else { return false };
+        conv_step.op = Op::Block { block, parts: parts.clone(), n: *n, h: *h, w: *w };
+        a.retain(y.src);
+        vals[out_slot] = Some(Val { src: y.src, dims: y.dims.clone() });
+        return true;
+    }
     let Op::Conv { conv, n, h, w } = &conv_step.op else { return false };
     let &[(conv_out, _)] = conv_step.outs.as_slice() else { return false };
     if conv.activation() != Activation::None || conv.is_depthwise() {
@@ -510,9 +549,6 @@ fn fold_add(
         [p, q] if p.src == conv_src => (p, q),
         [p, q] if q.src == conv_src => (q, p),
         _ => return false,
-    };
-    let dies = |v: &Val| {
-        step.inputs.iter().zip(args).any(|(s, x)| x.src == v.src && step.release.contains(s))
     };
     let Src::Buf(rb) = r.src else { return false };
     let safe = c.dims == r.dims
@@ -533,6 +569,62 @@ fn fold_add(
     true
 }
 
+/// Replaces the last three lowered steps with one [`Op::Block`] when they are a 1x1
+/// expansion, a depthwise convolution and a 1x1 projection, each reading only the previous
+/// one's fresh output (which dies there), and the banded kernel runs them and pays at this
+/// size. The block writes the projection's buffer, or a fresh one when that was its input's
+/// (free again once the expansion had read it).
+fn fuse_block(plan: &Plan, steps: &mut Vec<Step>, vals: &mut [Option<Val>], a: &mut Assign) {
+    let [.., ex, dw, pr] = steps.as_slice() else { return };
+    let (Op::Conv { conv: ce, n, h, w }, Op::Conv { conv: cd, .. }, Op::Conv { conv: cp, .. }) =
+        (&ex.op, &dw.op, &pr.op)
+    else {
+        return;
+    };
+    let (&[(eo, _)], &[(dout, _)], &[(po, len)]) =
+        (ex.outs.as_slice(), dw.outs.as_slice(), pr.outs.as_slice())
+    else {
+        return;
+    };
+    // Each reads the previous step's output, which dies at the reader.
+    let dies_at = |slot_of: &Step, reader: &Step| {
+        let producer = &plan.steps[slot_of.origin];
+        producer.outputs.iter().all(|o| plan.steps[reader.origin].release.contains(o))
+    };
+    let out_slot = plan.steps[pr.origin].outputs.first().copied();
+    let chained = dw.args == [Src::Buf(eo)]
+        && pr.args == [Src::Buf(dout)]
+        && dies_at(ex, dw)
+        && dies_at(dw, pr)
+        && ex.args.len() == 1
+        && out_slot.is_some_and(|o| vals[o].as_ref().is_some_and(|v| v.src == Src::Buf(po)));
+    let (Some(out_slot), true) = (out_slot, chained) else { return };
+    let parts = [ce.clone(), cd.clone(), cp.clone()];
+    let Some(block) = InvertedResidual::new(ce.clone(), cd.clone(), cp.clone(), false) else {
+        return;
+    };
+    if !block.pays(*h, *w) {
+        return;
+    }
+    let mut out = po;
+    if ex.args[0] == Src::Buf(po) {
+        out = a.fresh(len);
+        a.release(Src::Buf(po));
+        if let Some(v) = vals[out_slot].as_mut() {
+            v.src = Src::Buf(out);
+        }
+    }
+    let fused = Step {
+        op: Op::Block { block, parts, n: *n, h: *h, w: *w },
+        args: ex.args.clone(),
+        outs: vec![(out, len)],
+        origin: pr.origin,
+        profile: None,
+    };
+    steps.truncate(steps.len() - 3);
+    steps.push(fused);
+}
+
 #[cfg(test)]
 impl Direct {
     /// The lowered steps' kinds, in order.
@@ -542,6 +634,7 @@ impl Direct {
             .map(|s| match s.op {
                 Op::Conv { .. } => "conv",
                 Op::ConvAdd { .. } => "conv+add",
+                Op::Block { .. } => "block",
                 Op::Linear { .. } => "linear",
                 Op::MatMul { .. } => "matmul",
                 Op::Binary { .. } => "binary",

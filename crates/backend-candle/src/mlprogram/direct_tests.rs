@@ -134,3 +134,65 @@ fn steps_without_a_kernel_call_run_interpreted_in_place() {
     assert_close(&got, &want);
     assert_eq!(direct.op_names(), ["conv", "interp", "act"]);
 }
+
+/// A convolution of `c` to `o` channels, `k x k`, `groups`, "same" padding, ReLU6 by `clip`
+/// when `relu6` (the executor fuses it).
+#[allow(clippy::too_many_arguments)]
+fn conv_k(
+    p: &mut Prog,
+    name: &str,
+    x: &str,
+    (c, o, k): (usize, usize, usize),
+    groups: usize,
+    relu6: bool,
+    seed: u64,
+) -> String {
+    let w = p.konst(
+        &format!("{name}_w"),
+        f16s(&data(o * c / groups * k * k, seed), vec![o, c / groups, k, k]),
+    );
+    let b = p.konst(&format!("{name}_b"), f16s(&data(o, seed ^ 3), vec![o]));
+    let pt = p.konst(&format!("{name}_pt"), string("same"));
+    let g = p.konst(&format!("{name}_g"), int(groups as i32));
+    let y = p.op(
+        "conv",
+        name,
+        &[("x", x), ("weight", &w), ("bias", &b), ("pad_type", &pt), ("groups", &g)],
+    );
+    if !relu6 {
+        return y;
+    }
+    let lo = p.konst(&format!("{name}_lo"), f32_scalar(0.0));
+    let hi = p.konst(&format!("{name}_hi"), f32_scalar(6.0));
+    p.op("clip", &format!("{name}_r"), &[("x", &y), ("alpha", &lo), ("beta", &hi)])
+}
+
+/// Expand 1x1, depthwise 3x3, project 1x1 and the residual add over a plane whose expansion
+/// does not fit a band's cache budget: one banded block step, the interpreter's answer.
+#[test]
+fn inverted_residual_chains_run_as_one_banded_block() {
+    let (c, e, hw) = (8, 96, 56);
+    let mut p = Prog::default();
+    let ex = conv_k(&mut p, "ex", "x", (c, e, 1), 1, true, 1);
+    let dw = conv_k(&mut p, "dw", &ex, (e, e, 3), e, true, 2);
+    let pr = conv_k(&mut p, "pr", &dw, (e, c, 1), 1, false, 3);
+    let y = p.op("add", "y", &[("x", &pr), ("y", "x")]);
+    let (want, got, direct) = both(&p.function(&y), data(c * hw * hw, 5), &[1, c, hw, hw]);
+    assert_close(&got, &want);
+    assert_eq!(direct.op_names(), ["block"]);
+}
+
+/// The same chain without the residual, after another step: the input dies at the
+/// expansion, and the block still gives the interpreter's answer.
+#[test]
+fn a_block_without_a_residual_matches_the_interpreter() {
+    let (c, e, hw) = (8, 96, 56);
+    let mut p = Prog::default();
+    let r = p.op("relu", "r", &[("x", "x")]);
+    let ex = conv_k(&mut p, "ex", &r, (c, e, 1), 1, true, 1);
+    let dw = conv_k(&mut p, "dw", &ex, (e, e, 3), e, true, 2);
+    let pr = conv_k(&mut p, "pr", &dw, (e, 12, 1), 1, false, 3);
+    let (want, got, direct) = both(&p.function(&pr), data(c * hw * hw, 6), &[1, c, hw, hw]);
+    assert_close(&got, &want);
+    assert_eq!(direct.op_names(), ["act", "block"]);
+}
