@@ -67,7 +67,7 @@ fn main() {
             let dw = conv(ce, 1, k, s, ce, Activation::Relu6, 10 * i + 3);
             let pr = conv(co, ce, 1, 1, 1, Activation::None, 10 * i + 6);
             let residual = s == 1 && ci == co;
-            let fused = InvertedResidual::new(ex.clone(), dw.clone(), pr.clone(), residual)
+            let fused = InvertedResidual::new(ex.clone(), dw.clone(), Some(pr.clone()), residual)
                 .expect("a block the banded kernel runs");
             let x = values(ci * hw * hw, i);
             let (_, oh, ow) = fused.output_shape(hw, hw).expect("shape");

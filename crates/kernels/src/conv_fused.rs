@@ -1,9 +1,10 @@
-//! The inverted-residual block (MobileNetV2 / EfficientNet MBConv without squeeze-excite:
-//! expand 1x1, depthwise, project 1x1, optional residual) run band by band: for a band of
-//! output rows, the expansion of just the input rows the depthwise filter reads, the depthwise
-//! output of the band, and the projection into the output, so the expanded and depthwise
-//! tensors (the block's largest, 6x its input) stay in cache instead of making a round trip
-//! through memory. Bands run in parallel on the pool, each on one thread.
+//! The inverted-residual block (MobileNetV2 / EfficientNet MBConv: expand 1x1, depthwise,
+//! project 1x1, optional residual) run band by band: for a band of output rows, the expansion
+//! of just the input rows the depthwise filter reads, the depthwise output of the band, and the
+//! projection into the output, so the expanded and depthwise tensors (the block's largest, 6x
+//! its input) stay in cache instead of making a round trip through memory. Without the
+//! projection (a squeeze-excite block, whose gate needs the whole depthwise output first) the
+//! band's depthwise output is the output. Bands run in parallel on the pool, each on one thread.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -31,20 +32,21 @@ const BAND_VALUES: usize = 256 * 1024;
 pub struct InvertedResidual {
     expand: Arc<Conv2d>,
     depthwise: Arc<Conv2d>,
-    project: Arc<Conv2d>,
+    project: Option<Arc<Conv2d>>,
     residual: bool,
 }
 
 impl InvertedResidual {
-    /// The block `project(depthwise(expand(x)))` (`+ x` with `residual`), or `None` when the
-    /// three convolutions are not one this kernel runs: `expand` and `project` 1x1, stride 1,
-    /// one group, with packed weights on this machine; `depthwise` one filter per channel,
-    /// square 3/5/7, stride 1 or 2, no dilation; channels chaining; a residual only where the
-    /// output has the input's shape. The caller then runs the convolutions one by one.
+    /// The block `project(depthwise(expand(x)))` (`+ x` with `residual`; `depthwise(expand(x))`
+    /// without `project`), or `None` when the convolutions are not ones this kernel runs:
+    /// `expand` and `project` 1x1, stride 1, one group, with packed weights on this machine;
+    /// `depthwise` one filter per channel, square 3/5/7, stride 1 or 2, no dilation; channels
+    /// chaining; a residual only with a projection, where the output has the input's shape.
+    /// The caller then runs the convolutions one by one.
     pub fn new(
         expand: Arc<Conv2d>,
         depthwise: Arc<Conv2d>,
-        project: Arc<Conv2d>,
+        project: Option<Arc<Conv2d>>,
         residual: bool,
     ) -> Option<InvertedResidual> {
         let one_by_one = |c: &Conv2d| {
@@ -63,10 +65,18 @@ impl InvertedResidual {
             && d.stride.0 == d.stride.1
             && matches!(d.stride.0, 1 | 2)
             && d.dilation == (1, 1);
-        let chain = expand.out_channels == d.in_channels && d.out_channels == project.in_channels;
-        let res_ok = !residual || (project.out_channels == expand.in_channels && d.stride.0 == 1);
-        (one_by_one(&expand) && one_by_one(&project) && dw_ok && chain && res_ok)
-            .then_some(InvertedResidual { expand, depthwise, project, residual })
+        let chain = expand.out_channels == d.in_channels
+            && project.as_ref().is_none_or(|p| d.out_channels == p.in_channels && one_by_one(p));
+        let res_ok = !residual
+            || project
+                .as_ref()
+                .is_some_and(|p| p.out_channels == expand.in_channels && d.stride.0 == 1);
+        (one_by_one(&expand) && dw_ok && chain && res_ok).then_some(InvertedResidual {
+            expand,
+            depthwise,
+            project,
+            residual,
+        })
     }
 
     /// Whether banding pays for an input of `h x w`: when the expanded tensor would not fit
@@ -79,7 +89,8 @@ impl InvertedResidual {
     /// Output channels, height and width for an input of `h x w`.
     pub fn output_shape(&self, h: usize, w: usize) -> Result<(usize, usize, usize), String> {
         let (oh, ow) = self.depthwise.output_hw(h, w)?;
-        Ok((self.project.out_channels, oh, ow))
+        let c = self.project.as_ref().map_or(self.depthwise.out_channels, |p| p.out_channels);
+        Ok((c, oh, ow))
     }
 
     /// Runs on `n` images `x` (`in x h x w`, NCHW) into `out` (`n x out x oh x ow`, every value
@@ -129,7 +140,8 @@ impl InvertedResidual {
         // Each image's rows split into one chunk per thread; a chunk's bands run in order,
         // each expanding only the input rows the previous one did not.
         let chunks = crate::pool::threads().min(oh).max(1);
-        let flops = n * oh * ow * (2 * ce * k * k + 2 * ce * co) + n * h * w * 2 * ci * ce;
+        let project = if self.project.is_some() { 2 * ce * co } else { 0 };
+        let flops = n * oh * ow * (2 * ce * k * k + project) + n * h * w * 2 * ci * ce;
         profile::add_flops(flops as u64);
         let dst = SharedMut::new(out);
         let mut failed = std::sync::Mutex::new(None);
@@ -151,20 +163,19 @@ impl InvertedResidual {
 
     /// Output rows `r0..r1` of one image, in bands of `rows`.
     fn chunk(&self, im: &Image<'_>, (r0, r1): (usize, usize), rows: usize) -> Result<(), String> {
-        let (ex, dw, pr) = (&*self.expand, &*self.depthwise, &*self.project);
-        let (ci, ce, co) = (ex.in_channels, ex.out_channels, pr.out_channels);
+        let (ex, dw) = (&*self.expand, &*self.depthwise);
+        let (ci, ce) = (ex.in_channels, ex.out_channels);
+        let co = self.project.as_ref().map_or(ce, |p| p.out_channels);
         let (x, h, w, oh, ow) = (im.x, im.h, im.w, im.oh, im.ow);
         let (k, s) = (dw.kh, dw.stride.0);
         let [pt, _, pl, _] = dw.pads(h, w);
-        let (Some(pe), Some(pp)) = (ex.packed_group(0), pr.packed_group(0)) else {
+        let pr = self.project.as_deref().map(|p| (p, p.packed_group(0)));
+        let (Some(pe), true) = (ex.packed_group(0), pr.is_none_or(|p| p.1.is_some())) else {
             return Err("inverted residual: packed weights vanished".into());
         };
         // Expanded rows a band reads at most; the expanded band's planes are `cap` rows apart.
         let cap = (rows - 1) * s + k;
-        let (eclamp, pclamp) = (
-            crate::dw_direct::clamp_of(ex.act),
-            if self.residual { None } else { crate::dw_direct::clamp_of(pr.act) },
-        );
+        let eclamp = crate::dw_direct::clamp_of(ex.act);
         let plane = oh * ow;
         crate::pool::with_scratch(&EXPANDED, ce * cap * w, |e| {
             crate::pool::with_scratch(&FILTERED, ce * rows * ow, |d| {
@@ -241,12 +252,22 @@ impl InvertedResidual {
                     // this band alone; the span covers them.
                     let o =
                         unsafe { im.dst.slice(im.base + band0 * ow, (co - 1) * plane + rout * ow) };
+                    let Some((pr, Some(pp))) = pr else {
+                        // No projection: the band's depthwise rows are the output's.
+                        for (c, src) in d.chunks_exact(rout * ow).enumerate() {
+                            o[c * plane..][..rout * ow].copy_from_slice(src);
+                        }
+                        band0 = band1;
+                        continue;
+                    };
                     if self.residual {
                         for c in 0..co {
                             let src = &x[c * h * w + band0 * w..][..rout * w];
                             o[c * plane..][..rout * ow].copy_from_slice(src);
                         }
                     }
+                    let pclamp =
+                        if self.residual { None } else { crate::dw_direct::clamp_of(pr.act) };
                     // SAFETY: `d` holds ce rows of rout*ow values; `o` holds co rows of
                     // rout*ow values at stride `plane`; `pp` holds the packed panels of all co
                     // rows for ce columns.

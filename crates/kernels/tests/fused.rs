@@ -30,6 +30,7 @@ fn naive(
     [we, be, wd, bd, wp, bp]: Params<'_>,
     ea: Activation,
     residual: bool,
+    project: bool,
 ) -> Vec<f32> {
     let mut e = vec![0f64; ce * h * w];
     for c in 0..ce {
@@ -63,6 +64,9 @@ fn naive(
                 d[(c * oh + oy) * ow + ox] = act64(Activation::Relu6, acc);
             }
         }
+    }
+    if !project {
+        return d.iter().map(|&v| v as f32).collect();
     }
     let mut y = vec![0f32; co * oh * ow];
     for c in 0..co {
@@ -99,11 +103,12 @@ proptest! {
     fn banded_block_matches_naive(
         ci in 1usize..20, mult in 1usize..5, co_pick in 1usize..20, k in prop::sample::select(vec![3usize, 5, 7]),
         s in 1usize..3, h in 1usize..19, w in 1usize..19, n in 1usize..3, rows in 1usize..7,
-        threads in 1usize..3, silu: bool, want_residual: bool, seed: u64,
+        threads in 1usize..3, silu: bool, want_residual: bool, no_project: bool, seed: u64,
     ) {
         let ce = ci * mult;
-        let residual = want_residual && s == 1;
-        let co = if residual { ci } else { co_pick };
+        let project = !no_project;
+        let residual = want_residual && s == 1 && project;
+        let co = if residual { ci } else if project { co_pick } else { ce };
         let ea = if silu { Activation::Silu } else { Activation::Relu6 };
         let (we, be) = (values(ce * ci, seed), values(ce, seed ^ 1));
         let (wd, bd) = (values(ce * k * k, seed ^ 2), values(ce, seed ^ 3));
@@ -111,7 +116,7 @@ proptest! {
         let block = InvertedResidual::new(
             conv(we.clone(), be.clone(), [ce, ci, 1, 1], 1, 1, ea),
             conv(wd.clone(), bd.clone(), [ce, 1, k, k], s, ce, Activation::Relu6),
-            conv(wp.clone(), bp.clone(), [co, ce, 1, 1], 1, 1, Activation::None),
+            project.then(|| conv(wp.clone(), bp.clone(), [co, ce, 1, 1], 1, 1, Activation::None)),
             residual,
         );
         // Blocks run here whenever the packed GEMM is available (x86-64 with AVX2, aarch64).
@@ -123,7 +128,7 @@ proptest! {
         pool(threads).install(|| block.forward_banded(&x, n, h, w, &mut got, rows)).expect("run");
         for b in 0..n {
             let xb = &x[b * ci * h * w..(b + 1) * ci * h * w];
-            let want = naive(xb, (ci, ce, co), (h, w, k, s), [&we, &be, &wd, &bd, &wp, &bp], ea, residual);
+            let want = naive(xb, (ci, ce, co), (h, w, k, s), [&we, &be, &wd, &bd, &wp, &bp], ea, residual, project);
             let gb = &got[b * co * oh * ow..(b + 1) * co * oh * ow];
             check(gb, &want, &format!("image {b} of {ci}->{ce}->{co} k{k} s{s} {h}x{w} rows {rows}"))?;
         }
@@ -141,7 +146,7 @@ fn blocks_the_kernel_does_not_run_are_refused() {
         InvertedResidual::new(
             c([8, 4, 3, 3], 1, 1),
             c([8, 1, 3, 3], 1, 8),
-            c([4, 8, 1, 1], 1, 1),
+            Some(c([4, 8, 1, 1], 1, 1)),
             false
         )
         .is_none()
@@ -150,7 +155,7 @@ fn blocks_the_kernel_does_not_run_are_refused() {
         InvertedResidual::new(
             c([8, 4, 1, 1], 1, 1),
             c([8, 8, 3, 3], 1, 1),
-            c([4, 8, 1, 1], 1, 1),
+            Some(c([4, 8, 1, 1], 1, 1)),
             false
         )
         .is_none()
@@ -159,7 +164,7 @@ fn blocks_the_kernel_does_not_run_are_refused() {
         InvertedResidual::new(
             c([8, 4, 1, 1], 1, 1),
             c([6, 1, 3, 3], 1, 6),
-            c([4, 6, 1, 1], 1, 1),
+            Some(c([4, 6, 1, 1], 1, 1)),
             false
         )
         .is_none()
@@ -168,7 +173,7 @@ fn blocks_the_kernel_does_not_run_are_refused() {
         InvertedResidual::new(
             c([8, 4, 1, 1], 1, 1),
             c([8, 1, 3, 3], 2, 8),
-            c([4, 8, 1, 1], 1, 1),
+            Some(c([4, 8, 1, 1], 1, 1)),
             true
         )
         .is_none()
@@ -176,8 +181,12 @@ fn blocks_the_kernel_does_not_run_are_refused() {
     let ok = InvertedResidual::new(
         c([8, 4, 1, 1], 1, 1),
         c([8, 1, 3, 3], 1, 8),
-        c([4, 8, 1, 1], 1, 1),
+        Some(c([4, 8, 1, 1], 1, 1)),
         true,
+    );
+    // A residual needs the projection.
+    assert!(
+        InvertedResidual::new(c([8, 4, 1, 1], 1, 1), c([8, 1, 3, 3], 1, 8), None, true).is_none()
     );
     // Wrong buffer sizes are an error, not a panic (where this machine runs the kernel).
     if let Some(b) = ok {

@@ -60,11 +60,11 @@ enum Op {
         h: usize,
         w: usize,
     },
-    /// An inverted-residual block (expand, depthwise, project: `parts`) on `n` images of
-    /// `h x w`, run by the banded kernel; with a residual, `block` adds its input.
+    /// An inverted-residual block (expand, depthwise and maybe project: `parts`) on `n` images
+    /// of `h x w`, run by the banded kernel; with a residual, `block` adds its input.
     Block {
         block: InvertedResidual,
-        parts: [Arc<Conv2d>; 3],
+        parts: Vec<Arc<Conv2d>>,
         n: usize,
         h: usize,
         w: usize,
@@ -520,7 +520,9 @@ fn fold_add(
     let dies = |v: &Val| {
         step.inputs.iter().zip(args).any(|(s, x)| x.src == v.src && step.release.contains(s))
     };
-    if let Op::Block { parts, n, h, w, .. } = &conv_step.op {
+    if let Op::Block { parts, n, h, w, .. } = &conv_step.op
+        && parts.len() == 3
+    {
         // `block(x) + x`, the block's output dying here: the banded kernel adds the residual.
         let &[(out, _)] = conv_step.outs.as_slice() else { return false };
         let (x, y) = (conv_step.args[0], Src::Buf(out));
@@ -532,8 +534,8 @@ fn fold_add(
         if !dies(y) || a.refs[out] != 1 {
             return false;
         }
-        let [e, d, p] = parts.clone();
-        let Some(block) = InvertedResidual::new(e, d, p, true) else { return false };
+        let (e, d, p) = (parts[0].clone(), parts[1].clone(), parts[2].clone());
+        let Some(block) = InvertedResidual::new(e, d, Some(p), true) else { return false };
         conv_step.op = Op::Block { block, parts: parts.clone(), n: *n, h: *h, w: *w };
         a.retain(y.src);
         vals[out_slot] = Some(Val { src: y.src, dims: y.dims.clone() });
@@ -569,59 +571,58 @@ fn fold_add(
     true
 }
 
-/// Replaces the last three lowered steps with one [`Op::Block`] when they are a 1x1
-/// expansion, a depthwise convolution and a 1x1 projection, each reading only the previous
-/// one's fresh output (which dies there), and the banded kernel runs them and pays at this
-/// size. The block writes the projection's buffer, or a fresh one when that was its input's
-/// (free again once the expansion had read it).
+/// Grows inverted-residual blocks out of the last lowered steps: a 1x1 expansion then a
+/// depthwise convolution become one [`Op::Block`] (when the banded kernel runs them and pays at
+/// this size), and a 1x1 projection right after such a block joins it. Each step must read
+/// only the previous one's fresh output, which dies there. The block writes the last step's
+/// buffer, or a fresh one when that was its input's (free again once the expansion read it).
 fn fuse_block(plan: &Plan, steps: &mut Vec<Step>, vals: &mut [Option<Val>], a: &mut Assign) {
-    let [.., ex, dw, pr] = steps.as_slice() else { return };
-    let (Op::Conv { conv: ce, n, h, w }, Op::Conv { conv: cd, .. }, Op::Conv { conv: cp, .. }) =
-        (&ex.op, &dw.op, &pr.op)
-    else {
-        return;
-    };
-    let (&[(eo, _)], &[(dout, _)], &[(po, len)]) =
-        (ex.outs.as_slice(), dw.outs.as_slice(), pr.outs.as_slice())
-    else {
-        return;
-    };
-    // Each reads the previous step's output, which dies at the reader.
-    let dies_at = |slot_of: &Step, reader: &Step| {
-        let producer = &plan.steps[slot_of.origin];
-        producer.outputs.iter().all(|o| plan.steps[reader.origin].release.contains(o))
-    };
-    let out_slot = plan.steps[pr.origin].outputs.first().copied();
-    let chained = dw.args == [Src::Buf(eo)]
-        && pr.args == [Src::Buf(dout)]
-        && dies_at(ex, dw)
-        && dies_at(dw, pr)
-        && ex.args.len() == 1
-        && out_slot.is_some_and(|o| vals[o].as_ref().is_some_and(|v| v.src == Src::Buf(po)));
-    let (Some(out_slot), true) = (out_slot, chained) else { return };
-    let parts = [ce.clone(), cd.clone(), cp.clone()];
-    let Some(block) = InvertedResidual::new(ce.clone(), cd.clone(), cp.clone(), false) else {
-        return;
-    };
-    if !block.pays(*h, *w) {
+    let [.., prev, last] = steps.as_slice() else { return };
+    if !crate::models::fusion_enabled() {
         return;
     }
-    let mut out = po;
-    if ex.args[0] == Src::Buf(po) {
+    let (&[(po, _)], &[(lo, len)]) = (prev.outs.as_slice(), last.outs.as_slice()) else {
+        return;
+    };
+    let Op::Conv { conv: cl, .. } = &last.op else { return };
+    let producer = &plan.steps[prev.origin];
+    let chained = last.args == [Src::Buf(po)]
+        && producer.outputs.iter().all(|o| plan.steps[last.origin].release.contains(o))
+        && prev.args.len() == 1;
+    let out_slot = plan.steps[last.origin].outputs.first().copied();
+    let owned = out_slot.is_some_and(|o| vals[o].as_ref().is_some_and(|v| v.src == Src::Buf(lo)));
+    let (Some(out_slot), true) = (out_slot, chained && owned) else { return };
+    let (parts, n, h, w) = match &prev.op {
+        Op::Conv { conv, n, h, w } => (vec![conv.clone(), cl.clone()], *n, *h, *w),
+        Op::Block { parts, n, h, w, .. } if parts.len() == 2 => {
+            (vec![parts[0].clone(), parts[1].clone(), cl.clone()], *n, *h, *w)
+        }
+        _ => return,
+    };
+    let Some(block) =
+        InvertedResidual::new(parts[0].clone(), parts[1].clone(), parts.get(2).cloned(), false)
+    else {
+        return;
+    };
+    if !block.pays(h, w) {
+        return;
+    }
+    let mut out = lo;
+    if prev.args[0] == Src::Buf(lo) {
         out = a.fresh(len);
-        a.release(Src::Buf(po));
+        a.release(Src::Buf(lo));
         if let Some(v) = vals[out_slot].as_mut() {
             v.src = Src::Buf(out);
         }
     }
     let fused = Step {
-        op: Op::Block { block, parts, n: *n, h: *h, w: *w },
-        args: ex.args.clone(),
+        op: Op::Block { block, parts, n, h, w },
+        args: prev.args.clone(),
         outs: vec![(out, len)],
-        origin: pr.origin,
+        origin: last.origin,
         profile: None,
     };
-    steps.truncate(steps.len() - 3);
+    steps.truncate(steps.len() - 2);
     steps.push(fused);
 }
 

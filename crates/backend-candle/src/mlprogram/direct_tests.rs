@@ -196,3 +196,22 @@ fn a_block_without_a_residual_matches_the_interpreter() {
     assert_close(&got, &want);
     assert_eq!(direct.op_names(), ["act", "block"]);
 }
+
+/// A squeeze-excite block: the gate needs the whole depthwise output, so the expansion and
+/// the depthwise convolution form the banded block and the projection stays a convolution.
+#[test]
+fn squeeze_excite_blocks_band_the_expansion_and_depthwise() {
+    let (c, e, hw) = (8, 96, 56);
+    let mut p = Prog::default();
+    let ex = conv_k(&mut p, "ex", "x", (c, e, 1), 1, true, 1);
+    let dw = conv_k(&mut p, "dw", &ex, (e, e, 3), e, true, 2);
+    let axes = p.konst("axes", ints(&[2, 3]));
+    let keep = p.konst("keep", cv(ScalarType::Bool, vec![], ConstData::Bool(vec![true])));
+    let m = p.op("reduce_mean", "m", &[("x", &dw), ("axes", &axes), ("keep_dims", &keep)]);
+    let g = p.op("sigmoid", "g", &[("x", &m)]);
+    let y = p.op("mul", "y", &[("x", &dw), ("y", &g)]);
+    let pr = conv_k(&mut p, "pr", &y, (e, c, 1), 1, false, 3);
+    let (want, got, direct) = both(&p.function(&pr), data(c * hw * hw, 7), &[1, c, hw, hw]);
+    assert_close(&got, &want);
+    assert_eq!(direct.op_names(), ["block", "mean", "act", "binary", "conv"]);
+}

@@ -107,7 +107,7 @@ impl EfficientNetLite {
             let residual = stride == 1 && in_ch == out_ch;
             let fused = expand.as_ref().and_then(|e| {
                 let (e, d, p) = (e.0.clone(), depthwise.0.clone(), project.0.clone());
-                InvertedResidual::new(e, d, p, residual)
+                InvertedResidual::new(e, d, Some(p), residual)
             });
             blocks.push(Block { expand, depthwise, project, residual, fused });
             in_ch = out_ch;
