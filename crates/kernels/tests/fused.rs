@@ -140,53 +140,25 @@ fn blocks_the_kernel_does_not_run_are_refused() {
     let c = |dims: [usize; 4], s: usize, g: usize| {
         conv(vec![0.1; dims.iter().product()], vec![0.0; dims[0]], dims, s, g, Activation::None)
     };
-    // A 3x3 "expansion", a dilated or non-depthwise middle, mismatched channels, a residual
-    // across a stride: each is refused (the caller runs the convolutions one by one).
-    assert!(
-        InvertedResidual::new(
-            c([8, 4, 3, 3], 1, 1),
-            c([8, 1, 3, 3], 1, 8),
-            Some(c([4, 8, 1, 1], 1, 1)),
-            false
-        )
-        .is_none()
-    );
-    assert!(
-        InvertedResidual::new(
-            c([8, 4, 1, 1], 1, 1),
-            c([8, 8, 3, 3], 1, 1),
-            Some(c([4, 8, 1, 1], 1, 1)),
-            false
-        )
-        .is_none()
-    );
-    assert!(
-        InvertedResidual::new(
-            c([8, 4, 1, 1], 1, 1),
-            c([6, 1, 3, 3], 1, 6),
-            Some(c([4, 6, 1, 1], 1, 1)),
-            false
-        )
-        .is_none()
-    );
-    assert!(
-        InvertedResidual::new(
-            c([8, 4, 1, 1], 1, 1),
-            c([8, 1, 3, 3], 2, 8),
-            Some(c([4, 8, 1, 1], 1, 1)),
-            true
-        )
-        .is_none()
-    );
+    // (expansion, depthwise (dims, stride, groups), projection, residual, what is wrong).
+    type Dw = ([usize; 4], usize, usize);
+    type Case = ([usize; 4], Dw, Option<[usize; 4]>, bool, &'static str);
+    let cases: [Case; 5] = [
+        ([8, 4, 3, 3], ([8, 1, 3, 3], 1, 8), Some([4, 8, 1, 1]), false, "a 3x3 expansion"),
+        ([8, 4, 1, 1], ([8, 8, 3, 3], 1, 1), Some([4, 8, 1, 1]), false, "a dense middle"),
+        ([8, 4, 1, 1], ([6, 1, 3, 3], 1, 6), Some([4, 6, 1, 1]), false, "channels that differ"),
+        ([8, 4, 1, 1], ([8, 1, 3, 3], 2, 8), Some([4, 8, 1, 1]), true, "a strided residual"),
+        ([8, 4, 1, 1], ([8, 1, 3, 3], 1, 8), None, true, "a residual with no projection"),
+    ];
+    for (e, (d, s, g), p, residual, what) in cases {
+        let block = InvertedResidual::new(c(e, 1, 1), c(d, s, g), p.map(|p| c(p, 1, 1)), residual);
+        assert!(block.is_none(), "{what} was taken");
+    }
     let ok = InvertedResidual::new(
         c([8, 4, 1, 1], 1, 1),
         c([8, 1, 3, 3], 1, 8),
         Some(c([4, 8, 1, 1], 1, 1)),
         true,
-    );
-    // A residual needs the projection.
-    assert!(
-        InvertedResidual::new(c([8, 4, 1, 1], 1, 1), c([8, 1, 3, 3], 1, 8), None, true).is_none()
     );
     // Wrong buffer sizes are an error, not a panic (where this machine runs the kernel).
     if let Some(b) = ok {
