@@ -50,14 +50,19 @@ impl ProgramBody {
     }
 }
 
-/// The plan lowered onto buffers for the last input shapes seen, and its buffers.
+/// The plan lowered onto buffers for the input shapes seen last.
 #[derive(Default)]
 struct DirectState {
-    lowered: Option<direct::Direct>,
-    arena: direct::Arena,
+    /// Lowerings for the input shapes seen last (most recent first, at most
+    /// [`MAX_LOWERED`]), each with its buffers.
+    lowered: Vec<(direct::Direct, direct::Arena)>,
     /// Input shapes the plan could not be lowered for, and why.
     refused: Vec<(Vec<Vec<usize>>, String)>,
 }
+
+/// Most input shapes a model keeps a lowered plan for (a flexible-shape model called with a
+/// few shapes in turn keeps each; the least recently used goes first).
+const MAX_LOWERED: usize = 4;
 
 /// Opens and compiles an ML Program artifact.
 pub(crate) fn prepare(
@@ -164,7 +169,7 @@ impl Body for ProgramBody {
         let dims: Vec<Vec<usize>> = args.iter().map(|t| t.dims().to_vec()).collect();
         let lower = self.plain
             && self.direct.try_lock().is_ok_and(|st| {
-                st.lowered.as_ref().is_none_or(|d| d.input_dims != dims)
+                !st.lowered.iter().any(|(d, _)| d.input_dims == dims)
                     && !st.refused.iter().any(|(d, _)| *d == dims)
             });
         let mut shapes = Vec::new();
@@ -174,7 +179,10 @@ impl Body for ProgramBody {
             .map_err(candle_core::Error::Msg)?;
         if lower && let Ok(mut st) = self.direct.lock() {
             match direct::Direct::build(&self.plan, &shapes) {
-                Ok(d) => st.lowered = Some(d),
+                Ok(d) => {
+                    st.lowered.insert(0, (d, direct::Arena::default()));
+                    st.lowered.truncate(MAX_LOWERED);
+                }
                 Err(why) => st.refused.push((dims, why)),
             }
         }
@@ -193,15 +201,21 @@ impl Body for ProgramBody {
             return None;
         }
         let mut guard = self.direct.try_lock().ok()?;
-        let DirectState { lowered, arena, .. } = &mut *guard;
-        let d = lowered.as_ref()?;
+        let fits = |d: &direct::Direct| {
+            self.plan.inputs.iter().zip(&d.input_dims).all(|((name, _), dims)| {
+                inputs.get(name).is_some_and(|t| t.shape() == dims.as_slice())
+            })
+        };
+        let at = guard.lowered.iter().position(|(d, _)| fits(d))?;
+        if at > 0 {
+            // Most recently used first (a rotation: no allocation).
+            guard.lowered[..=at].rotate_right(1);
+        }
+        let (d, arena) = guard.lowered.first_mut()?;
+        let d = &*d;
         let mut xs: [&[f32]; MAX_DIRECT_INPUTS] = [&[]; MAX_DIRECT_INPUTS];
         for (i, (name, _)) in self.plan.inputs.iter().enumerate() {
-            let t = inputs.get(name)?;
-            if t.shape() != d.input_dims.get(i)?.as_slice() {
-                return None;
-            }
-            xs[i] = t.as_f32().ok()?;
+            xs[i] = inputs.get(name)?.as_f32().ok()?;
         }
         crate::cpu_model::remove_stale_outputs(schema, outputs);
         let mut failed = Ok(());
@@ -221,9 +235,8 @@ impl Body for ProgramBody {
             }
             Err(direct::RunError::Shape(why)) => {
                 // A value's shape depends on the input's values: back to the interpreter.
-                let dims = d.input_dims.clone();
-                guard.lowered = None;
-                guard.refused.push((dims, why));
+                let (d, _) = guard.lowered.remove(0);
+                guard.refused.push((d.input_dims, why));
                 None
             }
         }
