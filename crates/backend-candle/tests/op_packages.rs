@@ -44,7 +44,7 @@ fn every_op_package_matches_pytorch() {
         // Each size three times in turn: the first run of a size goes through the interpreter,
         // later ones through the plan lowered for it (one kept per size).
         for reference in references.iter().cycle().take(3 * references.len()) {
-            let (x, want) = (load(&reference, "input"), load(&reference, "output"));
+            let (x, want) = (load(reference, "input"), load(reference, "output"));
             let out =
                 model.run(&NamedTensors::new().with("input", x), &RunContext::new()).expect("run");
             let got = out.get("output").expect("output");
