@@ -39,12 +39,14 @@ struct ProgramBody {
 impl ProgramBody {
     /// The body running `plan` for a model of `schema`.
     fn new(plan: plan::Plan, schema: &IoSchema) -> ProgramBody {
+        let image =
+            |spec: &inference_api::TensorSpec| matches!(spec.kind, FeatureKind::Image { .. });
         let plain_f32 = |spec: &inference_api::TensorSpec| {
-            spec.dtype == inference_api::DType::F32
-                && !matches!(spec.kind, FeatureKind::Image { .. })
+            spec.dtype == inference_api::DType::F32 && !image(spec)
         };
+        // Image inputs become float planes on the way in (as for the interpreter).
         let plain = plan.inputs.len() <= MAX_DIRECT_INPUTS
-            && schema.inputs.iter().all(plain_f32)
+            && schema.inputs.iter().all(|spec| plain_f32(spec) || image(spec))
             && schema.outputs.iter().all(plain_f32);
         ProgramBody { plan, plain, direct: Mutex::default() }
     }
@@ -201,9 +203,18 @@ impl Body for ProgramBody {
             return None;
         }
         let mut guard = self.direct.try_lock().ok()?;
+        // An image input as the float planes the program reads (this allocates them).
+        let planes: [Option<Tensor>; MAX_DIRECT_INPUTS] = std::array::from_fn(|i| {
+            let (name, _) = self.plan.inputs.get(i)?;
+            let Some(FeatureKind::Image { format, .. }) = schema.input(name).map(|s| s.kind) else {
+                return None;
+            };
+            coreml_format::image::image_to_planes(name, inputs.get(name)?, format).ok()
+        });
+        let input = |i: usize, name: &str| planes[i].as_ref().or_else(|| inputs.get(name));
         let fits = |d: &direct::Direct| {
-            self.plan.inputs.iter().zip(&d.input_dims).all(|((name, _), dims)| {
-                inputs.get(name).is_some_and(|t| t.shape() == dims.as_slice())
+            self.plan.inputs.iter().enumerate().zip(&d.input_dims).all(|((i, (name, _)), dims)| {
+                input(i, name).is_some_and(|t| t.shape() == dims.as_slice())
             })
         };
         let at = guard.lowered.iter().position(|(d, _)| fits(d))?;
@@ -215,7 +226,7 @@ impl Body for ProgramBody {
         let d = &*d;
         let mut xs: [&[f32]; MAX_DIRECT_INPUTS] = [&[]; MAX_DIRECT_INPUTS];
         for (i, (name, _)) in self.plan.inputs.iter().enumerate() {
-            xs[i] = inputs.get(name)?.as_f32().ok()?;
+            xs[i] = input(i, name)?.as_f32().ok()?;
         }
         crate::cpu_model::remove_stale_outputs(schema, outputs);
         let mut failed = Ok(());
