@@ -122,6 +122,11 @@ pub fn apply_activation(xs: &mut [f32], act: Activation) {
     }
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx512() {
+        if super::activation_avx512::handles(act) {
+            // SAFETY: AVX-512F was just detected at run time.
+            unsafe { super::activation_avx512::apply(xs, act) };
+            return;
+        }
         // SAFETY: `apply_avx512` only requires AVX-512F, just detected at run time.
         unsafe { apply_avx512(xs, act) };
         return;
@@ -154,6 +159,11 @@ unsafe fn apply_avx2(xs: &mut [f32], act: Activation) {
 pub(crate) fn apply_activation_into(x: &[f32], y: &mut [MaybeUninit<f32>], act: Activation) {
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx512() {
+        if super::activation_avx512::handles(act) && x.len() == y.len() {
+            // SAFETY: AVX-512F was just detected at run time.
+            unsafe { super::activation_avx512::apply_into(x, y, act) };
+            return;
+        }
         // SAFETY: `into_avx512` only requires AVX-512F, just detected at run time.
         unsafe { into_avx512(x, y, act) };
         return;

@@ -24,6 +24,8 @@
 //! ```
 
 mod activation;
+#[cfg(target_arch = "x86_64")]
+mod activation_avx512;
 mod alloc_count;
 mod conv;
 mod depthwise;
