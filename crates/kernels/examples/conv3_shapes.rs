@@ -25,7 +25,8 @@ fn main() {
     let mut convs: Vec<(Conv2d, Vec<f32>, Vec<f32>)> = shapes
         .iter()
         .map(|&(ci, co, hw, s, _, k)| {
-            let w: Vec<f32> = (0..ci * co * k * k).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect();
+            let w: Vec<f32> =
+                (0..ci * co * k * k).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect();
             let conv = Conv2d::new(
                 w,
                 [co, ci, k, k],
