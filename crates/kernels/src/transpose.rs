@@ -75,16 +75,37 @@ pub fn transpose_batched(
                 }
             }
         } else {
-            for j in j0..j1 {
-                for i in 0..r {
-                    let at = ((j - j0) * r + i) * inner;
-                    let from = (i * c + j) * inner;
-                    d[at..at + inner].copy_from_slice(&s[from..from + inner]);
+            // Short runs (patch unfolds move runs of 2) as fixed-size copies: a run-time
+            // length makes every run a `memcpy` call.
+            match inner {
+                2 => runs::<2>(s, d, r, c, j0, j1),
+                3 => runs::<3>(s, d, r, c, j0, j1),
+                4 => runs::<4>(s, d, r, c, j0, j1),
+                _ => {
+                    for j in j0..j1 {
+                        for i in 0..r {
+                            let at = ((j - j0) * r + i) * inner;
+                            let from = (i * c + j) * inner;
+                            d[at..at + inner].copy_from_slice(&s[from..from + inner]);
+                        }
+                    }
                 }
             }
         }
     });
     Ok(())
+}
+
+/// Rows `j0..j1` of the transposed `r x c` matrix of `N`-value runs `s` into `d` (`(j1 - j0) *
+/// r` runs).
+#[inline(always)]
+fn runs<const N: usize>(s: &[f32], d: &mut [f32], r: usize, c: usize, j0: usize, j1: usize) {
+    for (j, out) in (j0..j1).zip(d.chunks_exact_mut(r * N)) {
+        for (i, o) in out.chunks_exact_mut(N).enumerate() {
+            let from = (i * c + j) * N;
+            o.copy_from_slice(&s[from..from + N]);
+        }
+    }
 }
 
 /// `dst[j * d_row + i] = src[i * s_row + j]` for `i < rows`, `j < cols`: 8 x 8 blocks
