@@ -24,6 +24,42 @@ fn layout(rows: usize, cols: usize, t: bool, shared: bool) -> (usize, usize, usi
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
+    /// Products at most 16 columns wide with A's rows contiguous (attention's `scores x v`):
+    /// A read in place, not packed; deep k, row blocks that are not a multiple of 8, bias.
+    #[test]
+    fn matmul_narrow_matches_naive(
+        batches in 1usize..=3,
+        m in 5usize..=60,
+        n in 1usize..=16,
+        k in 0usize..=300,
+        shared_b in any::<bool>(),
+        with_bias in any::<bool>(),
+        threads in 1usize..=2,
+        seed in any::<u64>(),
+    ) {
+        let (bb, br, bc) = layout(k, n, false, shared_b);
+        let a = values(batches * m * k, seed);
+        let b = values(if shared_b { k * n } else { batches * k * n }, seed ^ 3);
+        let bias = with_bias.then(|| values(n, seed ^ 5));
+        let want: Vec<f32> = (0..batches * m * n)
+            .map(|i| {
+                let (bi, r, c) = (i / (m * n), i / n % m, i % n);
+                let s: f64 = (0..k)
+                    .map(|p| a[(bi * m + r) * k + p] as f64 * b[bi * bb + p * br + c * bc] as f64)
+                    .sum();
+                (s + bias.as_ref().map_or(0.0, |v| v[c] as f64)) as f32
+            })
+            .collect();
+        let sa = Strided { data: &a, batch: m * k, row: k, col: 1 };
+        let sb = Strided { data: &b, batch: bb, row: br, col: bc };
+        let mut c = vec![f32::NAN; batches * m * n];
+        let ok = pool(threads).install(|| {
+            matmul_strided_with(GemmIsa::Packed, batches, m, n, k, sa, sb, bias.as_deref(), &mut c)
+        });
+        prop_assert!(ok);
+        check(&c, &want, "narrow matmul")?;
+    }
+
     #[test]
     fn matmul_strided_matches_naive(
         batches in 1usize..=3,
