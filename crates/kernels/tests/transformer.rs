@@ -209,6 +209,43 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
+    /// The general permute against index arithmetic: ranks 1-6, size-1 axes, any order (so
+    /// merged axes, contiguous and strided innermost runs), 1-2 threads; a non-permutation
+    /// and a wrong length are refused.
+    #[test]
+    fn permute_moves_every_value(dims in proptest::collection::vec(1usize..6, 1..=6),
+                                 shuffle in any::<u64>(), threads in 1usize..=2, seed: u64) {
+        let rank = dims.len();
+        let mut perm: Vec<usize> = (0..rank).collect();
+        let mut z = shuffle;
+        for i in (1..rank).rev() {
+            perm.swap(i, (z % (i as u64 + 1)) as usize);
+            z /= i as u64 + 1;
+        }
+        let n: usize = dims.iter().product();
+        let src = values(n, seed);
+        let mut got = vec![f32::NAN; n];
+        pool(threads).install(|| kernels::permute_into(&src, &dims, &perm, &mut got)).expect("permute");
+        let od: Vec<usize> = perm.iter().map(|&a| dims[a]).collect();
+        let mut want = vec![0f32; n];
+        for (o, w) in want.iter_mut().enumerate() {
+            // Output index -> input index.
+            let (mut rem, mut idx) = (o, vec![0usize; rank]);
+            for i in (0..rank).rev() {
+                idx[perm[i]] = rem % od[i];
+                rem /= od[i];
+            }
+            let at = idx.iter().zip(&dims).fold(0, |acc, (&i, &d)| acc * d + i);
+            *w = src[at];
+        }
+        prop_assert_eq!(got, want);
+        let mut short = vec![0f32; n.saturating_sub(1)];
+        prop_assert!(kernels::permute_into(&src, &dims, &perm, &mut short).is_err());
+        let mut bad = perm.clone();
+        bad[0] = rank;
+        prop_assert!(kernels::permute_into(&src, &dims, &bad, &mut vec![0f32; n]).is_err());
+    }
+
     /// The batched transpose moves every value exactly (tile edges, single rows and columns,
     /// 1-3 threads); wrong lengths are refused.
     #[test]
