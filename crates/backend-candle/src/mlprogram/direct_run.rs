@@ -97,7 +97,7 @@ impl Direct {
     ) -> Result<(), RunError> {
         let origin = &plan.steps[step.origin].origin;
         let failed = |e: String| RunError::Failed(format!("{origin}: {e}"));
-        if self.max_pool(plan, step, dims, arena, inputs).map_err(failed)? {
+        if self.in_place(plan, step, dims, arena, inputs).map_err(failed)? {
             return Ok(());
         }
         let mut tensors = Vec::with_capacity(step.args.len());
@@ -142,11 +142,12 @@ impl Direct {
         Ok(())
     }
 
-    /// An interpreted 2-D max pool run by its kernel from the operand's buffer straight into
+    /// An interpreted 2-D max pool or transpose (one the batched-transpose call does not
+    /// express: a general permute) run by its kernel from the operand's buffer straight into
     /// the output's (the candle path would copy the input into a tensor, allocate the output
     /// and copy it back). `Ok(false)` (nothing done) for any other step, or when the output
     /// buffer is the operand's.
-    fn max_pool(
+    fn in_place(
         &self,
         plan: &Plan,
         step: &Step,
@@ -154,7 +155,10 @@ impl Direct {
         arena: &mut Arena,
         inputs: &[&[f32]],
     ) -> Result<bool, String> {
-        let Kind::Pool(pool) = &plan.steps[step.origin].kind else { return Ok(false) };
+        let kind = &plan.steps[step.origin].kind;
+        if !matches!(kind, Kind::Pool(_) | Kind::Transpose { .. }) {
+            return Ok(false);
+        }
         let (&[src], [d], &[(b, len)]) = (step.args.as_slice(), dims, step.outs.as_slice()) else {
             return Ok(false);
         };
@@ -162,9 +166,13 @@ impl Direct {
             return Ok(false);
         }
         let Some(mut out) = arena.bufs.get_mut(b).map(std::mem::take) else { return Ok(false) };
-        let x = head(self.read(src, arena, inputs), d.iter().product());
-        let done = match (out.get_mut(..len), x) {
-            (Some(o), Ok(x)) => pool.max_pool_into(x, d, o),
+        let n_in = d.iter().product();
+        let x = head(self.read(src, arena, inputs), n_in);
+        let done = match (out.get_mut(..len), x, kind) {
+            (Some(o), Ok(x), Kind::Pool(pool)) => pool.max_pool_into(x, d, o),
+            (Some(o), Ok(x), Kind::Transpose { perm }) if len == n_in => {
+                Some(kernels::permute_into(x, d, perm, o))
+            }
             _ => None,
         };
         if let Some(slot) = arena.bufs.get_mut(b) {
