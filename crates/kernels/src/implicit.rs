@@ -17,6 +17,54 @@ use std::cell::RefCell;
 thread_local! {
     /// Each thread's packed strips for one tile, kept between calls.
     static STRIPS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's zero-padded copy of a convolution's input, kept between calls.
+    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Values read past a padded copy's last plane by the gathers' whole-vector loads.
+const SLACK: usize = 64;
+
+/// A zero-padded copy of an image-group's input: `planes` of `hp x wp`, input pixel `(y, x)`
+/// at `(y + pad.0, x + pad.1)`, big enough that every tap of every output pixel reads inside
+/// it, so a strip row is gathered by plain loads (no bounds, no masks).
+#[derive(Debug, Clone, Copy)]
+struct Padded<'a> {
+    x: &'a [f32],
+    hp: usize,
+    wp: usize,
+}
+
+/// The padded plane size `(hp, wp)` for `src` and `oh` output rows.
+fn padded_dims(src: &Source<'_>, oh: usize) -> (usize, usize) {
+    let dy = src.taps.iter().map(|t| t.dy as usize).max().unwrap_or(0);
+    let dx = src.taps.iter().map(|t| t.dx as usize).max().unwrap_or(0);
+    ((oh - 1) * src.stride.0 + dy + 1, (src.ow - 1) * src.stride.1 + dx + 1)
+}
+
+/// Fills `buf` (`chans * hp * wp + SLACK` values) with the zero-padded copy of `src`'s first
+/// `chans` planes, one task per plane on the kernels' pool.
+fn fill_padded(src: &Source<'_>, chans: usize, (hp, wp): (usize, usize), buf: &mut [f32]) {
+    let (h, w, (pt, pl)) = (src.h, src.w, src.pad);
+    // Input columns inside the padded row: padded column pl + x for x in 0..cols.
+    let cols = w.min(wp.saturating_sub(pl));
+    let all = crate::pool::SharedMut::new(buf);
+    crate::pool::for_each_task(chans, &|c| {
+        // SAFETY: each task writes only plane c, disjoint from the others'; `buf` outlives
+        // the loop.
+        let dst = unsafe { all.slice(c * hp * wp, hp * wp) };
+        let plane = &src.x[c * h * w..(c + 1) * h * w];
+        for (py, row) in dst.chunks_exact_mut(wp).enumerate() {
+            let y = py as isize - pt as isize;
+            if y < 0 || y >= h as isize || cols == 0 {
+                row.fill(0.0);
+                continue;
+            }
+            let from = &plane[y as usize * w..y as usize * w + cols];
+            row[..pl.min(wp)].fill(0.0);
+            row[pl..pl + cols].copy_from_slice(from);
+            row[pl + cols..].fill(0.0);
+        }
+    });
 }
 
 /// One GEMM row of a convolution: its input channel (within the group) and the kernel tap's
@@ -86,11 +134,28 @@ pub(crate) fn conv_gemm(
     }
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx512() {
-        run_tiles(m, plane, packed, src, bias, act, accumulate, out);
+        if matches!(src.stride, (1, 1) | (2, 2)) && !masked_only() {
+            let dims = padded_dims(src, plane / src.ow);
+            let len = chans * dims.0 * dims.1 + SLACK;
+            crate::pool::with_scratch(&PADDED, len, |buf| {
+                fill_padded(src, chans, dims, buf);
+                let pd = Padded { x: buf, hp: dims.0, wp: dims.1 };
+                run_tiles(m, plane, packed, src, Some(pd), bias, act, accumulate, out);
+            });
+        } else {
+            run_tiles(m, plane, packed, src, None, bias, act, accumulate, out);
+        }
         return true;
     }
     let _ = (act, accumulate);
     false
+}
+
+/// `INFER_IMPLICIT=masked` (read once): gather every strip with bounds masks from the input
+/// itself, never from a padded copy (for same-binary A/B runs and the tests).
+fn masked_only() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("INFER_IMPLICIT").is_ok_and(|v| v == "masked"))
 }
 
 /// True when [`conv_gemm`] runs here (AVX-512).
@@ -109,6 +174,7 @@ fn run_tiles(
     plane: usize,
     packed: &[f32],
     src: &Source<'_>,
+    padded: Option<Padded<'_>>,
     bias: &[f32],
     act: Activation,
     accumulate: bool,
@@ -143,7 +209,9 @@ fn run_tiles(
                 Ok(b) => b,
                 Err(_) => &mut own,
             };
-            let need = nn.div_ceil(NR) * k * NR;
+            // 16 spare values so the strip can start on a cache line, 16 for the padded
+            // gather's whole-vector stores past the last row.
+            let need = k.min(KC) * NR + 32;
             if buf.len() < need {
                 buf.resize(need, 0.0);
             }
@@ -161,6 +229,7 @@ fn run_tiles(
                     packed,
                     r0 / MR,
                     src,
+                    padded,
                     buf,
                     o.add(r0 * plane),
                     plane,
@@ -197,11 +266,21 @@ unsafe fn finish(
     }
 }
 
-/// Packs the tile's strips (columns `c0..c0 + nn` of the implicit matrix) and runs every panel
-/// of rows `0..mm` over them, writing `dst` (row stride `ld`, column `c0` onwards).
+/// Taps per block of the GEMM's depth in [`tile`]: one packed strip block (`KC x NR`, 24 KB)
+/// stays in L1 while every weight panel of the tile runs over it.
+const KC: usize = 128;
+
+/// Runs every panel of rows `0..mm` over columns `c0..c0 + nn` of the implicit matrix, writing
+/// `dst` (row stride `ld`, column `c0` onwards): the depth in blocks of [`KC`] taps, and per
+/// block each 48-column strip gathered once into `buf` (L1) and reused by all the panels, so
+/// the micro-kernel's wide operand comes from L1 and only the narrow weight panels stream
+/// from L2. Blocks after the first accumulate into `dst`; the bias goes in with the first
+/// block, the clamp with the last.
 ///
 /// # Safety
-/// AVX-512F; as argued at the call in [`run_tiles`]; `bias` holds `mm` values.
+/// AVX-512F; as argued at the call in [`run_tiles`]; `bias` holds `mm` values; `buf` holds at
+/// least `KC.min(k) * NR + 32` values; `padded`, when given, is `src`'s padded copy (stride
+/// 1 or 2).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -212,6 +291,7 @@ unsafe fn tile(
     packed: &[f32],
     panel0: usize,
     src: &Source<'_>,
+    padded: Option<Padded<'_>>,
     buf: &mut [f32],
     dst: *mut f32,
     ld: usize,
@@ -219,30 +299,113 @@ unsafe fn tile(
     accumulate: bool,
     clamp: Option<(f32, f32)>,
 ) {
+    const ZERO: [f32; MR] = [0.0; MR];
     let k = src.taps.len();
     let strips = nn.div_ceil(NR);
-    for s in 0..strips {
-        let nc = (nn - s * NR).min(NR);
-        // SAFETY: strip s of the buffer holds k * NR values (the caller sized it).
-        unsafe { pack(src, c0 + s * NR, nc, buf.as_mut_ptr().add(s * k * NR)) };
-    }
-    let mut r = 0;
-    while r < mm {
-        let mr = (mm - r).min(MR);
-        let pi = panel0 + r / MR;
-        let wp = &packed[pi * k * MR..(pi + 1) * k * MR];
-        let b = &bias[r..r + mr];
+    // The strip starts on a 64-byte line: the micro-kernel's 16-lane loads never split.
+    let lead = buf.as_ptr().align_offset(64).min(16);
+    let buf = &mut buf[lead..];
+    let mut p0 = 0;
+    while p0 < k {
+        let kc = (k - p0).min(KC);
+        let last = p0 + kc == k;
+        let block = Source { taps: &src.taps[p0..p0 + kc], ..*src };
         for s in 0..strips {
             let nc = (nn - s * NR).min(NR);
-            let strip = &buf[s * k * NR..(s + 1) * k * NR];
-            // SAFETY: rows r..r+mr < mm and columns c0 + s * NR + (0..nc) of `dst` are this
-            // tile's (caller's contract); the panel and strip hold k * MR and k * NR values.
+            // SAFETY: the buffer holds kc * NR + 16 values (the caller sized it); the padded
+            // copy covers every tap of every output pixel, plus SLACK.
             unsafe {
-                let d = dst.add(r * ld + c0 + s * NR);
-                micro_cols(k, wp, strip, d, ld, b, nc, accumulate, clamp)
+                let strip = buf.as_mut_ptr();
+                match padded {
+                    Some(pd) if src.stride.1 == 1 => {
+                        pack_padded::<1>(&block, &pd, c0 + s * NR, nc, strip)
+                    }
+                    Some(pd) => pack_padded::<2>(&block, &pd, c0 + s * NR, nc, strip),
+                    None => pack(&block, c0 + s * NR, nc, strip),
+                }
+            }
+            let strip = &buf[..kc * NR];
+            let mut r = 0;
+            while r < mm {
+                let mr = (mm - r).min(MR);
+                let pi = panel0 + r / MR;
+                let wp = &packed[pi * k * MR + p0 * MR..pi * k * MR + (p0 + kc) * MR];
+                let b = if p0 == 0 { &bias[r..r + mr] } else { &ZERO[..mr] };
+                // SAFETY: rows r..r+mr < mm and columns c0 + s * NR + (0..nc) of `dst` are
+                // this tile's (caller's contract); the panel block and strip hold kc * MR and
+                // kc * NR values.
+                unsafe {
+                    let d = dst.add(r * ld + c0 + s * NR);
+                    let acc = accumulate || p0 > 0;
+                    micro_cols(kc, wp, strip, d, ld, b, nc, acc, if last { clamp } else { None })
+                }
+                r += mr;
             }
         }
-        r += mr;
+        p0 += kc;
+    }
+}
+
+/// As [`pack`] from the padded copy `pd` of `src`'s input, at horizontal stride `S` (1 or 2,
+/// the vertical stride `src.stride.0`): per tap, each run of columns on one output row is
+/// whole 16-lane loads (and, at stride 2, an even-lane permute of two), stored whole. A run's
+/// last store may spill past its end: into the next run or the next tap's row, both written
+/// later, or past the strip row's `nc` columns, which the micro-kernel computes but never
+/// stores, or (the last row) into the 16 values after the strip.
+///
+/// # Safety
+/// AVX-512F; `strip` valid for `k * NR + 16` writes; `pd` is the padded copy of `src`'s
+/// input ([`fill_padded`] with [`padded_dims`], so every read, whole vectors included, lies
+/// inside `pd.x`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_padded<const S: usize>(
+    src: &Source<'_>,
+    pd: &Padded<'_>,
+    c0: usize,
+    nc: usize,
+    strip: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let (ow, sy, wp) = (src.ow, src.stride.0, pd.wp);
+    let plane = pd.hp * wp;
+    // Runs of columns on one output row: (strip offset, length, padded offset of the run's
+    // first pixel before the tap's offsets).
+    let mut segs = [(0usize, 0usize, 0usize); NR];
+    let (mut ns, mut j, end) = (0, c0, c0 + nc);
+    while j < end {
+        let (oy, ox) = (j / ow, j % ow);
+        let len = (ow - ox).min(end - j);
+        segs[ns] = (j - c0, len, oy * sy * wp + ox * S);
+        ns += 1;
+        j += len;
+    }
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let x = pd.x.as_ptr();
+    for (p, tap) in src.taps.iter().enumerate() {
+        let off = tap.channel as usize * plane + tap.dy as usize * wp + tap.dx as usize;
+        // SAFETY: row p < k of the strip.
+        let out = unsafe { strip.add(p * NR) };
+        for &(s0, len, base) in &segs[..ns] {
+            // SAFETY: the run's pixels lie inside the padded plane (caller), its whole-vector
+            // tail within SLACK past the last plane; the stores stay within the strip's
+            // k * NR + 16 values.
+            unsafe {
+                let from = x.add(base + off);
+                let mut t = 0;
+                while t < len {
+                    let v = if S == 1 {
+                        _mm512_loadu_ps(from.add(t))
+                    } else {
+                        let a = _mm512_loadu_ps(from.add(2 * t));
+                        let b = _mm512_loadu_ps(from.add(2 * t + 16));
+                        _mm512_permutex2var_ps(a, evens, b)
+                    };
+                    _mm512_storeu_ps(out.add(s0 + t), v);
+                    t += 16;
+                }
+            }
+        }
     }
 }
 

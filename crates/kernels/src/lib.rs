@@ -64,4 +64,4 @@ pub use rows::{
     Isa, layer_norm, layer_norm_with, softmax, softmax_rows_to_vec, softmax_rows_to_vec_with,
     softmax_with,
 };
-pub use transpose::transpose_batched;
+pub use transpose::{permute_into, transpose_batched};

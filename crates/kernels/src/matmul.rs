@@ -282,6 +282,17 @@ fn run_packed<'b>(
         // SAFETY: task (bi, blk) writes rows r0..r0+mr of batch bi only: disjoint ranges of
         // `c`, which stays borrowed through `out` until `for_each_task` returns.
         let ct = unsafe { out.slice((bi * m + r0) * n, mr * n) };
+        #[cfg(target_arch = "x86_64")]
+        if n <= 16 && a.col == 1 {
+            // One 16-lane column block (attention's `scores x V` over 16-wide heads): packing
+            // A would cost about as much as the product itself, so the rows are read in place.
+            let base = bi * a.batch + r0 * a.row;
+            // SAFETY: `packed()` checked AVX-512F; `a` covers rows r0..r0+mr of batch bi, k
+            // contiguous values each (`covers` checked); `b_of(bi)` holds the one strip of
+            // k * NR values; `ct` is mr x n.
+            unsafe { rows_in_place_avx512(k, n, mr, &a.data[base..], a.row, b_of(bi), bias, ct) };
+            return;
+        }
         crate::pool::with_scratch(&A_BUF, mr.div_ceil(MR) * MR * k, |ap| {
             pack_a(a, bi * a.batch, r0, mr, k, ap);
             #[cfg(target_arch = "x86_64")]
@@ -334,6 +345,63 @@ unsafe fn block_avx512(
             r += rows;
         }
         c0 += nc;
+    }
+}
+
+/// `ct (mr x n) = a (mr x k, rows `lda` apart, read in place) x strip (+ bias)` for `n <= 16`:
+/// per 8 rows and `k` step one strip load and eight broadcasts straight from A's rows.
+///
+/// # Safety
+/// AVX-512F; `a` holds rows `0..mr` of `k` values at stride `lda`; `strip` holds `k * NR`
+/// values; `ct` is `mr * n` long, `n <= 16`; `bias` (when given) `n` long.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_in_place_avx512(
+    k: usize,
+    n: usize,
+    mr: usize,
+    a: &[f32],
+    lda: usize,
+    strip: &[f32],
+    bias: Option<&[f32]>,
+    ct: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let mask = super::dw_direct::lane_mask(0, n, 16) as u16;
+    let bv = match bias {
+        // SAFETY: masked lanes are columns < n of `bias`.
+        Some(b) => unsafe { _mm512_maskz_loadu_ps(mask, b.as_ptr()) },
+        None => _mm512_setzero_ps(),
+    };
+    let (s, ap) = (strip.as_ptr(), a.as_ptr());
+    let mut r = 0;
+    while r < mr {
+        let rows = (mr - r).min(MR);
+        // Rows past the block's end read row r again (computed, never stored).
+        let row: [*const f32; MR] =
+            std::array::from_fn(|i| ap.wrapping_add((r + if i < rows { i } else { 0 }) * lda));
+        let mut acc = [_mm512_setzero_ps(); MR];
+        for p in 0..k {
+            // SAFETY: p < k values of each row (caller's contract) and of the strip.
+            unsafe {
+                let x = _mm512_loadu_ps(s.add(p * NR));
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    *acc_i = _mm512_fmadd_ps(_mm512_set1_ps(*row[i].add(p)), x, *acc_i);
+                }
+            }
+        }
+        for (i, acc_i) in acc.iter().enumerate().take(rows) {
+            // SAFETY: row r + i < mr of `ct`, columns under the mask < n.
+            unsafe {
+                _mm512_mask_storeu_ps(
+                    ct.as_mut_ptr().add((r + i) * n),
+                    mask,
+                    _mm512_add_ps(*acc_i, bv),
+                )
+            };
+        }
+        r += rows;
     }
 }
 

@@ -97,21 +97,21 @@ fn plane(x: &[f32], g: PoolGeometry, row: &mut [f32], out: &mut [f32]) {
         unsafe { plane_avx2(x, g, row, out) };
         return;
     }
-    plane_inline(x, g, row, out)
+    plane_inline::<false>(x, g, row, out)
 }
 
 /// [`plane_inline`] compiled with AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn plane_avx512(x: &[f32], g: PoolGeometry, row: &mut [f32], out: &mut [f32]) {
-    plane_inline(x, g, row, out)
+    plane_inline::<true>(x, g, row, out)
 }
 
 /// [`plane_inline`] compiled with AVX2+FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn plane_avx2(x: &[f32], g: PoolGeometry, row: &mut [f32], out: &mut [f32]) {
-    plane_inline(x, g, row, out)
+    plane_inline::<false>(x, g, row, out)
 }
 
 /// The larger of two values (NaN-agnostic, so it compiles to one `max` instruction).
@@ -120,9 +120,10 @@ fn mx(a: f32, b: f32) -> f32 {
     if a > b { a } else { b }
 }
 
-/// One plane: `row` holds `(ow - 1) * sw + kw` or more values, all -inf on entry.
+/// One plane: `row` holds `(ow - 1) * sw + kw` or more values, all -inf on entry. `AVX512`:
+/// the caller runs with AVX-512F, and the 3-wide stride-2 window takes [`h3s2_avx512`].
 #[inline(always)]
-fn plane_inline(x: &[f32], g: PoolGeometry, row: &mut [f32], out: &mut [f32]) {
+fn plane_inline<const AVX512: bool>(x: &[f32], g: PoolGeometry, row: &mut [f32], out: &mut [f32]) {
     let PoolGeometry { h, w, ow, kh, kw, stride: (sh, sw), pad_top, pad_left, .. } = g;
     for (oy, orow) in out.chunks_exact_mut(ow).enumerate() {
         let y0 = (oy * sh) as isize - pad_top as isize;
@@ -140,6 +141,9 @@ fn plane_inline(x: &[f32], g: PoolGeometry, row: &mut [f32], out: &mut [f32]) {
             }
         }
         match (kw, sw) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX512 is true only in `plane_avx512`, which runs with AVX-512F.
+            (3, 2) if AVX512 => unsafe { h3s2_avx512(row, orow) },
             (3, 2) => horizontal::<3, 2>(row, orow),
             (2, 2) => horizontal::<2, 2>(row, orow),
             (3, 1) => horizontal::<3, 1>(row, orow),
@@ -165,5 +169,40 @@ fn horizontal<const K: usize, const S: usize>(row: &[f32], out: &mut [f32]) {
             m = mx(m, row[ox * S + k]);
         }
         *o = m;
+    }
+}
+
+/// [`horizontal`] for a 3-wide window at stride 2 on AVX-512: 16 outputs from two pairs of
+/// loads (the row from `2 * ox` and from `2 * ox + 2`) and three even / odd lane permutes,
+/// the maximum taken in the scalar loop's order (so NaN propagates the same way); the last
+/// outputs, whose loads would pass the row's end, in the scalar loop.
+///
+/// # Safety
+/// AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn h3s2_avx512(row: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
+    let mut o = 0;
+    while o + 16 <= out.len() && 2 * o + 34 <= row.len() {
+        // SAFETY: the loads read row[2o .. 2o + 34), inside the row (checked above); the store
+        // writes out[o .. o + 16), inside `out`.
+        unsafe {
+            let p = row.as_ptr().add(2 * o);
+            let (a, b) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+            let (c, d) = (_mm512_loadu_ps(p.add(2)), _mm512_loadu_ps(p.add(18)));
+            let m = _mm512_max_ps(
+                _mm512_permutex2var_ps(a, evens, b),
+                _mm512_permutex2var_ps(a, odds, b),
+            );
+            let m = _mm512_max_ps(m, _mm512_permutex2var_ps(c, evens, d));
+            _mm512_storeu_ps(out.as_mut_ptr().add(o), m);
+        }
+        o += 16;
+    }
+    for (i, v) in out.iter_mut().enumerate().skip(o) {
+        *v = mx(mx(row[2 * i], row[2 * i + 1]), row[2 * i + 2]);
     }
 }

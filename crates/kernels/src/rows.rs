@@ -126,7 +126,92 @@ fn softmax_rows_into(x: &[f32], y: &mut [MaybeUninit<f32>], len: usize) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn softmax_into_avx512(x: &[f32], y: &mut [MaybeUninit<f32>], len: usize) {
-    softmax_rows_into(x, y, len)
+    for (xr, yr) in x.chunks_exact(len).zip(y.chunks_exact_mut(len)) {
+        // SAFETY: AVX-512F (this function's contract); `yr` holds `xr.len()` values, each
+        // written before it is read.
+        unsafe { softmax_row_avx512(xr, yr.as_mut_ptr().cast()) };
+    }
+}
+
+/// `exp(x)` on 16 lanes: [`exp`]'s range reduction and polynomial (same constants), with
+/// fused multiply-adds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let s = _mm512_set1_ps;
+    // Clamped as `f32::clamp` does, a NaN kept (min / max return their second operand then).
+    let x = _mm512_max_ps(s(-87.3), _mm512_min_ps(s(88.3), x));
+    let tm = _mm512_fmadd_ps(x, s(std::f32::consts::LOG2_E), s(12_582_912.0));
+    let n = _mm512_sub_ps(tm, s(12_582_912.0));
+    let r = _mm512_fnmadd_ps(n, s(-2.121_944_4e-4), _mm512_fnmadd_ps(n, s(0.693_359_4), x));
+    let mut p = s(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        p = _mm512_fmadd_ps(p, r, s(c));
+    }
+    let y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), s(1.0));
+    let biased = _mm512_add_epi32(
+        _mm512_sub_epi32(_mm512_castps_si512(tm), _mm512_set1_epi32(0x4B40_0000)),
+        _mm512_set1_epi32(127),
+    );
+    _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32::<23>(biased)))
+}
+
+/// `y = softmax(x)` over one contiguous row in 16-lane vectors (the last one masked): the
+/// maximum, then the exponentials written and summed, then the scaling, each pass over the row
+/// while it is in L1. Short rows (attention over 16 or 64 tokens) spend no time in scalar
+/// reductions or tails.
+///
+/// # Safety
+/// AVX-512F; `y` valid for `x.len()` writes and reads after them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_row_avx512(x: &[f32], y: *mut f32) {
+    use std::arch::x86_64::*;
+    let n = x.len();
+    let full = n / 16 * 16;
+    let tail = crate::dw_direct::lane_mask(0, n - full, 16) as u16;
+    let xp = x.as_ptr();
+    let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut m = ninf;
+    // SAFETY: vectors at i < full lie inside the row; the masked tail touches only lanes
+    // full..n.
+    unsafe {
+        for i in (0..full).step_by(16) {
+            // `c > m ? c : m`: a NaN input is skipped, as in `row_max`.
+            m = _mm512_max_ps(_mm512_loadu_ps(xp.add(i)), m);
+        }
+        if tail != 0 {
+            m = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, tail, xp.add(full)), m);
+        }
+    }
+    let max = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+    let mut sum = _mm512_setzero_ps();
+    // SAFETY: as above, for `y` too.
+    unsafe {
+        for i in (0..full).step_by(16) {
+            let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(xp.add(i)), max));
+            _mm512_storeu_ps(y.add(i), e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        if tail != 0 {
+            let v = _mm512_maskz_loadu_ps(tail, xp.add(full));
+            let e = exp16(_mm512_sub_ps(v, max));
+            _mm512_mask_storeu_ps(y.add(full), tail, e);
+            sum = _mm512_mask_add_ps(sum, tail, sum, e);
+        }
+    }
+    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+    // SAFETY: as above; every value of `y` was written by the loop before.
+    unsafe {
+        for i in (0..full).step_by(16) {
+            _mm512_storeu_ps(y.add(i), _mm512_mul_ps(_mm512_loadu_ps(y.add(i)), inv));
+        }
+        if tail != 0 {
+            let v = _mm512_maskz_loadu_ps(tail, y.add(full));
+            _mm512_mask_storeu_ps(y.add(full), tail, _mm512_mul_ps(v, inv));
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -266,6 +351,13 @@ fn run_inline(job: Job<'_>, x: &[f32], y: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn run_avx512(job: Job<'_>, x: &[f32], y: &mut [f32]) {
+    if let Job::Softmax { len, inner: 1 } = job {
+        for (xr, yr) in x.chunks_exact(len).zip(y.chunks_exact_mut(len)) {
+            // SAFETY: AVX-512F (this function's contract); `yr` holds `xr.len()` values.
+            unsafe { softmax_row_avx512(xr, yr.as_mut_ptr()) };
+        }
+        return;
+    }
     run_inline(job, x, y)
 }
 

@@ -75,16 +75,127 @@ pub fn transpose_batched(
                 }
             }
         } else {
-            for j in j0..j1 {
-                for i in 0..r {
-                    let at = ((j - j0) * r + i) * inner;
-                    let from = (i * c + j) * inner;
-                    d[at..at + inner].copy_from_slice(&s[from..from + inner]);
+            // Short runs (patch unfolds move runs of 2) as fixed-size copies: a run-time
+            // length makes every run a `memcpy` call.
+            match inner {
+                2 => runs::<2>(s, d, r, c, j0, j1),
+                3 => runs::<3>(s, d, r, c, j0, j1),
+                4 => runs::<4>(s, d, r, c, j0, j1),
+                _ => {
+                    for j in j0..j1 {
+                        for i in 0..r {
+                            let at = ((j - j0) * r + i) * inner;
+                            let from = (i * c + j) * inner;
+                            d[at..at + inner].copy_from_slice(&s[from..from + inner]);
+                        }
+                    }
                 }
             }
         }
     });
     Ok(())
+}
+
+/// The most axes [`permute_into`] takes.
+const MAX_RANK: usize = 8;
+
+/// Writes `dst` = `src` (row-major, shape `dims`) with its axes permuted: output axis `i` is
+/// input axis `perm[i]` (as numpy's `transpose`), for any rank up to 8. Size-1 axes are
+/// dropped and output axes that read consecutive input axes merged first; the innermost
+/// output axis is then copied as contiguous runs when it is contiguous in the input, else
+/// gathered at its stride; blocks of outer indices run on the pool. Fails (writing nothing)
+/// when `perm` is not a permutation of `0..dims.len()` or a length does not match.
+pub fn permute_into(
+    src: &[f32],
+    dims: &[usize],
+    perm: &[usize],
+    dst: &mut [f32],
+) -> Result<(), String> {
+    let rank = dims.len();
+    let mut seen = [false; MAX_RANK];
+    if rank > MAX_RANK
+        || perm.len() != rank
+        || perm.iter().any(|&a| a >= rank || std::mem::replace(&mut seen[a], true))
+    {
+        return Err(format!("permute: {perm:?} is not a permutation of {rank} axes"));
+    }
+    let n = dims.iter().try_fold(1usize, |acc, &v| acc.checked_mul(v)).ok_or("permute: size")?;
+    if src.len() != n || dst.len() != n {
+        return Err(format!(
+            "permute: {dims:?} needs {n} values, got {} in and {} out",
+            src.len(),
+            dst.len()
+        ));
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    // Input strides, then the output axes as (size, input stride), merged.
+    let mut stride = [0usize; MAX_RANK];
+    let mut acc = 1;
+    for a in (0..rank).rev() {
+        stride[a] = acc;
+        acc *= dims[a];
+    }
+    let mut axes = [(0usize, 0usize); MAX_RANK];
+    let mut na = 0;
+    for &a in perm {
+        let (size, st) = (dims[a], stride[a]);
+        if size == 1 {
+            continue;
+        }
+        // The previous output axis steps over exactly this one's extent: one axis.
+        if na > 0 && axes[na - 1].1 == st * size {
+            axes[na - 1] = (axes[na - 1].0 * size, st);
+        } else {
+            axes[na] = (size, st);
+            na += 1;
+        }
+    }
+    if na == 0 {
+        dst.copy_from_slice(src);
+        return Ok(());
+    }
+    let (len, inner) = axes[na - 1];
+    let outer = &axes[..na - 1];
+    let rows = n / len;
+    // Tasks of about 16 K values.
+    let per_task = (16 * 1024 / len).clamp(1, rows);
+    let out = SharedMut::new(dst);
+    for_each_task(rows.div_ceil(per_task), &|t| {
+        let (r0, r1) = (t * per_task, ((t + 1) * per_task).min(rows));
+        // SAFETY: task t writes only output rows r0..r1, disjoint from every other task's;
+        // `dst` outlives the loop.
+        let d = unsafe { out.slice(r0 * len, (r1 - r0) * len) };
+        for (r, row) in (r0..r1).zip(d.chunks_exact_mut(len)) {
+            // The row's first input offset from its outer index (last outer axis fastest).
+            let (mut rem, mut from) = (r, 0);
+            for &(size, st) in outer.iter().rev() {
+                from += (rem % size) * st;
+                rem /= size;
+            }
+            if inner == 1 {
+                row.copy_from_slice(&src[from..from + len]);
+            } else {
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v = src[from + i * inner];
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Rows `j0..j1` of the transposed `r x c` matrix of `N`-value runs `s` into `d` (`(j1 - j0) *
+/// r` runs).
+#[inline(always)]
+fn runs<const N: usize>(s: &[f32], d: &mut [f32], r: usize, c: usize, j0: usize, j1: usize) {
+    for (j, out) in (j0..j1).zip(d.chunks_exact_mut(r * N)) {
+        for (i, o) in out.chunks_exact_mut(N).enumerate() {
+            let from = (i * c + j) * N;
+            o.copy_from_slice(&s[from..from + N]);
+        }
+    }
 }
 
 /// `dst[j * d_row + i] = src[i * s_row + j]` for `i < rows`, `j < cols`: 8 x 8 blocks

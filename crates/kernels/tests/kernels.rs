@@ -233,6 +233,45 @@ proptest! {
         check(&acc, &want_res, "implicit forward_add")?;
     }
 
+    /// The implicit GEMM at depths past one 128-tap block (later blocks accumulate into the
+    /// output, the bias with the first, the clamp with the last) on the padded-copy gathers
+    /// (stride 1 and 2 in both directions) and the masked ones (mixed strides), with padding
+    /// on any side, plane tails narrower than a strip, the residual epilogue and both thread
+    /// counts.
+    #[test]
+    fn implicit_gemm_deep_matches_naive(
+        cig in 15usize..=40,
+        cog in 1usize..=20,
+        h in 1usize..=12,
+        w in 1usize..=60,
+        k in 2usize..=3,
+        stride in (1usize..=2, 1usize..=2),
+        pads in proptest::array::uniform4(0usize..=2),
+        act in acts(),
+        threads in 1usize..=2,
+        seed in any::<u64>(),
+    ) {
+        let wt = values(cog * cig * k * k, seed);
+        let bias = values(cog, seed ^ 1);
+        let x = values(cig * h * w, seed ^ 2);
+        let conv = Conv2d::new(wt.clone(), [cog, cig, k, k], Some(bias.clone()), stride, (1, 1), 1, Padding::Explicit(pads), act)
+            .expect("valid conv");
+        let Ok((oh, ow)) = conv.output_hw(h, w) else { return Ok(()) };
+        let [pt, _, pl, _] = pads;
+        let pb = ((oh - 1) * stride.0 + k).saturating_sub(h + pt);
+        let pr = ((ow - 1) * stride.1 + k).saturating_sub(w + pl);
+        let (plain, _, _) = naive_conv(&x, (1, cig, h, w), &wt, [cog, cig, k, k], &bias, stride, (1, 1), 1, [pt, pb, pl, pr]);
+        let want: Vec<f32> = plain.iter().map(|v| naive_act(*v, act)).collect();
+        let residual = values(want.len(), seed ^ 3);
+        let want_res: Vec<f32> = plain.iter().zip(&residual).map(|(a, r)| naive_act(a + r, act)).collect();
+        let p = pool(threads);
+        let got = p.install(|| conv.forward(&x, 1, h, w)).expect("forward");
+        check(&got, &want, "deep implicit forward")?;
+        let mut acc = residual;
+        p.install(|| conv.forward_add(&x, 1, h, w, &mut acc)).expect("forward_add");
+        check(&acc, &want_res, "deep implicit forward_add")?;
+    }
+
     #[test]
     fn pointwise_large_matches_naive(
         ci in 1usize..=64,

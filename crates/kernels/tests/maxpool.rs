@@ -58,6 +58,26 @@ proptest! {
         // A maximum is one of the inputs: exact equality.
         prop_assert_eq!(got, want);
     }
+
+    /// The 3-wide stride-2 window (ResNet's stem pool) on planes wide enough for the
+    /// vectorised horizontal pass (16 outputs at a time) and its scalar tail.
+    #[test]
+    fn max_pool_3x3_stride_2_wide_matches_naive(
+        planes in 1usize..=3,
+        h in 3usize..=9,
+        w in 3usize..=150,
+        pads in proptest::array::uniform4(0usize..=1),
+        x in proptest::collection::vec(-100f32..100f32, 3 * 9 * 150),
+    ) {
+        let [pt, pb, pl, pr] = pads;
+        let (oh, ow) = ((h + pt + pb - 3) / 2 + 1, (w + pl + pr - 3) / 2 + 1);
+        let g = PoolGeometry { h, w, oh, ow, kh: 3, kw: 3, stride: (2, 2), pad_top: pt, pad_left: pl };
+        let x = &x[..planes * h * w];
+        let want = naive(x, planes, g);
+        let mut got = vec![f32::NAN; planes * oh * ow];
+        pool(1).install(|| max_pool2d(x, planes, g, &mut got)).expect("max_pool2d");
+        prop_assert_eq!(got, want);
+    }
 }
 
 #[test]

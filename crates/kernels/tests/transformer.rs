@@ -24,6 +24,42 @@ fn layout(rows: usize, cols: usize, t: bool, shared: bool) -> (usize, usize, usi
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
+    /// Products at most 16 columns wide with A's rows contiguous (attention's `scores x v`):
+    /// A read in place, not packed; deep k, row blocks that are not a multiple of 8, bias.
+    #[test]
+    fn matmul_narrow_matches_naive(
+        batches in 1usize..=3,
+        m in 5usize..=60,
+        n in 1usize..=16,
+        k in 0usize..=300,
+        shared_b in any::<bool>(),
+        with_bias in any::<bool>(),
+        threads in 1usize..=2,
+        seed in any::<u64>(),
+    ) {
+        let (bb, br, bc) = layout(k, n, false, shared_b);
+        let a = values(batches * m * k, seed);
+        let b = values(if shared_b { k * n } else { batches * k * n }, seed ^ 3);
+        let bias = with_bias.then(|| values(n, seed ^ 5));
+        let want: Vec<f32> = (0..batches * m * n)
+            .map(|i| {
+                let (bi, r, c) = (i / (m * n), i / n % m, i % n);
+                let s: f64 = (0..k)
+                    .map(|p| a[(bi * m + r) * k + p] as f64 * b[bi * bb + p * br + c * bc] as f64)
+                    .sum();
+                (s + bias.as_ref().map_or(0.0, |v| v[c] as f64)) as f32
+            })
+            .collect();
+        let sa = Strided { data: &a, batch: m * k, row: k, col: 1 };
+        let sb = Strided { data: &b, batch: bb, row: br, col: bc };
+        let mut c = vec![f32::NAN; batches * m * n];
+        let ok = pool(threads).install(|| {
+            matmul_strided_with(GemmIsa::Packed, batches, m, n, k, sa, sb, bias.as_deref(), &mut c)
+        });
+        prop_assert!(ok);
+        check(&c, &want, "narrow matmul")?;
+    }
+
     #[test]
     fn matmul_strided_matches_naive(
         batches in 1usize..=3,
@@ -172,6 +208,43 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The general permute against index arithmetic: ranks 1-6, size-1 axes, any order (so
+    /// merged axes, contiguous and strided innermost runs), 1-2 threads; a non-permutation
+    /// and a wrong length are refused.
+    #[test]
+    fn permute_moves_every_value(dims in proptest::collection::vec(1usize..6, 1..=6),
+                                 shuffle in any::<u64>(), threads in 1usize..=2, seed: u64) {
+        let rank = dims.len();
+        let mut perm: Vec<usize> = (0..rank).collect();
+        let mut z = shuffle;
+        for i in (1..rank).rev() {
+            perm.swap(i, (z % (i as u64 + 1)) as usize);
+            z /= i as u64 + 1;
+        }
+        let n: usize = dims.iter().product();
+        let src = values(n, seed);
+        let mut got = vec![f32::NAN; n];
+        pool(threads).install(|| kernels::permute_into(&src, &dims, &perm, &mut got)).expect("permute");
+        let od: Vec<usize> = perm.iter().map(|&a| dims[a]).collect();
+        let mut want = vec![0f32; n];
+        for (o, w) in want.iter_mut().enumerate() {
+            // Output index -> input index.
+            let (mut rem, mut idx) = (o, vec![0usize; rank]);
+            for i in (0..rank).rev() {
+                idx[perm[i]] = rem % od[i];
+                rem /= od[i];
+            }
+            let at = idx.iter().zip(&dims).fold(0, |acc, (&i, &d)| acc * d + i);
+            *w = src[at];
+        }
+        prop_assert_eq!(got, want);
+        let mut short = vec![0f32; n.saturating_sub(1)];
+        prop_assert!(kernels::permute_into(&src, &dims, &perm, &mut short).is_err());
+        let mut bad = perm.clone();
+        bad[0] = rank;
+        prop_assert!(kernels::permute_into(&src, &dims, &bad, &mut vec![0f32; n]).is_err());
+    }
 
     /// The batched transpose moves every value exactly (tile edges, single rows and columns,
     /// 1-3 threads); wrong lengths are refused.

@@ -393,6 +393,49 @@ impl Pool2d {
         Ok((pads, out(h, pads[0], ph, kh, sh), out(w, pads[2], pw, kw, sw)))
     }
 
+    /// The max-pool kernel's geometry for an `h x w` input (`pads`, `oh`, `ow` from
+    /// [`Pool2d::geometry`]).
+    fn max_geometry(
+        &self,
+        h: usize,
+        w: usize,
+        pads: [usize; 4],
+        oh: usize,
+        ow: usize,
+    ) -> kernels::PoolGeometry {
+        kernels::PoolGeometry {
+            h,
+            w,
+            oh,
+            ow,
+            kh: self.kernel.0,
+            kw: self.kernel.1,
+            stride: self.stride,
+            pad_top: pads[0],
+            pad_left: pads[2],
+        }
+    }
+
+    /// A max pool of the `[n, c, h, w]` values `x` (`dims`) straight into `out` (exactly the
+    /// output's values), for the lowered plan: no tensors, no copies. `None` (nothing written)
+    /// for an average pool, other ranks, or an output length that does not match.
+    pub(crate) fn max_pool_into(
+        &self,
+        x: &[f32],
+        dims: &[usize],
+        out: &mut [f32],
+    ) -> Option<std::result::Result<(), String>> {
+        let &[n, c, h, w] = dims else { return None };
+        if self.kind != PoolKind::Max {
+            return None;
+        }
+        let (pads, oh, ow) = self.geometry(h, w).ok()?;
+        if out.len() != n * c * oh * ow || x.len() != n * c * h * w {
+            return None;
+        }
+        Some(kernels::max_pool2d(x, n * c, self.max_geometry(h, w, pads, oh, ow), out))
+    }
+
     /// Runs on an `[n, c, h, w]` tensor.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let &[n, c, h, w] = x.dims() else {
@@ -400,17 +443,7 @@ impl Pool2d {
         };
         let (pads, oh, ow) = self.geometry(h, w)?;
         if self.kind == PoolKind::Max {
-            let g = kernels::PoolGeometry {
-                h,
-                w,
-                oh,
-                ow,
-                kh: self.kernel.0,
-                kw: self.kernel.1,
-                stride: self.stride,
-                pad_top: pads[0],
-                pad_left: pads[2],
-            };
+            let g = self.max_geometry(h, w, pads, oh, ow);
             let op = MaxPoolOp { planes: n * c, g, dims: [n, c, oh, ow] };
             return x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&op);
         }
