@@ -112,6 +112,16 @@ enum Op {
     Transpose {
         brci: [usize; 4],
     },
+    /// Any other permute of `dims` (`kernels::permute_into`).
+    Permute {
+        dims: Vec<usize>,
+        perm: Vec<usize>,
+    },
+    /// A 2-D max pool of `[n, c, h, w]` values of `dims`.
+    MaxPool {
+        pool: ops::Pool2d,
+        dims: Vec<usize>,
+    },
     /// Per-channel `x * scale + shift` over `[n, c, inner]`.
     ChannelAffine {
         c: usize,
@@ -282,7 +292,13 @@ fn lower(kind: &Kind, args: &[Val], out: &[usize]) -> Option<Lowered> {
             return Some(Lowered::Alias);
         }
         Kind::Transpose { perm } if perm.len() == rank => {
-            Op::Transpose { brci: kernel_ops::as_batched_transpose(d, perm)? }
+            match kernel_ops::as_batched_transpose(d, perm) {
+                Some(brci) => Op::Transpose { brci },
+                None => Op::Permute { dims: d.to_vec(), perm: perm.clone() },
+            }
+        }
+        Kind::Pool(pool) if pool.kind == ops::PoolKind::Max && rank == 4 => {
+            Op::MaxPool { pool: *pool, dims: d.to_vec() }
         }
         Kind::Conv(c) => {
             let &[n, _, h, w] = d else { return None };
@@ -647,6 +663,8 @@ impl Direct {
                 Op::Softmax { .. } => "softmax",
                 Op::LayerNorm { .. } => "layer_norm",
                 Op::Transpose { .. } => "transpose",
+                Op::Permute { .. } => "permute",
+                Op::MaxPool { .. } => "max_pool",
                 Op::ChannelAffine { .. } => "batch_norm",
                 Op::Concat { .. } => "concat",
                 Op::Part { .. } => "part",

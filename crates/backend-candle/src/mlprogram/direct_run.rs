@@ -4,7 +4,7 @@
 use kernels::Strided;
 
 use super::{Direct, Op, Src, Step};
-use crate::mlprogram::plan::{Kind, Plan};
+use crate::mlprogram::plan::Plan;
 
 /// Why a lowered run did not finish.
 #[derive(Debug)]
@@ -97,9 +97,6 @@ impl Direct {
     ) -> Result<(), RunError> {
         let origin = &plan.steps[step.origin].origin;
         let failed = |e: String| RunError::Failed(format!("{origin}: {e}"));
-        if self.in_place(plan, step, dims, arena, inputs).map_err(failed)? {
-            return Ok(());
-        }
         let mut tensors = Vec::with_capacity(step.args.len());
         for (&src, d) in step.args.iter().zip(dims) {
             let t = match src {
@@ -140,45 +137,6 @@ impl Direct {
             dst.ok_or_else(|| failed("output buffer too small".into()))?.copy_from_slice(&v);
         }
         Ok(())
-    }
-
-    /// An interpreted 2-D max pool or transpose (one the batched-transpose call does not
-    /// express: a general permute) run by its kernel from the operand's buffer straight into
-    /// the output's (the candle path would copy the input into a tensor, allocate the output
-    /// and copy it back). `Ok(false)` (nothing done) for any other step, or when the output
-    /// buffer is the operand's.
-    fn in_place(
-        &self,
-        plan: &Plan,
-        step: &Step,
-        dims: &[Vec<usize>],
-        arena: &mut Arena,
-        inputs: &[&[f32]],
-    ) -> Result<bool, String> {
-        let kind = &plan.steps[step.origin].kind;
-        if !matches!(kind, Kind::Pool(_) | Kind::Transpose { .. }) {
-            return Ok(false);
-        }
-        let (&[src], [d], &[(b, len)]) = (step.args.as_slice(), dims, step.outs.as_slice()) else {
-            return Ok(false);
-        };
-        if src == Src::Buf(b) || matches!(src, Src::Const(_)) {
-            return Ok(false);
-        }
-        let Some(mut out) = arena.bufs.get_mut(b).map(std::mem::take) else { return Ok(false) };
-        let n_in = d.iter().product();
-        let x = head(self.read(src, arena, inputs), n_in);
-        let done = match (out.get_mut(..len), x, kind) {
-            (Some(o), Ok(x), Kind::Pool(pool)) => pool.max_pool_into(x, d, o),
-            (Some(o), Ok(x), Kind::Transpose { perm }) if len == n_in => {
-                Some(kernels::permute_into(x, d, perm, o))
-            }
-            _ => None,
-        };
-        if let Some(slot) = arena.bufs.get_mut(b) {
-            *slot = out;
-        }
-        done.map_or(Ok(false), |r| r.map(|()| true))
     }
 
     /// One step's kernel call into `out` (exactly its output's values).
@@ -237,6 +195,10 @@ impl Direct {
                 ok(kernels::layer_norm(head(x, n_out)?, out, *len, g, b, *eps), "layer_norm")
             }
             Op::Transpose { brci } => kernels::transpose_batched(head(x, n_out)?, *brci, out),
+            Op::Permute { dims, perm } => kernels::permute_into(head(x, n_out)?, dims, perm, out),
+            Op::MaxPool { pool, dims } => pool
+                .max_pool_into(head(x, dims.iter().product())?, dims, out)
+                .unwrap_or_else(|| Err("max pool: the output does not match the input".into())),
             Op::ChannelAffine { c, inner, scale, shift } => {
                 let x = head(x, n_out)?;
                 let inner = (*inner).max(1);

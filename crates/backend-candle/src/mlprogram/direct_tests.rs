@@ -215,3 +215,23 @@ fn squeeze_excite_blocks_band_the_expansion_and_depthwise() {
     assert_close(&got, &want);
     assert_eq!(direct.op_names(), ["block", "mean", "act", "binary", "conv"]);
 }
+
+/// A 3x3/2 max pool with "same" padding and a permute the batched-transpose call cannot express
+/// lower to their kernels (no interpreted steps).
+#[test]
+fn max_pools_and_general_permutes_lower_to_their_kernels() {
+    let mut p = Prog::default();
+    let k = p.konst("k", ints(&[3, 3]));
+    let s = p.konst("s", ints(&[2, 2]));
+    let pt = p.konst("pt", string("same"));
+    let mp = p.op(
+        "max_pool",
+        "mp",
+        &[("x", "x"), ("kernel_sizes", &k), ("strides", &s), ("pad_type", &pt)],
+    );
+    let perm = p.konst("perm", ints(&[3, 1, 0, 2]));
+    let t = p.op("transpose", "t", &[("x", &mp), ("perm", &perm)]);
+    let (want, got, direct) = both(&p.function(&t), data(2 * 3 * 9 * 11, 8), &[2, 3, 9, 11]);
+    assert_close(&got, &want);
+    assert_eq!(direct.op_names(), ["max_pool", "permute"]);
+}
