@@ -133,6 +133,11 @@ pub fn apply_activation(xs: &mut [f32], act: Activation) {
     }
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx2_fma() {
+        if super::activation_avx2::handles(act) {
+            // SAFETY: AVX2 and FMA were just detected at run time.
+            unsafe { super::activation_avx2::apply(xs, act) };
+            return;
+        }
         // SAFETY: `apply_avx2` only requires AVX2 and FMA, just detected at run time.
         unsafe { apply_avx2(xs, act) };
         return;
@@ -170,6 +175,11 @@ pub(crate) fn apply_activation_into(x: &[f32], y: &mut [MaybeUninit<f32>], act: 
     }
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx2_fma() {
+        if super::activation_avx2::handles(act) && x.len() == y.len() {
+            // SAFETY: AVX2 and FMA were just detected at run time.
+            unsafe { super::activation_avx2::apply_into(x, y, act) };
+            return;
+        }
         // SAFETY: `into_avx2` only requires AVX2 and FMA, just detected at run time.
         unsafe { into_avx2(x, y, act) };
         return;

@@ -25,6 +25,8 @@
 
 mod activation;
 #[cfg(target_arch = "x86_64")]
+mod activation_avx2;
+#[cfg(target_arch = "x86_64")]
 mod activation_avx512;
 mod alloc_count;
 mod conv;
