@@ -122,9 +122,11 @@ pub fn apply_activation(xs: &mut [f32], act: Activation) {
     }
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx512() {
-        if super::activation_avx512::handles(act) {
+        if super::activation_simd::handles(act) {
             // SAFETY: AVX-512F was just detected at run time.
-            unsafe { super::activation_avx512::apply(xs, act) };
+            unsafe {
+                super::activation_simd::apply(super::activation_simd::Width::Avx512, xs, act)
+            };
             return;
         }
         // SAFETY: `apply_avx512` only requires AVX-512F, just detected at run time.
@@ -133,9 +135,9 @@ pub fn apply_activation(xs: &mut [f32], act: Activation) {
     }
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx2_fma() {
-        if super::activation_avx2::handles(act) {
+        if super::activation_simd::handles(act) {
             // SAFETY: AVX2 and FMA were just detected at run time.
-            unsafe { super::activation_avx2::apply(xs, act) };
+            unsafe { super::activation_simd::apply(super::activation_simd::Width::Avx2, xs, act) };
             return;
         }
         // SAFETY: `apply_avx2` only requires AVX2 and FMA, just detected at run time.
@@ -164,9 +166,11 @@ unsafe fn apply_avx2(xs: &mut [f32], act: Activation) {
 pub(crate) fn apply_activation_into(x: &[f32], y: &mut [MaybeUninit<f32>], act: Activation) {
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx512() {
-        if super::activation_avx512::handles(act) && x.len() == y.len() {
+        if super::activation_simd::handles(act) && x.len() == y.len() {
             // SAFETY: AVX-512F was just detected at run time.
-            unsafe { super::activation_avx512::apply_into(x, y, act) };
+            unsafe {
+                super::activation_simd::apply_into(super::activation_simd::Width::Avx512, x, y, act)
+            };
             return;
         }
         // SAFETY: `into_avx512` only requires AVX-512F, just detected at run time.
@@ -175,9 +179,11 @@ pub(crate) fn apply_activation_into(x: &[f32], y: &mut [MaybeUninit<f32>], act: 
     }
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx2_fma() {
-        if super::activation_avx2::handles(act) && x.len() == y.len() {
+        if super::activation_simd::handles(act) && x.len() == y.len() {
             // SAFETY: AVX2 and FMA were just detected at run time.
-            unsafe { super::activation_avx2::apply_into(x, y, act) };
+            unsafe {
+                super::activation_simd::apply_into(super::activation_simd::Width::Avx2, x, y, act)
+            };
             return;
         }
         // SAFETY: `into_avx2` only requires AVX2 and FMA, just detected at run time.

@@ -25,9 +25,7 @@
 
 mod activation;
 #[cfg(target_arch = "x86_64")]
-mod activation_avx2;
-#[cfg(target_arch = "x86_64")]
-mod activation_avx512;
+mod activation_simd;
 mod alloc_count;
 mod conv;
 mod depthwise;
