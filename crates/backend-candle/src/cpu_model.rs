@@ -154,6 +154,27 @@ pub(crate) fn store_outputs<'a>(
     Ok(())
 }
 
+/// The caller's f32 buffer for output `name` of `dims`, to be overwritten: the tensor already
+/// in `outputs` when it has that shape and type (so a steady-state run allocates nothing),
+/// else a fresh zeroed one put there.
+pub(crate) fn f32_output<'a>(
+    outputs: &'a mut NamedTensors,
+    name: &str,
+    dims: &[usize],
+) -> Result<&'a mut [f32]> {
+    let fits = outputs
+        .get(name)
+        .is_some_and(|t| t.shape() == dims && matches!(t.data(), TensorData::F32(_)));
+    if !fits {
+        let t = Tensor::new(dims.to_vec(), TensorData::F32(vec![0.0; dims.iter().product()]))?;
+        outputs.insert(name.to_string(), t);
+    }
+    match outputs.get_mut(name).map(Tensor::data_mut) {
+        Some(TensorData::F32(out)) => Ok(out),
+        _ => Err(Error::Runtime(format!("{ENGINE_NAME}: output `{name}` buffer vanished"))),
+    }
+}
+
 /// Removes the caller's outputs whose names the schema does not declare (allocates only when
 /// there are some).
 pub(crate) fn remove_stale_outputs(schema: &IoSchema, outputs: &mut NamedTensors) {

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor as CTensor};
 use inference_api::{
     ArtifactFormat, CapabilityReport, DType, DeviceClass, Engine, EngineId, Error, IoSchema,
-    ModelArtifact, NamedTensors, PrepareOptions, PreparedModel, Result, Tensor, TensorData,
-    TensorSpec,
+    ModelArtifact, NamedTensors, PrepareOptions, PreparedModel, Result, TensorSpec,
 };
 
 use crate::cpu_model::{Body, CpuModel, remove_stale_outputs};
@@ -198,17 +197,8 @@ impl NativeBody {
         })?;
         let x = input.as_f32()?;
         remove_stale_outputs(schema, outputs);
-        let shape = [dims[0], self.net.classes()];
-        let fits = outputs
-            .get(&self.output)
-            .is_some_and(|t| t.shape() == shape && matches!(t.data(), TensorData::F32(_)));
-        if !fits {
-            let t = Tensor::new(shape.to_vec(), TensorData::F32(vec![0.0; shape[0] * shape[1]]))?;
-            outputs.insert(self.output.clone(), t);
-        }
-        let Some(TensorData::F32(out)) = outputs.get_mut(&self.output).map(Tensor::data_mut) else {
-            return Err(Error::Runtime(format!("{ENGINE_NAME}: output buffer vanished")));
-        };
+        let out =
+            crate::cpu_model::f32_output(outputs, &self.output, &[dims[0], self.net.classes()])?;
         let mut fresh;
         let mut guard = match self.ws.try_lock() {
             Ok(g) => Some(g),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::Conv2d;
 use crate::depthwise::{DwGeometry, depthwise_serial};
+use crate::packed_portable::best_tile;
 use crate::pool::SharedMut;
 use crate::{Activation, apply_activation, profile};
 
@@ -77,6 +78,28 @@ impl InvertedResidual {
             project,
             residual,
         })
+    }
+
+    /// This block with `project` after it (`None` when it already has a projection, or the
+    /// result is not a block this kernel runs).
+    pub fn with_project(&self, project: Arc<Conv2d>) -> Option<InvertedResidual> {
+        if self.project.is_some() {
+            return None;
+        }
+        let (e, d) = (self.expand.clone(), self.depthwise.clone());
+        InvertedResidual::new(e, d, Some(project), self.residual)
+    }
+
+    /// This block adding its input to its output (`None` where [`InvertedResidual::new`] would
+    /// refuse that residual).
+    pub fn with_residual(&self) -> Option<InvertedResidual> {
+        let (e, d) = (self.expand.clone(), self.depthwise.clone());
+        InvertedResidual::new(e, d, self.project.clone(), true)
+    }
+
+    /// Input channels.
+    pub fn in_channels(&self) -> usize {
+        self.expand.in_channels
     }
 
     /// Whether banding pays for an input of `h x w`: when the expanded tensor would not fit
@@ -207,11 +230,12 @@ impl InvertedResidual {
                         unsafe {
                             let (src, out) =
                                 (x.as_ptr().add(b * w), e.as_mut_ptr().add((b - a) * w));
-                            tile(
+                            best_tile(
                                 ce,
                                 (e1 - b) * w,
                                 ci,
                                 pe,
+                                0,
                                 src,
                                 h * w,
                                 out,
@@ -272,11 +296,12 @@ impl InvertedResidual {
                     // rout*ow values at stride `plane`; `pp` holds the packed panels of all co
                     // rows for ce columns.
                     unsafe {
-                        tile(
+                        best_tile(
                             co,
                             rout * ow,
                             ce,
                             pp,
+                            0,
                             d.as_ptr(),
                             rout * ow,
                             o.as_mut_ptr(),
@@ -308,36 +333,4 @@ struct Image<'a> {
     ow: usize,
     dst: &'a SharedMut,
     base: usize,
-}
-
-/// The packed 1x1 tile of this machine (AVX-512, else the portable kernel).
-///
-/// # Safety
-/// As `crate::packed::tile`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile(
-    m: usize,
-    n: usize,
-    k: usize,
-    packed: &[f32],
-    x: *const f32,
-    ld: usize,
-    dst: *mut f32,
-    ldd: usize,
-    bias: &[f32],
-    accumulate: bool,
-    clamp: Option<(f32, f32)>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx512() {
-        // SAFETY: AVX-512F was detected; the rest is the caller's contract.
-        unsafe {
-            crate::packed::tile(m, n, k, packed, 0, x, ld, dst, ldd, bias, accumulate, clamp)
-        };
-        return;
-    }
-    // SAFETY: the caller's contract.
-    unsafe {
-        crate::packed_portable::tile(m, n, k, packed, 0, x, ld, dst, ldd, bias, accumulate, clamp)
-    }
 }

@@ -55,6 +55,38 @@ impl MulAdd for Plain {
     }
 }
 
+/// The packed tile of this machine: [`crate::packed::tile`] where AVX-512 is available, else
+/// [`tile`] (the same panels and contract).
+///
+/// # Safety
+/// As [`tile`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn best_tile(
+    m: usize,
+    n: usize,
+    k: usize,
+    packed: &[f32],
+    panel0: usize,
+    x: *const f32,
+    ld: usize,
+    dst: *mut f32,
+    ldd: usize,
+    bias: &[f32],
+    accumulate: bool,
+    clamp: Option<(f32, f32)>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx512() {
+        // SAFETY: AVX-512F was detected; the rest is the caller's contract.
+        unsafe {
+            crate::packed::tile(m, n, k, packed, panel0, x, ld, dst, ldd, bias, accumulate, clamp)
+        };
+        return;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { tile(m, n, k, packed, panel0, x, ld, dst, ldd, bias, accumulate, clamp) }
+}
+
 /// `dst[m x n] = clamp(packed_w * x + bias (+ dst if accumulate))` for one tile, as
 /// [`crate::packed::tile`] (same panels, same contract) on any CPU.
 ///

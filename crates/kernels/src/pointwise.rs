@@ -77,20 +77,11 @@ pub(crate) fn pointwise(
             }
         };
         if let Some(pk) = packed {
-            #[cfg(target_arch = "x86_64")]
-            let tile = if super::simd::has_avx512() {
-                super::packed::tile
-            } else {
-                super::packed_portable::tile
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            let tile = super::packed_portable::tile;
-            // SAFETY: the AVX-512 kernel is chosen only where AVX-512F was detected at run
-            // time; r0 is a multiple of MR (mt is a multiple of 8), the panels from r0 / MR
+            // SAFETY: r0 is a multiple of MR (mt is a multiple of 8), the panels from r0 / MR
             // cover rows r0..r0+m (length checked above), and the tile's x columns and out
             // block are in bounds and this tile's alone, as argued for the GEMM call below.
             unsafe {
-                tile(
+                super::packed_portable::best_tile(
                     m,
                     n,
                     ci,

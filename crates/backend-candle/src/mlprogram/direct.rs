@@ -60,11 +60,10 @@ enum Op {
         h: usize,
         w: usize,
     },
-    /// An inverted-residual block (expand, depthwise and maybe project: `parts`) on `n` images
-    /// of `h x w`, run by the banded kernel; with a residual, `block` adds its input.
+    /// An inverted-residual block (expand, depthwise and maybe project) on `n` images of
+    /// `h x w`, run by the banded kernel; with a residual, `block` adds its input.
     Block {
         block: InvertedResidual,
-        parts: Vec<Arc<Conv2d>>,
         n: usize,
         h: usize,
         w: usize,
@@ -249,15 +248,6 @@ enum Lowered {
     Op(Op),
 }
 
-/// The first of `rank` dimensions when `axes` are exactly the trailing ones.
-fn trailing(axes: &[usize], rank: usize) -> Option<usize> {
-    let mut ax = axes.to_vec();
-    ax.sort_unstable();
-    ax.dedup();
-    let first = rank.checked_sub(ax.len())?;
-    (!ax.is_empty() && ax.iter().enumerate().all(|(i, &a)| a == first + i)).then_some(first)
-}
-
 fn axes_of(axes: &[i64], rank: usize) -> Option<Vec<usize>> {
     axes.iter().map(|&a| ops::axis(a, rank).ok()).collect()
 }
@@ -342,7 +332,7 @@ fn lower(kind: &Kind, args: &[Val], out: &[usize]) -> Option<Lowered> {
                 Some(ax) => axes_of(ax, rank)?,
                 None => (0..rank).collect(),
             };
-            let first = trailing(&ax, rank)?;
+            let first = ops::trailing(&ax, rank)?;
             Op::MeanRows { len: d[first..].iter().product() }
         }
         Kind::Softmax { axis } if same => {
@@ -351,7 +341,7 @@ fn lower(kind: &Kind, args: &[Val], out: &[usize]) -> Option<Lowered> {
             Op::Softmax { outer, len: d[ax], inner }
         }
         Kind::LayerNorm { axes, gamma, beta, eps } if same => {
-            let first = trailing(&axes_of(axes, rank)?, rank)?;
+            let first = ops::trailing(&axes_of(axes, rank)?, rank)?;
             let flat = |t: &Option<candle_core::Tensor>| match t {
                 Some(t) => values(t).map(Some),
                 None => Some(None),
@@ -536,9 +526,7 @@ fn fold_add(
     let dies = |v: &Val| {
         step.inputs.iter().zip(args).any(|(s, x)| x.src == v.src && step.release.contains(s))
     };
-    if let Op::Block { parts, n, h, w, .. } = &conv_step.op
-        && parts.len() == 3
-    {
+    if let Op::Block { block, n, h, w } = &conv_step.op {
         // `block(x) + x`, the block's output dying here: the banded kernel adds the residual.
         let &[(out, _)] = conv_step.outs.as_slice() else { return false };
         let (x, y) = (conv_step.args[0], Src::Buf(out));
@@ -550,9 +538,8 @@ fn fold_add(
         if !dies(y) || a.refs[out] != 1 {
             return false;
         }
-        let (e, d, p) = (parts[0].clone(), parts[1].clone(), parts[2].clone());
-        let Some(block) = InvertedResidual::new(e, d, Some(p), true) else { return false };
-        conv_step.op = Op::Block { block, parts: parts.clone(), n: *n, h: *h, w: *w };
+        let Some(block) = block.with_residual() else { return false };
+        conv_step.op = Op::Block { block, n: *n, h: *h, w: *w };
         a.retain(y.src);
         vals[out_slot] = Some(Val { src: y.src, dims: y.dims.clone() });
         return true;
@@ -608,18 +595,14 @@ fn fuse_block(plan: &Plan, steps: &mut Vec<Step>, vals: &mut [Option<Val>], a: &
     let out_slot = plan.steps[last.origin].outputs.first().copied();
     let owned = out_slot.is_some_and(|o| vals[o].as_ref().is_some_and(|v| v.src == Src::Buf(lo)));
     let (Some(out_slot), true) = (out_slot, chained && owned) else { return };
-    let (parts, n, h, w) = match &prev.op {
-        Op::Conv { conv, n, h, w } => (vec![conv.clone(), cl.clone()], *n, *h, *w),
-        Op::Block { parts, n, h, w, .. } if parts.len() == 2 => {
-            (vec![parts[0].clone(), parts[1].clone(), cl.clone()], *n, *h, *w)
+    let (block, n, h, w) = match &prev.op {
+        Op::Conv { conv, n, h, w } => {
+            (InvertedResidual::new(conv.clone(), cl.clone(), None, false), *n, *h, *w)
         }
+        Op::Block { block, n, h, w } => (block.with_project(cl.clone()), *n, *h, *w),
         _ => return,
     };
-    let Some(block) =
-        InvertedResidual::new(parts[0].clone(), parts[1].clone(), parts.get(2).cloned(), false)
-    else {
-        return;
-    };
+    let Some(block) = block else { return };
     if !block.pays(h, w) {
         return;
     }
@@ -632,7 +615,7 @@ fn fuse_block(plan: &Plan, steps: &mut Vec<Step>, vals: &mut [Option<Val>], a: &
         }
     }
     let fused = Step {
-        op: Op::Block { block, parts, n, h, w },
+        op: Op::Block { block, n, h, w },
         args: prev.args.clone(),
         outs: vec![(out, len)],
         origin: last.origin,

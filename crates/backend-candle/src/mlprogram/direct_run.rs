@@ -160,8 +160,8 @@ impl Direct {
             Op::ConvAdd { conv, n, h, w } => {
                 conv.forward_add(head(x, n * conv.in_channels() * h * w)?, *n, *h, *w, out)
             }
-            Op::Block { block, parts, n, h, w } => {
-                block.forward_into(head(x, n * parts[0].in_channels() * h * w)?, *n, *h, *w, out)
+            Op::Block { block, n, h, w } => {
+                block.forward_into(head(x, n * block.in_channels() * h * w)?, *n, *h, *w, out)
             }
             Op::Linear { lin, m } => {
                 ok(lin.forward_into(head(x, m * lin.inputs())?, *m, out), "linear")

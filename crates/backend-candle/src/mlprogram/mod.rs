@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor as CTensor};
 use coreml_format::MlModel;
 use inference_api::{
     ComputeUnits, Error, FeatureKind, IoSchema, ModelArtifact, NamedTensors, PreparedModel, Result,
-    Tensor, TensorData,
+    Tensor,
 };
 
 use crate::ENGINE_NAME;
@@ -235,7 +235,14 @@ impl Body for ProgramBody {
             if schema.output(name).is_none() || failed.is_err() {
                 return;
             }
-            failed = write_output(outputs, name, d.output_dims().nth(i).unwrap_or(&[]), values);
+            let dims = d.output_dims().nth(i).unwrap_or(&[]);
+            failed = crate::cpu_model::f32_output(outputs, name, dims).and_then(|out| {
+                if out.len() != values.len() {
+                    return Err(Error::Runtime(format!("{ENGINE_NAME}: output `{name}` size")));
+                }
+                out.copy_from_slice(values);
+                Ok(())
+            });
         };
         let xs = &xs[..self.plan.inputs.len()];
         let ran = kernels::with_threads(threads, || d.run(&self.plan, arena, xs, stop, &mut write));
@@ -260,33 +267,6 @@ impl Body for ProgramBody {
 
 /// Most inputs a plan run through [`direct::Direct`] takes (held on the stack).
 const MAX_DIRECT_INPUTS: usize = 8;
-
-/// `values` as the f32 output `name` of `dims`, reusing the caller's tensor when it has that
-/// shape and type.
-fn write_output(
-    outputs: &mut NamedTensors,
-    name: &str,
-    dims: &[usize],
-    values: &[f32],
-) -> Result<()> {
-    let fits = outputs
-        .get(name)
-        .is_some_and(|t| t.shape() == dims && matches!(t.data(), TensorData::F32(_)));
-    if !fits {
-        outputs.insert(
-            name.to_string(),
-            Tensor::new(dims.to_vec(), TensorData::F32(values.to_vec()))?,
-        );
-        return Ok(());
-    }
-    match outputs.get_mut(name).map(Tensor::data_mut) {
-        Some(TensorData::F32(out)) if out.len() == values.len() => {
-            out.copy_from_slice(values);
-            Ok(())
-        }
-        _ => Err(Error::Runtime(format!("{ENGINE_NAME}: output `{name}` buffer changed"))),
-    }
-}
 
 #[cfg(test)]
 #[path = "compile_tests.rs"]

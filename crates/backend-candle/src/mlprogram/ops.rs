@@ -41,6 +41,16 @@ pub(crate) fn axis(a: i64, rank: usize) -> Result<usize> {
     Ok(n as usize)
 }
 
+/// The first of `rank` dimensions when `axes` (resolved, in any order, repeats allowed) are
+/// exactly the trailing ones: whole contiguous rows for the row kernels.
+pub(crate) fn trailing(axes: &[usize], rank: usize) -> Option<usize> {
+    let mut ax = axes.to_vec();
+    ax.sort_unstable();
+    ax.dedup();
+    let first = rank.checked_sub(ax.len())?;
+    (!ax.is_empty() && ax.iter().enumerate().all(|(i, &a)| a == first + i)).then_some(first)
+}
+
 /// Mean over `axes` (all when `None`), keeping or dropping the reduced dimensions.
 pub(crate) fn reduce_mean(x: &Tensor, axes: Option<&[i64]>, keep: bool) -> Result<Tensor> {
     let rank = x.rank();
@@ -50,9 +60,8 @@ pub(crate) fn reduce_mean(x: &Tensor, axes: Option<&[i64]>, keep: bool) -> Resul
     };
     ax.sort_unstable();
     ax.dedup();
-    if !ax.is_empty()
-        && ax.iter().enumerate().all(|(i, &a)| a == rank - ax.len() + i)
-        && let Some(y) = super::kernel_ops::mean_trailing(x, rank - ax.len(), keep)?
+    if let Some(first) = trailing(&ax, rank)
+        && let Some(y) = super::kernel_ops::mean_trailing(x, first, keep)?
     {
         return Ok(y);
     }
@@ -111,15 +120,11 @@ pub(crate) fn layer_norm(
 ) -> Result<Tensor> {
     let rank = x.rank();
     let ax: Vec<usize> = axes.iter().map(|&a| axis(a, rank)).collect::<Result<_>>()?;
-    let mut sorted = ax.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
     // Trailing axes are whole contiguous rows: one pass per row on the kernels.
     if x.dtype() == DType::F32
-        && !sorted.is_empty()
-        && sorted.iter().enumerate().all(|(i, &a)| a == rank - sorted.len() + i)
+        && let Some(first) = trailing(&ax, rank)
     {
-        return super::kernel_ops::layer_norm_trailing(x, rank - sorted.len(), gamma, beta, eps);
+        return super::kernel_ops::layer_norm_trailing(x, first, gamma, beta, eps);
     }
     let mut mean = x.clone();
     for &a in &ax {
