@@ -55,6 +55,9 @@ pub struct Conv2d {
     packed: OnceLock<Vec<f32>>,
     /// One tap per GEMM row (input channel, kernel offsets) for the implicit GEMM.
     taps: Vec<crate::implicit::Tap>,
+    /// A depthwise convolution's weights with channels in vector lanes (`dw_lanes::pack`),
+    /// built at its first run on that kernel.
+    dw_lanes: OnceLock<Vec<f32>>,
 }
 
 impl Clone for Conv2d {
@@ -73,6 +76,7 @@ impl Clone for Conv2d {
             act: self.act,
             packed: self.packed.clone(),
             taps: self.taps.clone(),
+            dw_lanes: self.dw_lanes.clone(),
         }
     }
 }
@@ -144,12 +148,14 @@ impl Conv2d {
             act,
             packed: OnceLock::new(),
             taps: crate::implicit::taps(cig, kh, kw, dilation),
+            dw_lanes: OnceLock::new(),
         })
     }
 
     /// Weights, mutable (for folding a following BatchNorm).
     pub fn weight_and_bias_mut(&mut self) -> (&mut [f32], &mut [f32]) {
         let weight = self.weight.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.dw_lanes.take();
         if let Some(packed) = self.packed.take() {
             let cog = self.out_channels / self.groups;
             let kk = self.in_channels / self.groups * self.kh * self.kw;
@@ -384,7 +390,22 @@ impl Conv2d {
             };
             let mult = self.out_channels / self.in_channels;
             let wt = self.weight.read().unwrap_or_else(|e| e.into_inner());
-            depthwise(x, out, &wt, &self.bias, self.out_channels, mult, g, self.act, path)?;
+            let lanes = match path {
+                Some(p) => p == DwIsa::Lanes,
+                None => mult == 1 && crate::dw_lanes::available() && crate::dw_lanes::pays(&g),
+            };
+            if lanes {
+                let (co, taps) = (self.out_channels, self.kh * self.kw);
+                let pk = self.dw_lanes.get_or_init(|| crate::dw_lanes::pack(&wt, co, taps));
+                if mult != 1 || !crate::dw_lanes::depthwise(x, out, pk, &self.bias, co, &g, self.act)
+                {
+                    return Err("depthwise: the Lanes kernel cannot run this convolution here \
+                                (it needs AVX-512 and one channel per filter)"
+                        .into());
+                }
+            } else {
+                depthwise(x, out, &wt, &self.bias, self.out_channels, mult, g, self.act, path)?;
+            }
             profile::record(if self.kh * self.kw > 9 { "depthwise-large" } else { "depthwise" }, t);
             return Ok(());
         }

@@ -23,6 +23,9 @@ pub enum DwIsa {
     Avx2,
     /// Plain scalar Rust.
     Portable,
+    /// AVX-512F with 16 channels in the lanes (transposed in and out of a padded buffer; any
+    /// geometry, one channel per filter).
+    Lanes,
 }
 
 impl DwIsa {
@@ -30,11 +33,11 @@ impl DwIsa {
     pub fn available(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            DwIsa::Avx512 => std::is_x86_feature_detected!("avx512f"),
+            DwIsa::Avx512 | DwIsa::Lanes => std::is_x86_feature_detected!("avx512f"),
             #[cfg(target_arch = "x86_64")]
             DwIsa::Avx2 => super::simd::has_avx2_fma(),
             #[cfg(not(target_arch = "x86_64"))]
-            DwIsa::Avx512 | DwIsa::Avx2 => false,
+            DwIsa::Avx512 | DwIsa::Avx2 | DwIsa::Lanes => false,
             DwIsa::Portable | DwIsa::Padded => true,
         }
     }

@@ -30,6 +30,7 @@ mod alloc_count;
 mod conv;
 mod depthwise;
 mod dw_direct;
+mod dw_lanes;
 mod elementwise;
 mod fp16;
 mod gemm;

@@ -343,6 +343,55 @@ proptest! {
         }
     }
 
+    /// The channels-in-lanes depthwise kernel, forced, on any geometry it takes: channel counts
+    /// over several 16-channel groups with a partial last one, non-square kernels, strides 1-3
+    /// per axis, dilation, explicit and same padding (inputs with rows and columns no output
+    /// reads included), batches of two, clamp and other activations.
+    #[test]
+    fn depthwise_lanes_matches_naive(
+        c in 1usize..=40,
+        h in 1usize..=19,
+        w in 1usize..=37,
+        (kh, kw) in (1usize..=5, 1usize..=5),
+        (sy, sx) in (1usize..=3, 1usize..=3),
+        dil in 1usize..=2,
+        pads in proptest::array::uniform4(0usize..=3),
+        same in any::<bool>(),
+        act in prop_oneof![Just(Activation::None), Just(Activation::Relu6), Just(Activation::Silu)],
+        n in 1usize..=2,
+        threads in 1usize..=2,
+        seed in any::<u64>(),
+    ) {
+        if !DwIsa::Lanes.available() {
+            return Ok(());
+        }
+        let padding = if same { Padding::Same } else { Padding::Explicit(pads) };
+        let wt = values(c * kh * kw, seed);
+        let bias = values(c, seed ^ 1);
+        let x = values(n * c * h * w, seed ^ 2);
+        let conv = Conv2d::new(wt.clone(), [c, 1, kh, kw], Some(bias.clone()), (sy, sx), (dil, dil), c, padding, act)
+            .expect("valid conv");
+        let Ok((oh, ow)) = conv.output_hw(h, w) else { return Ok(()) };
+        let (ekh, ekw) = ((kh - 1) * dil + 1, (kw - 1) * dil + 1);
+        let [pt, _, pl, _] = match padding {
+            Padding::Explicit(p) => p,
+            _ => {
+                let same = |i: usize, s: usize, e: usize| {
+                    let t = ((i.div_ceil(s) - 1) * s + e).saturating_sub(i);
+                    (t / 2, t - t / 2)
+                };
+                let ((t, b), (l, r)) = (same(h, sy, ekh), same(w, sx, ekw));
+                [t, b, l, r]
+            }
+        };
+        let pb = ((oh - 1) * sy + ekh).saturating_sub(h + pt);
+        let pr = ((ow - 1) * sx + ekw).saturating_sub(w + pl);
+        let (want, _, _) = naive_conv(&x, (n, c, h, w), &wt, [c, 1, kh, kw], &bias, (sy, sx), (dil, dil), c, [pt, pb, pl, pr]);
+        let want: Vec<f32> = want.iter().map(|v| naive_act(*v, act)).collect();
+        let got = pool(threads).install(|| conv.forward_depthwise_with(DwIsa::Lanes, &x, n, h, w)).expect("forward");
+        check(&got, &want, "depthwise lanes")?;
+    }
+
     #[test]
     fn matmul_matches_naive(m in 1usize..=40, n in 1usize..=40, k in 0usize..=40, threads in 1usize..=3, seed in any::<u64>()) {
         let a = values(m * k, seed);
