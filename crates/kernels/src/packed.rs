@@ -105,27 +105,42 @@ pub(crate) unsafe fn tile(
     accumulate: bool,
     clamp: Option<(f32, f32)>,
 ) {
-    crate::pool::with_scratch(&STRIP, k * NR, |strip| {
+    crate::pool::with_scratch(&STRIP, 2 * k * NR, |strips| {
+        let (strip, tail_strip) = strips.split_at_mut(k * NR);
         let mut c = 0;
         while c < n {
             let nc = (n - c).min(NR);
-            // SAFETY: columns c..c+nc < n of rows 0..k of x (caller's contract); the strip
-            // holds k * NR values.
-            unsafe { pack_strip(k, x.add(c), ld, nc, strip.as_mut_ptr()) };
+            // A last few columns (7x7 = 48 + 1) ride along with the strip before them, each
+            // panel used for both while it is in cache (alone they would stream every panel
+            // again for one column).
+            let tail = if n - c - nc <= TAIL { n - c - nc } else { 0 };
+            // SAFETY: columns c..c+nc+tail <= n of rows 0..k of x (caller's contract); each
+            // strip holds k * NR values.
+            unsafe {
+                pack_strip(k, x.add(c), ld, nc, strip.as_mut_ptr());
+                if tail > 0 {
+                    pack_tail(k, x.add(c + nc), ld, tail, tail_strip);
+                }
+            }
             let mut r = 0;
             while r < m {
                 let mr = (m - r).min(MR);
                 let pi = panel0 + r / MR;
                 let wp = &packed[pi * k * MR..(pi + 1) * k * MR];
                 let b = &bias[r..r + mr];
-                // SAFETY: rows r..r+mr < m and columns c..c+nc <= n of dst (caller's
-                // contract); the panel and strip hold k * MR and k * NR values.
+                // SAFETY: rows r..r+mr < m and columns c..c+nc+tail <= n of dst (caller's
+                // contract); the panel and strips hold k * MR and k * NR values.
                 unsafe {
-                    micro_cols(k, wp, strip, dst.add(r * ldd + c), ldd, b, nc, accumulate, clamp)
+                    let d = dst.add(r * ldd + c);
+                    micro_cols(k, wp, strip, d, ldd, b, nc, accumulate, clamp);
+                    if tail > 0 {
+                        let (t, dt) = (&tail_strip[..k * TAIL], d.add(nc));
+                        tail_cols(k, wp, t, TAIL, dt, ldd, b, tail, accumulate, clamp);
+                    }
                 }
                 r += mr;
             }
-            c += nc;
+            c += nc + tail;
         }
     });
 }
@@ -206,12 +221,7 @@ pub(crate) unsafe fn micro_cols(
     // SAFETY: the caller's contract is micro's, and nc fits the width chosen.
     unsafe {
         if nc <= TAIL {
-            match nc {
-                1 => micro_tail::<1>(k, wp, strip, dst, ld, bias, accumulate, clamp),
-                2 => micro_tail::<2>(k, wp, strip, dst, ld, bias, accumulate, clamp),
-                3 => micro_tail::<3>(k, wp, strip, dst, ld, bias, accumulate, clamp),
-                _ => micro_tail::<4>(k, wp, strip, dst, ld, bias, accumulate, clamp),
-            }
+            tail_cols(k, wp, strip, NR, dst, ld, bias, nc, accumulate, clamp)
         } else if nc > 32 {
             micro::<3>(k, wp, strip, dst, ld, bias, nc, accumulate, clamp)
         } else if nc > 16 {
@@ -222,16 +232,61 @@ pub(crate) unsafe fn micro_cols(
     }
 }
 
+/// [`micro_tail`] for `nc <= TAIL` columns of a strip whose rows hold `ls` values.
+///
+/// # Safety
+/// As [`micro_tail`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tail_cols(
+    k: usize,
+    wp: &[f32],
+    strip: &[f32],
+    ls: usize,
+    dst: *mut f32,
+    ld: usize,
+    bias: &[f32],
+    nc: usize,
+    accumulate: bool,
+    clamp: Option<(f32, f32)>,
+) {
+    // SAFETY: the caller's contract, nc <= TAIL.
+    unsafe {
+        match nc {
+            1 => micro_tail::<1>(k, wp, strip, ls, dst, ld, bias, accumulate, clamp),
+            2 => micro_tail::<2>(k, wp, strip, ls, dst, ld, bias, accumulate, clamp),
+            3 => micro_tail::<3>(k, wp, strip, ls, dst, ld, bias, accumulate, clamp),
+            _ => micro_tail::<4>(k, wp, strip, ls, dst, ld, bias, accumulate, clamp),
+        }
+    }
+}
+
+/// Copies columns `0..nc <= TAIL` of `k` rows of `x` (stride `ld`) into `out` as `k` rows of
+/// `TAIL` (columns past `nc` zero): a few last columns packed densely, so their multiply-adds
+/// stream the packed rows instead of touching one cache line per row.
+///
+/// # Safety
+/// `x` valid for rows `0..k`, columns `0..nc` at stride `ld`; `out` holds `k * TAIL` values.
+unsafe fn pack_tail(k: usize, x: *const f32, ld: usize, nc: usize, out: &mut [f32]) {
+    for (p, row) in out.chunks_exact_mut(TAIL).take(k).enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            // SAFETY: row p < k, column j < nc of x.
+            *v = if j < nc { unsafe { *x.add(p * ld + j) } } else { 0.0 };
+        }
+    }
+}
+
 /// Widths up to this many columns (the last few columns of a plane, as 7x7 = 48 + 1 leaves)
 /// take [`micro_tail`]: a 16-lane vector holding one column would do 16 times the work.
-const TAIL: usize = 4;
+pub(crate) const TAIL: usize = 4;
 
 /// One `mr x NC` block (`NC <= TAIL` columns) from a packed panel and strip, the panel's 8 rows
 /// as the vector lanes: per `k` step one panel load and `NC` broadcasts, four steps in flight
 /// (independent accumulators) so the multiply-adds do not wait on each other.
 ///
 /// # Safety
-/// As [`micro`], with `nc = NC`.
+/// As [`micro`], with `nc = NC` and strip rows of `ls >= NC` values (`strip` holds `k * ls`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -239,6 +294,7 @@ unsafe fn micro_tail<const NC: usize>(
     k: usize,
     wp: &[f32],
     strip: &[f32],
+    ls: usize,
     dst: *mut f32,
     ld: usize,
     bias: &[f32],
@@ -252,11 +308,11 @@ unsafe fn micro_tail<const NC: usize>(
     let mut p = 0;
     while p + U <= k {
         for u in 0..U {
-            // SAFETY: p + u < k rows of the panel (MR values) and the strip (NR >= NC values).
+            // SAFETY: p + u < k rows of the panel (MR values) and the strip (ls >= NC values).
             unsafe {
                 let wv = _mm256_loadu_ps(w.add((p + u) * MR));
                 for (j, acc_j) in acc.iter_mut().enumerate() {
-                    let xv = _mm256_set1_ps(*s.add((p + u) * NR + j));
+                    let xv = _mm256_set1_ps(*s.add((p + u) * ls + j));
                     acc_j[u] = _mm256_fmadd_ps(wv, xv, acc_j[u]);
                 }
             }
@@ -268,7 +324,7 @@ unsafe fn micro_tail<const NC: usize>(
         unsafe {
             let wv = _mm256_loadu_ps(w.add(p * MR));
             for (j, acc_j) in acc.iter_mut().enumerate() {
-                acc_j[0] = _mm256_fmadd_ps(wv, _mm256_set1_ps(*s.add(p * NR + j)), acc_j[0]);
+                acc_j[0] = _mm256_fmadd_ps(wv, _mm256_set1_ps(*s.add(p * ls + j)), acc_j[0]);
             }
         }
         p += 1;

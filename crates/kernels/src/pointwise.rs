@@ -45,14 +45,23 @@ pub(crate) fn pointwise(
     }
     let clamp = super::dw_direct::clamp_of(act);
     let threads = crate::pool::threads();
-    // Column tiles sized so a tile of x (ci x nt) stays within about 256 KB.
-    let nt_cache = ((64 * 1024) / ci.max(1)).clamp(64, 1024) / 16 * 16;
-    let mut nt = nt_cache.min(hw);
-    let mut col_tiles = hw.div_ceil(nt);
-    if threads > 1 && col_tiles < threads && hw >= 32 * threads {
-        nt = hw.div_ceil(threads).div_ceil(8) * 8;
-        col_tiles = hw.div_ceil(nt);
-    }
+    let (nt, col_tiles) = if packed.is_some() {
+        // The packed kernel packs x one 48-column strip at a time whatever the tile, so tiles
+        // are whole strips (the last one taking the plane's few leftover columns with it), as
+        // many as the threads need.
+        let nr = super::packed::NR;
+        let strips = (hw / nr + usize::from(hw % nr > super::packed::TAIL)).max(1);
+        let per = strips.div_ceil(strips.min(if threads > 1 { 2 * threads } else { 1 }));
+        (per * nr, strips.div_ceil(per))
+    } else {
+        // Column tiles sized so a tile of x (ci x nt) stays within about 256 KB.
+        let nt_cache = ((64 * 1024) / ci.max(1)).clamp(64, 1024) / 16 * 16;
+        let mut nt = nt_cache.min(hw);
+        if threads > 1 && hw.div_ceil(nt) < threads && hw >= 32 * threads {
+            nt = hw.div_ceil(threads).div_ceil(8) * 8;
+        }
+        (nt, hw.div_ceil(nt))
+    };
     // Split rows too when columns alone cannot feed every thread.
     let row_tiles = if col_tiles >= 2 * threads || threads == 1 {
         1
@@ -65,7 +74,9 @@ pub(crate) fn pointwise(
     let tile = |t: usize| {
         let (rt, ct) = (t / col_tiles, t % col_tiles);
         let (r0, c0) = (rt * mt, ct * nt);
-        let (m, n) = ((co - r0).min(mt), (hw - c0).min(nt));
+        // The last column tile takes every column left.
+        let n = if ct + 1 == col_tiles { hw - c0 } else { nt.min(hw - c0) };
+        let m = (co - r0).min(mt);
         let d = dst;
         // The activation over the tile's rows, for the kernels that do not apply it in
         // registers.
