@@ -108,11 +108,9 @@ pub(crate) fn depthwise(
             let planes = unsafe { dst.slice(first * out_plane, cn * out_plane) };
             let xin = &x[first * in_plane..(first + cn) * in_plane];
             let wg = &packed[gi * taps * LANES..(gi + 1) * taps * LANES];
-            let len = (hp * wp + out_plane.next_multiple_of(LANES) + 1) * LANES;
-            crate::pool::with_scratch(&BUF, len, |buf| {
-                // Whole-vector pixels on cache-line boundaries (a split load costs two).
-                let skip = buf.as_ptr().align_offset(64).min(LANES);
-                let (tin, tout) = buf[skip..].split_at_mut(hp * wp * LANES);
+            let len = (hp * wp + out_plane.next_multiple_of(LANES)) * LANES;
+            crate::pool::with_aligned_scratch(&BUF, len, |buf| {
+                let (tin, tout) = buf.split_at_mut(hp * wp * LANES);
                 // SAFETY: AVX-512F is available (checked above); `xin` holds the group's `cn`
                 // input planes, `planes` its `cn` output planes, `wg` its taps x LANES
                 // weights, `bias[c0..]` at least `cn` values, and the buffers the padded

@@ -74,7 +74,9 @@ pub struct PackedB {
     k: usize,
     n: usize,
     packed: bool,
+    /// The values, from `lead` on (so packed strips start on a 64-byte line).
     data: Vec<f32>,
+    lead: usize,
 }
 
 impl PackedB {
@@ -89,14 +91,20 @@ impl PackedB {
             return None;
         }
         let packed = isa.packed();
-        let data = if packed {
-            let mut d = vec![0f32; n.div_ceil(NR) * k * NR];
-            pack_b(b, k, n, &mut d);
-            d
+        let (data, lead) = if packed {
+            let mut d = vec![0f32; n.div_ceil(NR) * k * NR + 16];
+            let lead = d.as_ptr().align_offset(64).min(16);
+            pack_b(b, k, n, &mut d[lead..]);
+            (d, lead)
         } else {
-            (0..k * n).map(|i| b.data[(i / n) * b.row + (i % n) * b.col]).collect()
+            ((0..k * n).map(|i| b.data[(i / n) * b.row + (i % n) * b.col]).collect(), 0)
         };
-        Some(PackedB { k, n, packed, data })
+        Some(PackedB { k, n, packed, data, lead })
+    }
+
+    /// The laid-out values.
+    fn values(&self) -> &[f32] {
+        &self.data[self.lead..]
     }
 
     /// Rows (the shared dimension).
@@ -210,7 +218,7 @@ pub fn matmul_strided_with(
     }
     let strips = n.div_ceil(NR) * k * NR;
     let b_batches = if b.batch == 0 { 1 } else { batches };
-    crate::pool::with_scratch(&B_BUF, b_batches * strips, |bp| {
+    crate::pool::with_aligned_scratch(&B_BUF, b_batches * strips, |bp| {
         for bi in 0..b_batches {
             let view = Strided { data: &b.data[bi * b.batch..], ..b };
             pack_b(view, k, n, &mut bp[bi * strips..(bi + 1) * strips]);
@@ -243,16 +251,16 @@ pub fn matmul_packed(
         return true;
     }
     if !b.packed {
-        crate_gemm(m, n, k, a, 0, &b.data, 0, n, 1, c);
+        crate_gemm(m, n, k, a, 0, b.values(), 0, n, 1, c);
         add_bias(c, n, bias);
         return true;
     }
     if m <= crate::gemv::SMALL_M {
         // A few rows (a batch-1 classifier): stream the strips once instead of padding A to
         // an 8-row panel.
-        crate::gemv::run(1, m, n, k, a, &|_| &b.data[..], bias, c);
+        crate::gemv::run(1, m, n, k, a, &|_| b.values(), bias, c);
     } else {
-        run_packed(1, m, n, k, a, &|_| &b.data[..], bias, c);
+        run_packed(1, m, n, k, a, &|_| b.values(), bias, c);
     }
     true
 }
@@ -293,7 +301,7 @@ fn run_packed<'b>(
             unsafe { rows_in_place_avx512(k, n, mr, &a.data[base..], a.row, b_of(bi), bias, ct) };
             return;
         }
-        crate::pool::with_scratch(&A_BUF, mr.div_ceil(MR) * MR * k, |ap| {
+        crate::pool::with_aligned_scratch(&A_BUF, mr.div_ceil(MR) * MR * k, |ap| {
             pack_a(a, bi * a.batch, r0, mr, k, ap);
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `packed()` checked AVX-512F; `ap` holds mr.div_ceil(MR) panels of k * MR,

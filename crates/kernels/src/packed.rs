@@ -105,7 +105,7 @@ pub(crate) unsafe fn tile(
     accumulate: bool,
     clamp: Option<(f32, f32)>,
 ) {
-    crate::pool::with_scratch(&STRIP, 2 * k * NR, |strips| {
+    crate::pool::with_aligned_scratch(&STRIP, 2 * k * NR, |strips| {
         let (strip, tail_strip) = strips.split_at_mut(k * NR);
         let mut c = 0;
         while c < n {

@@ -111,7 +111,7 @@ pub(crate) unsafe fn tile(
     clamp: Option<(f32, f32)>,
 ) {
     let t = Tile { m, n, k, packed, panel0, x, ld, dst, ldd, bias, accumulate, clamp };
-    crate::pool::with_scratch(&crate::packed::STRIP, k * NR, |strip| {
+    crate::pool::with_aligned_scratch(&crate::packed::STRIP, k * NR, |strip| {
         #[cfg(target_arch = "x86_64")]
         if crate::simd::has_avx2_fma() {
             // SAFETY: AVX2 and FMA were detected at run time; the rest is the caller's contract.
