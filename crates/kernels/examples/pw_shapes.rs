@@ -1,7 +1,7 @@
-//! Runs EfficientNet-Lite0's 1x1 convolutions (each shape once per iteration, one thread, ReLU6
-//! fused where the model has it) and prints the mean wall time per iteration and the
+//! Runs EfficientNet-Lite0's 1x1 convolutions (each shape once per iteration, one thread by
+//! default, ReLU6 fused where the model has it) and prints the mean wall time per iteration and the
 //! achieved GFLOP/s; for same-binary A/B runs of the GEMM (`INFER_GEMM=unpacked` switches the
-//! packed AVX-512 kernel off). Usage: `pw_shapes [ITERS]`.
+//! packed AVX-512 kernel off). Usage: `pw_shapes [ITERS [THREADS]]`.
 
 use kernels::{Activation, Conv2d, Padding};
 
@@ -15,7 +15,8 @@ fn main() {
     shapes.extend([(112, 672, 14, true), (672, 112, 14, false), (672, 192, 7, false)]);
     shapes.extend([(192, 1152, 7, true), (1152, 192, 7, false), (1152, 320, 7, false)]);
     shapes.push((320, 1280, 7, true));
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("thread pool");
+    let threads: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
     let mut flop = 0f64;
     let mut convs: Vec<(Conv2d, Vec<f32>, usize, Vec<f32>)> = shapes
         .iter()

@@ -45,14 +45,23 @@ pub(crate) fn pointwise(
     }
     let clamp = super::dw_direct::clamp_of(act);
     let threads = crate::pool::threads();
-    let (nt, col_tiles) = if packed.is_some() {
+    let (nt, col_tiles, row_tiles) = if packed.is_some() {
         // The packed kernel packs x one 48-column strip at a time whatever the tile, so tiles
-        // are whole strips (the last one taking the plane's few leftover columns with it), as
-        // many as the threads need.
+        // are whole strips (the last one taking the plane's few leftover columns with it).
+        // Every column tile reads all of its rows' weights and every row tile packs all of
+        // its columns' activations: of the splits into about two tasks per thread, take the
+        // one that reads the least (small planes split rows, large planes columns).
         let nr = super::packed::NR;
         let strips = (hw / nr + usize::from(hw % nr > super::packed::TAIL)).max(1);
-        let per = strips.div_ceil(strips.min(if threads > 1 { 2 * threads } else { 1 }));
-        (per * nr, strips.div_ceil(per))
+        let want = if threads > 1 { 2 * threads } else { 1 };
+        let split = |ct: usize| {
+            let per = strips.div_ceil(ct);
+            let ct = strips.div_ceil(per);
+            let rt = want.div_ceil(ct).min(co.div_ceil(8)).max(1);
+            (per * nr, ct, rt)
+        };
+        let cost = |&(_, ct, rt): &(usize, usize, usize)| ct * co + rt * hw;
+        (1..=strips.min(want)).map(split).min_by_key(cost).unwrap_or((hw, 1, 1))
     } else {
         // Column tiles sized so a tile of x (ci x nt) stays within about 256 KB.
         let nt_cache = ((64 * 1024) / ci.max(1)).clamp(64, 1024) / 16 * 16;
@@ -60,13 +69,14 @@ pub(crate) fn pointwise(
         if threads > 1 && hw.div_ceil(nt) < threads && hw >= 32 * threads {
             nt = hw.div_ceil(threads).div_ceil(8) * 8;
         }
-        (nt, hw.div_ceil(nt))
-    };
-    // Split rows too when columns alone cannot feed every thread.
-    let row_tiles = if col_tiles >= 2 * threads || threads == 1 {
-        1
-    } else {
-        (2 * threads).div_ceil(col_tiles).min(co.div_ceil(16)).max(1)
+        let col_tiles = hw.div_ceil(nt);
+        // Split rows too when columns alone cannot feed every thread.
+        let row_tiles = if col_tiles >= 2 * threads || threads == 1 {
+            1
+        } else {
+            (2 * threads).div_ceil(col_tiles).min(co.div_ceil(16)).max(1)
+        };
+        (nt, col_tiles, row_tiles)
     };
     let mt = co.div_ceil(row_tiles).div_ceil(8) * 8;
     let row_tiles = co.div_ceil(mt);
