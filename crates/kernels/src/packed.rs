@@ -282,8 +282,8 @@ unsafe fn pack_tail(k: usize, x: *const f32, ld: usize, nc: usize, out: &mut [f3
 pub(crate) const TAIL: usize = 4;
 
 /// One `mr x NC` block (`NC <= TAIL` columns) from a packed panel and strip, the panel's 8 rows
-/// as the vector lanes: per `k` step one panel load and `NC` broadcasts, four steps in flight
-/// (independent accumulators) so the multiply-adds do not wait on each other.
+/// as the vector lanes: per `k` step one panel load and `NC` broadcasts, four or eight steps in
+/// flight (independent accumulators) so the multiply-adds do not wait on each other.
 ///
 /// # Safety
 /// As [`micro`], with `nc = NC` and strip rows of `ls >= NC` values (`strip` holds `k * ls`).
@@ -302,12 +302,15 @@ unsafe fn micro_tail<const NC: usize>(
     clamp: Option<(f32, f32)>,
 ) {
     use std::arch::x86_64::*;
-    const U: usize = 4;
+    // Steps in flight: enough independent accumulators (8, or 4 per column when there are
+    // three or four columns) to cover the multiply-add latency.
+    const U: usize = 8;
+    let uu = if NC <= 2 { U } else { U / 2 };
     let mut acc = [[_mm256_setzero_ps(); U]; NC];
     let (w, s) = (wp.as_ptr(), strip.as_ptr());
     let mut p = 0;
-    while p + U <= k {
-        for u in 0..U {
+    while p + uu <= k {
+        for u in 0..uu {
             // SAFETY: p + u < k rows of the panel (MR values) and the strip (ls >= NC values).
             unsafe {
                 let wv = _mm256_loadu_ps(w.add((p + u) * MR));
@@ -317,7 +320,7 @@ unsafe fn micro_tail<const NC: usize>(
                 }
             }
         }
-        p += U;
+        p += uu;
     }
     while p < k {
         // SAFETY: p < k, as above.
@@ -330,8 +333,10 @@ unsafe fn micro_tail<const NC: usize>(
         p += 1;
     }
     for (j, acc_j) in acc.iter().enumerate() {
-        let sum =
-            _mm256_add_ps(_mm256_add_ps(acc_j[0], acc_j[1]), _mm256_add_ps(acc_j[2], acc_j[3]));
+        let mut sum = acc_j[0];
+        for a in &acc_j[1..uu] {
+            sum = _mm256_add_ps(sum, *a);
+        }
         let mut rows = [0f32; MR];
         // SAFETY: `rows` holds MR = 8 values.
         unsafe { _mm256_storeu_ps(rows.as_mut_ptr(), sum) };
