@@ -49,11 +49,12 @@ pub(crate) fn pointwise(
         // The packed kernel packs x one 48-column strip at a time whatever the tile, so tiles
         // are whole strips (the last one taking the plane's few leftover columns with it).
         // Every column tile reads all of its rows' weights and every row tile packs all of
-        // its columns' activations: of the splits into about two tasks per thread, take the
-        // one that reads the least (small planes split rows, large planes columns).
+        // its columns' activations: of the splits into one task per thread, take the one
+        // that reads the least (small planes split rows, large planes columns). Two tasks
+        // per thread measured slower on every Lite0 shape (each repeats that reading).
         let nr = super::packed::NR;
         let strips = (hw / nr + usize::from(hw % nr > super::packed::TAIL)).max(1);
-        let want = if threads > 1 { 2 * threads } else { 1 };
+        let want = threads;
         let split = |ct: usize| {
             let per = strips.div_ceil(ct);
             let ct = strips.div_ceil(per);
