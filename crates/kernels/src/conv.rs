@@ -397,7 +397,8 @@ impl Conv2d {
             if lanes {
                 let (co, taps) = (self.out_channels, self.kh * self.kw);
                 let pk = self.dw_lanes.get_or_init(|| crate::dw_lanes::pack(&wt, co, taps));
-                if mult != 1 || !crate::dw_lanes::depthwise(x, out, pk, &self.bias, co, &g, self.act)
+                if mult != 1
+                    || !crate::dw_lanes::depthwise(x, out, pk, &self.bias, co, &g, self.act)
                 {
                     return Err("depthwise: the Lanes kernel cannot run this convolution here \
                                 (it needs AVX-512 and one channel per filter)"

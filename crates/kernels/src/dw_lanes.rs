@@ -364,7 +364,8 @@ mod tests {
         // SAFETY: AVX-512F was detected; `m` and `got` hold 16 rows of 16 values.
         unsafe {
             use std::arch::x86_64::*;
-            let r: [__m512; LANES] = std::array::from_fn(|i| _mm512_loadu_ps(m.as_ptr().add(16 * i)));
+            let r: [__m512; LANES] =
+                std::array::from_fn(|i| _mm512_loadu_ps(m.as_ptr().add(16 * i)));
             for (i, v) in transpose(r).iter().enumerate() {
                 _mm512_storeu_ps(got.as_mut_ptr().add(16 * i), *v);
             }
