@@ -27,7 +27,10 @@ pub(crate) fn available() -> bool {
 }
 
 /// True when this kernel is expected to beat the per-plane ones on the geometry: outputs at
-/// most 8 pixels wide, where a plane's rows fill few of a vector's lanes (`dw_shapes`).
+/// most 8 pixels wide, where a plane's rows fill few of a vector's lanes, and 5x5 or larger
+/// kernels on outputs at most 16 wide, where the taps pay for the transposes (`dw_shapes`
+/// with `INFER_DW_LANES=always` / `never`: 7x7 5x5 118 -> 76 us, 14x14 5x5 162 -> 150 us, 3x3
+/// on 14x14 55 -> 78 us, so not there).
 /// `INFER_DW_LANES=always` / `never` overrides the choice (read once; for same-binary A/B runs).
 pub(crate) fn pays(g: &DwGeometry) -> bool {
     static FORCE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
@@ -36,7 +39,7 @@ pub(crate) fn pays(g: &DwGeometry) -> bool {
         Ok("never") => Some(false),
         _ => None,
     });
-    force.unwrap_or(g.ow <= 8)
+    force.unwrap_or(g.ow <= 8 || (g.kh * g.kw >= 25 && g.ow <= LANES))
 }
 
 /// Depthwise weights `[channels][taps]` re-laid as `[group][tap][LANES]` (zero past the last
@@ -194,12 +197,13 @@ unsafe fn group(
             *ri = unsafe { _mm512_loadu_ps(tout.as_ptr().add((q0 + i) * LANES)) };
         }
         let t = transpose(r);
-        for (j, tj) in t.iter().enumerate() {
-            let m = if j < cn { mask } else { 0 };
-            // SAFETY: plane j < cn of `out`, pixels q0.. < out_plane (masked; nothing is
-            // written for j >= cn, whose address is only formed).
+        let whole = mask == u16::MAX;
+        for (j, tj) in t.iter().enumerate().take(cn) {
+            // SAFETY: plane j < cn of `out`, pixels q0.. < out_plane (masked at the plane's
+            // end: a masked store is far slower than a whole one here).
             unsafe {
-                _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(j * out_plane + q0), m, *tj)
+                let o = out.as_mut_ptr().add(j * out_plane + q0);
+                if whole { _mm512_storeu_ps(o, *tj) } else { _mm512_mask_storeu_ps(o, mask, *tj) }
             };
         }
         q0 += LANES;
