@@ -65,12 +65,24 @@ fn run_task(f: &(dyn Fn(usize) + Sync), i: usize) {
     f(i);
 }
 
+/// A value on a cache line of its own, so threads writing it do not also invalidate what
+/// others read nearby (the claim and completion counters, the epoch the workers spin on).
+#[repr(align(64))]
+struct Line<T>(T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// One parallel loop: the closure, its task count, and the claim / completion counters.
 struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
     n: usize,
-    next: AtomicUsize,
-    completed: AtomicUsize,
+    next: Line<AtomicUsize>,
+    completed: Line<AtomicUsize>,
 }
 
 impl Job<'_> {
@@ -92,12 +104,12 @@ struct Pool {
     /// Held by the one caller currently using the pool.
     busy: AtomicBool,
     /// Bumped for every job; workers wait for it to change.
-    epoch: AtomicU64,
+    epoch: Line<AtomicU64>,
     /// The current job (on the caller's stack), or null between jobs.
     job: AtomicPtr<Job<'static>>,
     /// Workers currently between noticing a job and finishing with it; the caller waits for
     /// zero before its job goes out of scope.
-    active: AtomicUsize,
+    active: Line<AtomicUsize>,
     /// Parked workers, and what they park on.
     sleeping: AtomicUsize,
     lock: Mutex<()>,
@@ -108,9 +120,9 @@ impl Pool {
     fn start(workers: usize) -> &'static Pool {
         let pool: &'static Pool = Box::leak(Box::new(Pool {
             busy: AtomicBool::new(false),
-            epoch: AtomicU64::new(0),
+            epoch: Line(AtomicU64::new(0)),
             job: AtomicPtr::new(std::ptr::null_mut()),
-            active: AtomicUsize::new(0),
+            active: Line(AtomicUsize::new(0)),
             sleeping: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
@@ -168,7 +180,8 @@ impl Pool {
         if self.busy.swap(true, Ordering::Acquire) {
             return false;
         }
-        let job = Job { f, n, next: AtomicUsize::new(0), completed: AtomicUsize::new(0) };
+        let job =
+            Job { f, n, next: Line(AtomicUsize::new(0)), completed: Line(AtomicUsize::new(0)) };
         let p = (&job as *const Job<'_>).cast_mut().cast::<Job<'static>>();
         self.job.store(p, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
