@@ -74,9 +74,10 @@ pub(crate) fn depthwise(
     if planes == 0 {
         return Ok(());
     }
-    // A few tasks per thread (so a descheduled thread's share is picked up by the others),
-    // each a run of whole planes.
-    let tasks = (crate::pool::threads() * 4).min(planes);
+    // One task per thread, each a contiguous run of whole planes: channels the GEMM before,
+    // split by rows, mostly wrote on the same thread (measured faster than four tasks per
+    // thread on Lite0 at 2 threads: 0.30 -> 0.27 ms of 3x3 depthwise per run).
+    let tasks = crate::pool::threads().min(planes);
     let per = planes.div_ceil(tasks);
     let tasks = planes.div_ceil(per);
     let dst = OutPtr(out.as_mut_ptr());
