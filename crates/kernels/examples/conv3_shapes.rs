@@ -1,6 +1,6 @@
 //! Runs ResNet-18's convolutions but the 1x1 stride-1 ones (each shape once per iteration, one thread, ReLU fused)
 //! and prints the mean wall time per shape and the achieved GFLOP/s, for same-machine A/B runs
-//! of the implicit GEMM. Usage: `conv3_shapes [ITERS]`.
+//! of the implicit GEMM. Usage: `conv3_shapes [ITERS [THREADS]]` (one thread by default).
 
 use kernels::{Activation, Conv2d, Padding};
 
@@ -21,7 +21,8 @@ fn main() {
         (256, 512, 14, 2, 1, 3),
         (512, 512, 7, 1, 3, 3),
     ];
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("thread pool");
+    let threads: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
     let mut convs: Vec<(Conv2d, Vec<f32>, Vec<f32>)> = shapes
         .iter()
         .map(|&(ci, co, hw, s, _, k)| {
