@@ -33,7 +33,9 @@ impl DwIsa {
     pub fn available(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            DwIsa::Avx512 | DwIsa::Lanes => std::is_x86_feature_detected!("avx512f"),
+            DwIsa::Avx512 => std::is_x86_feature_detected!("avx512f"),
+            // As the kernel itself decides (`INFER_NO_AVX512` switches it off too).
+            DwIsa::Lanes => crate::dw_lanes::available(),
             #[cfg(target_arch = "x86_64")]
             DwIsa::Avx2 => super::simd::has_avx2_fma(),
             #[cfg(not(target_arch = "x86_64"))]
