@@ -458,3 +458,28 @@ fn weights_change_after_packing() {
         assert!((2.0 * a + 1.0 - s).abs() <= 1e-5 * s.abs().max(1.0), "{a} -> {s}");
     }
 }
+
+/// Planes a few columns past whole 48-column strips (7x7 = 48 + 1, 14x14 = 4 x 48 + 4), where
+/// the GEMMs' last tile takes the leftover columns with it, on one to three threads: the 1x1
+/// GEMM and the implicit 3x3 one (deep enough for several tap blocks) against the naive
+/// reference.
+#[test]
+fn strip_tails_match_naive() {
+    for (h, w) in [(7, 7), (14, 14), (1, 49), (1, 97), (1, 100), (2, 50), (3, 33)] {
+        for (k, ci) in [(1, 20), (3, 40)] {
+            let co = 24;
+            let wt = values(co * ci * k * k, 7);
+            let bias = values(co, 8);
+            let x = values(ci * h * w, 9);
+            let pad = k / 2;
+            let conv = Conv2d::new(wt.clone(), [co, ci, k, k], Some(bias.clone()), (1, 1), (1, 1), 1, Padding::Explicit([pad; 4]), Activation::Relu6)
+                .expect("valid conv");
+            let (plain, _, _) = naive_conv(&x, (1, ci, h, w), &wt, [co, ci, k, k], &bias, (1, 1), (1, 1), 1, [pad; 4]);
+            let want: Vec<f32> = plain.iter().map(|v| naive_act(*v, Activation::Relu6)).collect();
+            for threads in 1..=3 {
+                let got = pool(threads).install(|| conv.forward(&x, 1, h, w)).expect("forward");
+                check(&got, &want, &format!("{k}x{k} at {h}x{w}, {threads} threads")).expect("matches");
+            }
+        }
+    }
+}
