@@ -172,7 +172,7 @@ unsafe fn pack_strip(k: usize, x: *const f32, ld: usize, nc: usize, strip: *mut 
 /// panels of a 1x1 or deep 3x3 convolution come from L3 once per run, and the hardware
 /// prefetcher alone left the micro-kernel waiting (Lite0's 7x7 1x1 GEMMs 5-8 % faster,
 /// ResNet-18's 512->512 3x3 at 7x7 2785 -> 1898 us; 4 KB ahead helped less, 12 KB the same).
-const PREFETCH: usize = 2048;
+pub(crate) const PREFETCH: usize = 2048;
 
 /// The `MR x 16V` products of one packed panel (`k x MR`, `panel[p * MR + i]`) and one packed
 /// strip (`k x NR`, `strip[p * NR + j]`), summed over `k` in registers: the shared core of the

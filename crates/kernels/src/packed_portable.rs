@@ -220,7 +220,12 @@ fn micro<M: MulAdd, const RI: usize, const CJ: usize>(
     strip: &[f32],
 ) -> [[f32; PC]; PR] {
     let mut acc = [[0f32; PC]; PR];
-    for (w, x) in panel.chunks_exact(MR).zip(strip.chunks_exact(NR)) {
+    for (p, (w, x)) in panel.chunks_exact(MR).zip(strip.chunks_exact(NR)).enumerate() {
+        // The first of a panel's six calls streams it (from L3 for a big layer): it fetches
+        // ahead as the AVX-512 kernel does.
+        if RI == 0 && CJ == 0 && p % 2 == 0 {
+            prefetch(panel.as_ptr().wrapping_add(p * MR + crate::packed::PREFETCH));
+        }
         let x: &[f32; PC] = x[CJ..CJ + PC].try_into().unwrap_or(&[0.0; PC]);
         for (i, acc_i) in acc.iter_mut().enumerate() {
             let wi = w[RI + i];
@@ -230,6 +235,19 @@ fn micro<M: MulAdd, const RI: usize, const CJ: usize>(
         }
     }
     acc
+}
+
+/// Asks for the cache line holding `p` (any address: a prefetch never faults); nothing where
+/// there is no stable prefetch instruction.
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only names an address; it never reads or faults (SSE, baseline).
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// The epilogue: `rows x cols` of `acc` plus bias (plus what `dst` holds when `accumulate`),
