@@ -39,7 +39,7 @@ impl DwIsa {
             #[cfg(target_arch = "x86_64")]
             DwIsa::Avx2 => super::simd::has_avx2_fma(),
             #[cfg(not(target_arch = "x86_64"))]
-            DwIsa::Avx512 | DwIsa::Avx2 | DwIsa::Lanes => false,
+            DwIsa::Avx512 | DwIsa::Avx2 => false,
             DwIsa::Portable | DwIsa::Padded => true,
         }
     }

@@ -86,6 +86,8 @@ pub(crate) fn depthwise(
 ) -> bool {
     let (in_plane, out_plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
     let groups = channels.div_ceil(LANES);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = act;
     if !available() || channels == 0 || out_plane == 0 || taps == 0 {
         return available() && out.is_empty();
     }
