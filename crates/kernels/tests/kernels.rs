@@ -472,13 +472,33 @@ fn strip_tails_match_naive() {
             let bias = values(co, 8);
             let x = values(ci * h * w, 9);
             let pad = k / 2;
-            let conv = Conv2d::new(wt.clone(), [co, ci, k, k], Some(bias.clone()), (1, 1), (1, 1), 1, Padding::Explicit([pad; 4]), Activation::Relu6)
-                .expect("valid conv");
-            let (plain, _, _) = naive_conv(&x, (1, ci, h, w), &wt, [co, ci, k, k], &bias, (1, 1), (1, 1), 1, [pad; 4]);
+            let conv = Conv2d::new(
+                wt.clone(),
+                [co, ci, k, k],
+                Some(bias.clone()),
+                (1, 1),
+                (1, 1),
+                1,
+                Padding::Explicit([pad; 4]),
+                Activation::Relu6,
+            )
+            .expect("valid conv");
+            let (plain, _, _) = naive_conv(
+                &x,
+                (1, ci, h, w),
+                &wt,
+                [co, ci, k, k],
+                &bias,
+                (1, 1),
+                (1, 1),
+                1,
+                [pad; 4],
+            );
             let want: Vec<f32> = plain.iter().map(|v| naive_act(*v, Activation::Relu6)).collect();
             for threads in 1..=3 {
                 let got = pool(threads).install(|| conv.forward(&x, 1, h, w)).expect("forward");
-                check(&got, &want, &format!("{k}x{k} at {h}x{w}, {threads} threads")).expect("matches");
+                check(&got, &want, &format!("{k}x{k} at {h}x{w}, {threads} threads"))
+                    .expect("matches");
             }
         }
     }
