@@ -195,14 +195,15 @@ fn run_tiles(
     } else {
         (2 * threads).div_ceil(col_tiles).min(m.div_ceil(16)).max(1)
     };
-    // On several threads, when those tiles are too few to share out: tiles of whole strips,
-    // the last taking a plane's few leftover columns (alone they would stream every weight
-    // again for a column or four, a task far lighter than the others), one tile per thread,
-    // split by columns or rows, whichever reads less (a column tile streams all of its rows'
-    // weights once more, from L3 for deep layers; a row tile gathers its columns once more).
-    // ResNet-18's 3x3 convolutions at 2 threads: 256->256 at 14x14 1103 -> 846 us, 512->512
-    // at 7x7 1499 -> 1243 us (`conv3_shapes 3 2`).
-    let (nt, col_tiles, row_tiles) = if threads > 1 && plane.div_ceil(nt) < 2 * threads {
+    // On several threads: tiles of whole strips, the last taking a plane's few leftover
+    // columns (alone they would stream every weight again for a column or four, a task far
+    // lighter than the others), one contiguous tile per thread, split by columns or rows,
+    // whichever reads less (a column tile streams all of its rows' weights once more, from
+    // L3 for deep layers; a row tile gathers its columns once more). At 2 threads
+    // (`conv3_shapes 3 2`, alternating): ResNet-18's 256->256 3x3 at 14x14 1103 -> 846 us,
+    // 512->512 at 7x7 1499 -> 1243 us, the 7x7 stem 979 -> 780 us; the wide 56x56 and 28x28
+    // planes within noise of the cache-sized tiles.
+    let (nt, col_tiles, row_tiles) = if threads > 1 {
         let strips = (plane / NR + usize::from(plane % NR > crate::packed::TAIL)).max(1);
         let split = |ct: usize| {
             let per = strips.div_ceil(ct);
