@@ -85,7 +85,8 @@ thread_local! {
 ///
 /// # Safety
 /// AVX-512F must be available; `packed` must hold the panels `panel0 .. panel0 +
-/// m.div_ceil(MR)` of `k * MR` values; `x` must be valid for reads of rows `0..k`, columns
+/// m.div_ceil(MR)`, `ps` values apart, each read for `k * MR` values (`ps > k * MR` when the
+/// tile takes a slice of a deeper GEMM's depth); `x` must be valid for reads of rows `0..k`, columns
 /// `0..n` at stride `ld`; `dst` for reads and writes of rows `0..m`, columns `0..n` at stride
 /// `ldd`, and no other thread may access those elements during the call.
 #[cfg(target_arch = "x86_64")]
@@ -97,6 +98,7 @@ pub(crate) unsafe fn tile(
     k: usize,
     packed: &[f32],
     panel0: usize,
+    ps: usize,
     x: *const f32,
     ld: usize,
     dst: *mut f32,
@@ -126,7 +128,7 @@ pub(crate) unsafe fn tile(
             while r < m {
                 let mr = (m - r).min(MR);
                 let pi = panel0 + r / MR;
-                let wp = &packed[pi * k * MR..(pi + 1) * k * MR];
+                let wp = &packed[pi * ps..pi * ps + k * MR];
                 let b = &bias[r..r + mr];
                 // SAFETY: rows r..r+mr < m and columns c..c+nc+tail <= n of dst (caller's
                 // contract); the panel and strips hold k * MR and k * NR values.

@@ -67,6 +67,7 @@ pub(crate) unsafe fn best_tile(
     k: usize,
     packed: &[f32],
     panel0: usize,
+    ps: usize,
     x: *const f32,
     ld: usize,
     dst: *mut f32,
@@ -79,19 +80,22 @@ pub(crate) unsafe fn best_tile(
     if crate::simd::has_avx512() {
         // SAFETY: AVX-512F was detected; the rest is the caller's contract.
         unsafe {
-            crate::packed::tile(m, n, k, packed, panel0, x, ld, dst, ldd, bias, accumulate, clamp)
+            crate::packed::tile(
+                m, n, k, packed, panel0, ps, x, ld, dst, ldd, bias, accumulate, clamp,
+            )
         };
         return;
     }
     // SAFETY: the caller's contract.
-    unsafe { tile(m, n, k, packed, panel0, x, ld, dst, ldd, bias, accumulate, clamp) }
+    unsafe { tile(m, n, k, packed, panel0, ps, x, ld, dst, ldd, bias, accumulate, clamp) }
 }
 
 /// `dst[m x n] = clamp(packed_w * x + bias (+ dst if accumulate))` for one tile, as
 /// [`crate::packed::tile`] (same panels, same contract) on any CPU.
 ///
 /// # Safety
-/// `packed` must hold the panels `panel0 .. panel0 + m.div_ceil(MR)` of `k * MR` values; `x`
+/// `packed` must hold the panels `panel0 .. panel0 + m.div_ceil(MR)`, `ps` values apart, each
+/// read for `k * MR` values (`ps > k * MR` when the tile takes a slice of a deeper GEMM); `x`
 /// must be valid for reads of rows `0..k`, columns `0..n` at stride `ld`; `dst` for reads and
 /// writes of rows `0..m`, columns `0..n` at stride `ldd`, and no other thread may access those
 /// elements during the call; `bias` holds `m` values.
@@ -102,6 +106,7 @@ pub(crate) unsafe fn tile(
     k: usize,
     packed: &[f32],
     panel0: usize,
+    ps: usize,
     x: *const f32,
     ld: usize,
     dst: *mut f32,
@@ -110,7 +115,7 @@ pub(crate) unsafe fn tile(
     accumulate: bool,
     clamp: Option<(f32, f32)>,
 ) {
-    let t = Tile { m, n, k, packed, panel0, x, ld, dst, ldd, bias, accumulate, clamp };
+    let t = Tile { m, n, k, packed, panel0, ps, x, ld, dst, ldd, bias, accumulate, clamp };
     crate::pool::with_aligned_scratch(&crate::packed::STRIP, k * NR, |strip| {
         #[cfg(target_arch = "x86_64")]
         if crate::simd::has_avx2_fma() {
@@ -138,6 +143,7 @@ struct Tile<'a> {
     k: usize,
     packed: &'a [f32],
     panel0: usize,
+    ps: usize,
     x: *const f32,
     ld: usize,
     dst: *mut f32,
@@ -180,7 +186,7 @@ unsafe fn tile_body<M: MulAdd>(t: &Tile<'_>, strip: &mut [f32]) {
         while r < t.m {
             let mr = (t.m - r).min(MR);
             let pi = t.panel0 + r / MR;
-            let wp = &t.packed[pi * k * MR..(pi + 1) * k * MR];
+            let wp = &t.packed[pi * t.ps..pi * t.ps + k * MR];
             for half in 0..MR / PR {
                 let rows = mr.saturating_sub(half * PR).min(PR);
                 for side in 0..NR / PC {

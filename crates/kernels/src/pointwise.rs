@@ -45,7 +45,7 @@ pub(crate) fn pointwise(
     }
     let clamp = super::dw_direct::clamp_of(act);
     let threads = crate::pool::threads();
-    let (nt, col_tiles, row_tiles) = if packed.is_some() {
+    let (nt, col_tiles, row_tiles) = if let Some(packed) = packed {
         // The packed kernel packs x one 48-column strip at a time whatever the tile, so tiles
         // are whole strips (the last one taking the plane's few leftover columns with it).
         // Every column tile reads all of its rows' weights and every row tile packs all of
@@ -62,7 +62,16 @@ pub(crate) fn pointwise(
             (per * nr, ct, rt)
         };
         let cost = |&(_, ct, rt): &(usize, usize, usize)| ct * co + rt * hw;
-        (1..=strips.min(want)).map(split).min_by_key(cost).unwrap_or((hw, 1, 1))
+        let best = (1..=strips.min(want)).map(split).min_by_key(cost).unwrap_or((hw, 1, 1));
+        // Or split the depth: each thread reads its own slice of the input channels (the
+        // ones its core wrote, when a channel-split step came before) and of every weight
+        // row, and the partial sums (co x hw each, read and added once more) are summed.
+        let depth = co + hw + 2 * (threads - 1) * co * hw / ci.max(1);
+        if threads > 1 && ci >= 16 * threads && depth < cost(&best) && split_depth_allowed() {
+            split_depth(co, ci, hw, packed, x, bias, act, accumulate, out, threads);
+            return true;
+        }
+        best
     } else {
         // Column tiles sized so a tile of x (ci x nt) stays within about 256 KB.
         let nt_cache = ((64 * 1024) / ci.max(1)).clamp(64, 1024) / 16 * 16;
@@ -109,6 +118,7 @@ pub(crate) fn pointwise(
                     ci,
                     pk,
                     r0 / super::packed::MR,
+                    ci * super::packed::MR,
                     x.as_ptr().add(c0),
                     hw,
                     d.0.add(r0 * hw + c0),
@@ -346,4 +356,81 @@ unsafe fn micro<const R: usize>(
             _mm512_mask_storeu_ps(dp.add(16), hi, v1);
         }
     }
+}
+
+thread_local! {
+    /// The calling thread's partial sums of a depth-split GEMM (and a zero bias), kept.
+    static PARTIAL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `INFER_SPLIT_K=never` (read once) keeps every 1x1 GEMM split by rows or columns, for
+/// same-binary A/B runs.
+fn split_depth_allowed() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("INFER_SPLIT_K").map_or(true, |v| v != "never"))
+}
+
+/// [`pointwise`] with the depth `ci` split into `parts` slices, one task each: slice 0 goes
+/// straight into `out` with the bias (and onto the residual there when `accumulate`), the
+/// others into partial buffers, which are then added to `out` before the activation.
+#[allow(clippy::too_many_arguments)]
+fn split_depth(
+    co: usize,
+    ci: usize,
+    hw: usize,
+    packed: &[f32],
+    x: &[f32],
+    bias: &[f32],
+    act: Activation,
+    accumulate: bool,
+    out: &mut [f32],
+    parts: usize,
+) {
+    let mr = super::packed::MR;
+    let per = ci.div_ceil(parts);
+    let parts = ci.div_ceil(per);
+    let plane = co * hw;
+    crate::pool::with_aligned_scratch(&PARTIAL, (parts - 1) * plane + co, |buf| {
+        let (partials, zeros) = buf.split_at_mut((parts - 1) * plane);
+        zeros.fill(0.0);
+        let zeros = &*zeros;
+        let shared = crate::pool::SharedMut::new(partials);
+        let dst = OutPtr(out.as_mut_ptr());
+        crate::pool::for_each_task(parts, &|p| {
+            let (k0, d) = (p * per, dst);
+            let kk = per.min(ci - k0);
+            let (to, b, acc) = if p == 0 {
+                (d.0, bias, accumulate)
+            } else {
+                // SAFETY: partial p - 1 is this task's alone; `buf` outlives the loop.
+                (unsafe { shared.slice((p - 1) * plane, plane) }.as_mut_ptr(), zeros, false)
+            };
+            // SAFETY: the panels of all co rows start every ci * MR values (packed checked by
+            // the caller); slice p reads their values k0 * MR.. for kk steps, and rows
+            // k0..k0+kk of x (ci rows of hw); `to` holds co rows of hw values, this task's
+            // alone (`out` for slice 0, its partial otherwise).
+            unsafe {
+                super::packed_portable::best_tile(
+                    co,
+                    hw,
+                    kk,
+                    &packed[k0 * mr..],
+                    0,
+                    ci * mr,
+                    x.as_ptr().add(k0 * hw),
+                    hw,
+                    to,
+                    hw,
+                    &b[..co],
+                    acc,
+                    None,
+                )
+            };
+        });
+        let out = &mut out[..plane];
+        for part in partials.chunks_exact(plane) {
+            out.iter_mut().zip(part).for_each(|(o, v)| *o += v);
+        }
+        apply_activation(out, act);
+    });
 }

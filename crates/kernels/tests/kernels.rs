@@ -503,3 +503,57 @@ fn strip_tails_match_naive() {
         }
     }
 }
+
+/// 1x1 convolutions deep and narrow enough (512-1152 input channels, few outputs, small
+/// planes) that two or three threads split the depth and add their partial sums: with and
+/// without a residual, with a clamp and a non-clamp activation.
+#[test]
+fn depth_split_pointwise_matches_naive() {
+    for (ci, co, hw) in [(512, 24, 49), (1152, 40, 49), (640, 8, 30), (600, 16, 97)] {
+        for act in [Activation::Relu6, Activation::Silu, Activation::None] {
+            let wt = values(co * ci, 11);
+            let bias = values(co, 12);
+            let x = values(ci * hw, 13);
+            let conv = Conv2d::new(
+                wt.clone(),
+                [co, ci, 1, 1],
+                Some(bias.clone()),
+                (1, 1),
+                (1, 1),
+                1,
+                Padding::Valid,
+                act,
+            )
+            .expect("valid conv");
+            let (plain, _, _) = naive_conv(
+                &x,
+                (1, ci, 1, hw),
+                &wt,
+                [co, ci, 1, 1],
+                &bias,
+                (1, 1),
+                (1, 1),
+                1,
+                [0; 4],
+            );
+            let want: Vec<f32> = plain.iter().map(|v| naive_act(*v, act)).collect();
+            let residual = values(want.len(), 14);
+            let want_res: Vec<f32> =
+                plain.iter().zip(&residual).map(|(a, r)| naive_act(a + r, act)).collect();
+            for threads in 1..=3 {
+                let p = pool(threads);
+                let got = p.install(|| conv.forward(&x, 1, 1, hw)).expect("forward");
+                check(&got, &want, &format!("{ci}->{co} x {hw} {act:?}, {threads} threads"))
+                    .expect("matches");
+                let mut acc = residual.clone();
+                p.install(|| conv.forward_add(&x, 1, 1, hw, &mut acc)).expect("forward_add");
+                check(
+                    &acc,
+                    &want_res,
+                    &format!("{ci}->{co} x {hw} {act:?} + residual, {threads} threads"),
+                )
+                .expect("matches");
+            }
+        }
+    }
+}
