@@ -371,8 +371,11 @@ fn split_depth_allowed() -> bool {
 }
 
 /// [`pointwise`] with the depth `ci` split into `parts` slices, one task each: slice 0 goes
-/// straight into `out` with the bias (and onto the residual there when `accumulate`), the
-/// others into partial buffers, which are then added to `out` before the activation.
+/// straight into `out` with the bias, the others into partial buffers, which are then added
+/// to `out` before the activation. With `accumulate` (a residual in `out`) slice 0 gets a
+/// buffer too and the residual is added last, so the sum rounds exactly as a plain
+/// convolution followed by the add does (the ML Program executor's interpreted first run and
+/// its lowered plan, which folds the add, agree to the bit).
 #[allow(clippy::too_many_arguments)]
 fn split_depth(
     co: usize,
@@ -390,8 +393,10 @@ fn split_depth(
     let per = ci.div_ceil(parts);
     let parts = ci.div_ceil(per);
     let plane = co * hw;
-    crate::pool::with_aligned_scratch(&PARTIAL, (parts - 1) * plane + co, |buf| {
-        let (partials, zeros) = buf.split_at_mut((parts - 1) * plane);
+    let first = usize::from(!accumulate);
+    let buffers = parts - first;
+    crate::pool::with_aligned_scratch(&PARTIAL, buffers * plane + co, |buf| {
+        let (partials, zeros) = buf.split_at_mut(buffers * plane);
         zeros.fill(0.0);
         let zeros = &*zeros;
         let shared = crate::pool::SharedMut::new(partials);
@@ -399,16 +404,17 @@ fn split_depth(
         crate::pool::for_each_task(parts, &|p| {
             let (k0, d) = (p * per, dst);
             let kk = per.min(ci - k0);
-            let (to, b, acc) = if p == 0 {
-                (d.0, bias, accumulate)
+            let to = if p < first {
+                d.0
             } else {
-                // SAFETY: partial p - 1 is this task's alone; `buf` outlives the loop.
-                (unsafe { shared.slice((p - 1) * plane, plane) }.as_mut_ptr(), zeros, false)
+                // SAFETY: buffer p - first is this task's alone; `buf` outlives the loop.
+                unsafe { shared.slice((p - first) * plane, plane) }.as_mut_ptr()
             };
+            let b = if p == 0 { bias } else { zeros };
             // SAFETY: the panels of all co rows start every ci * MR values (packed checked by
             // the caller); slice p reads their values k0 * MR.. for kk steps, and rows
             // k0..k0+kk of x (ci rows of hw); `to` holds co rows of hw values, this task's
-            // alone (`out` for slice 0, its partial otherwise).
+            // alone (`out` for slice 0 without a residual, a buffer otherwise).
             unsafe {
                 super::packed_portable::best_tile(
                     co,
@@ -422,14 +428,22 @@ fn split_depth(
                     to,
                     hw,
                     &b[..co],
-                    acc,
+                    false,
                     None,
                 )
             };
         });
         let out = &mut out[..plane];
-        for part in partials.chunks_exact(plane) {
-            out.iter_mut().zip(part).for_each(|(o, v)| *o += v);
+        if accumulate {
+            let (sum, rest) = partials.split_at_mut(plane);
+            for part in rest.chunks_exact(plane) {
+                sum.iter_mut().zip(part).for_each(|(s, v)| *s += v);
+            }
+            out.iter_mut().zip(&*sum).for_each(|(o, v)| *o += v);
+        } else {
+            for part in partials.chunks_exact(plane) {
+                out.iter_mut().zip(part).for_each(|(o, v)| *o += v);
+            }
         }
         apply_activation(out, act);
     });

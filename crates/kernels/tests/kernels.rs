@@ -506,7 +506,8 @@ fn strip_tails_match_naive() {
 
 /// 1x1 convolutions deep and narrow enough (512-1152 input channels, few outputs, small
 /// planes) that two or three threads split the depth and add their partial sums: with and
-/// without a residual, with a clamp and a non-clamp activation.
+/// without a residual, with a clamp and a non-clamp activation; the residual folded into the
+/// GEMM rounds exactly as the convolution followed by the add.
 #[test]
 fn depth_split_pointwise_matches_naive() {
     for (ci, co, hw) in [(512, 24, 49), (1152, 40, 49), (640, 8, 30), (600, 16, 97)] {
@@ -553,6 +554,11 @@ fn depth_split_pointwise_matches_naive() {
                     &format!("{ci}->{co} x {hw} {act:?} + residual, {threads} threads"),
                 )
                 .expect("matches");
+                if act == Activation::None {
+                    // The folded add rounds as the convolution followed by the add does.
+                    let added: Vec<f32> = got.iter().zip(&residual).map(|(a, r)| a + r).collect();
+                    assert_eq!(acc, added, "{ci}->{co} x {hw}, {threads} threads: folded add");
+                }
             }
         }
     }
