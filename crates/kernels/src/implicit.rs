@@ -182,19 +182,6 @@ fn run_tiles(
 ) {
     let k = src.taps.len();
     let threads = crate::pool::threads();
-    // Column tiles whose packed strips (k x nt) stay within about 384 KB of L2.
-    let mut nt = ((96 * 1024) / k.max(1) / NR).clamp(1, 20) * NR;
-    nt = nt.min(plane.div_ceil(NR) * NR);
-    let mut col_tiles = plane.div_ceil(nt);
-    if threads > 1 && col_tiles < threads && plane >= NR * threads {
-        nt = plane.div_ceil(threads).div_ceil(NR) * NR;
-        col_tiles = plane.div_ceil(nt);
-    }
-    let row_tiles = if col_tiles >= 2 * threads || threads == 1 {
-        1
-    } else {
-        (2 * threads).div_ceil(col_tiles).min(m.div_ceil(16)).max(1)
-    };
     // On several threads: tiles of whole strips, the last taking a plane's few leftover
     // columns (alone they would stream every weight again for a column or four, a task far
     // lighter than the others), one contiguous tile per thread, split by columns or rows,
@@ -202,18 +189,15 @@ fn run_tiles(
     // L3 for deep layers; a row tile gathers its columns once more). At 2 threads
     // (`conv3_shapes 3 2`, alternating): ResNet-18's 256->256 3x3 at 14x14 1103 -> 846 us,
     // 512->512 at 7x7 1499 -> 1243 us, the 7x7 stem 979 -> 780 us; the wide 56x56 and 28x28
-    // planes within noise of the cache-sized tiles.
+    // planes within noise of the cache-sized tiles below.
     let (nt, col_tiles, row_tiles) = if threads > 1 {
-        let strips = (plane / NR + usize::from(plane % NR > crate::packed::TAIL)).max(1);
-        let split = |ct: usize| {
-            let per = strips.div_ceil(ct);
-            let ct = strips.div_ceil(per);
-            (per * NR, ct, threads.div_ceil(ct).min(m.div_ceil(MR)).max(1))
-        };
-        let cost = |&(_, ct, rt): &(usize, usize, usize)| ct * m + rt * plane;
-        (1..=strips.min(threads)).map(split).min_by_key(cost).unwrap_or((plane, 1, 1))
+        let best = crate::packed::Split::least_reading(m, plane, threads);
+        (best.nt, best.col_tiles, best.row_tiles)
     } else {
-        (nt, col_tiles, row_tiles)
+        // One thread: column tiles whose packed strips (k x nt) stay within about 384 KB of
+        // L2 (each tile's output is revisited once per block of taps).
+        let nt = (((96 * 1024) / k.max(1) / NR).clamp(1, 20) * NR).min(plane.div_ceil(NR) * NR);
+        (nt, plane.div_ceil(nt), 1)
     };
     let mt = m.div_ceil(row_tiles).div_ceil(MR) * MR;
     let row_tiles = m.div_ceil(mt);
@@ -221,23 +205,12 @@ fn run_tiles(
     let dst = crate::pool::SharedMut::new(out);
     crate::pool::for_each_task(row_tiles * col_tiles, &|t| {
         let (rt, ct) = (t / col_tiles, t % col_tiles);
-        let (r0, c0) = (rt * mt, ct * nt);
-        // The last column tile takes every column left.
-        let nn = if ct + 1 == col_tiles { plane - c0 } else { nt.min(plane - c0) };
+        let r0 = rt * mt;
+        let (c0, nn) = crate::packed::Split::columns(nt, col_tiles, ct, plane);
         let mm = (m - r0).min(mt);
-        STRIPS.with(|cell| {
-            let mut own = Vec::new();
-            let mut guard = cell.try_borrow_mut();
-            let buf: &mut Vec<f32> = match guard.as_mut() {
-                Ok(b) => b,
-                Err(_) => &mut own,
-            };
-            // 16 spare values so the strip can start on a cache line, 16 for the padded
-            // gather's whole-vector stores past the last row.
-            let need = k.min(KC) * NR + 32;
-            if buf.len() < need {
-                buf.resize(need, 0.0);
-            }
+        // One strip block, plus 16 values for the padded gather's whole-vector stores past
+        // its last row.
+        crate::pool::with_aligned_scratch(&STRIPS, k.min(KC) * NR + 16, |buf| {
             // SAFETY: AVX-512F was detected by the caller; rows r0..r0+mm < m and columns
             // c0..c0+nn <= plane of `out` (m * plane values, checked) belong to this tile
             // alone; `packed` holds the panels from r0 / MR (r0 is a multiple of MR) for k
@@ -302,8 +275,8 @@ const KC: usize = 128;
 ///
 /// # Safety
 /// AVX-512F; as argued at the call in [`run_tiles`]; `bias` holds `mm` values; `buf` holds at
-/// least `KC.min(k) * NR + 32` values; `padded`, when given, is `src`'s padded copy (stride
-/// 1 or 2).
+/// least `KC.min(k) * NR + 16` values from a cache line on (so the micro-kernel's 16-lane
+/// loads never split); `padded`, when given, is `src`'s padded copy (stride 1 or 2).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -325,9 +298,6 @@ unsafe fn tile(
     const ZERO: [f32; MR] = [0.0; MR];
     let k = src.taps.len();
     let strips = nn.div_ceil(NR);
-    // The strip starts on a 64-byte line: the micro-kernel's 16-lane loads never split.
-    let lead = buf.as_ptr().align_offset(64).min(16);
-    let buf = &mut buf[lead..];
     let mut p0 = 0;
     while p0 < k {
         let kc = (k - p0).min(KC);

@@ -22,6 +22,45 @@ pub(crate) fn available() -> bool {
     return cfg!(target_arch = "aarch64");
 }
 
+/// How a packed GEMM of `rows x cols` outputs is shared out between threads: column tiles of
+/// whole 48-column strips (the last tile also takes every column left), and row tiles.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Split {
+    /// Columns per column tile (a multiple of [`NR`]).
+    pub(crate) nt: usize,
+    /// Column tiles.
+    pub(crate) col_tiles: usize,
+    /// Row tiles wanted (the caller rounds their height to whole panels).
+    pub(crate) row_tiles: usize,
+    /// What the split reads, in units of the depth: each column tile streams all of its
+    /// rows' weights, each row tile packs all of its columns' activations.
+    pub(crate) reads: usize,
+}
+
+impl Split {
+    /// The one-tile-per-thread split of a `rows x cols` GEMM that reads the least: small
+    /// planes split rows, large ones columns. A plane's last few columns (at most [`TAIL`],
+    /// as 7x7 = 48 + 1 leaves) belong to the strip before them, never to a tile of their own.
+    pub(crate) fn least_reading(rows: usize, cols: usize, threads: usize) -> Split {
+        let strips = (cols / NR + usize::from(cols % NR > TAIL)).max(1);
+        let split = |ct: usize| {
+            let per = strips.div_ceil(ct);
+            let col_tiles = strips.div_ceil(per);
+            let row_tiles = threads.div_ceil(col_tiles).min(rows.div_ceil(MR)).max(1);
+            let reads = col_tiles * rows + row_tiles * cols;
+            Split { nt: per * NR, col_tiles, row_tiles, reads }
+        };
+        (1..=strips.min(threads.max(1))).map(split).min_by_key(|s| s.reads).unwrap_or(split(1))
+    }
+
+    /// First column and width of column tile `ct` of a plane of `cols` columns, tiled `nt`
+    /// wide in `col_tiles` tiles (the last takes every column left).
+    pub(crate) fn columns(nt: usize, col_tiles: usize, ct: usize, cols: usize) -> (usize, usize) {
+        let c0 = ct * nt;
+        (c0, if ct + 1 == col_tiles { cols - c0 } else { nt.min(cols - c0) })
+    }
+}
+
 /// Packs `w` (`m x k`, row-major) into `m.div_ceil(MR)` panels of `k x MR` (`panel[p * MR + i]`
 /// = `w[(r + i) * k + p]`), zero-filled past the last row.
 pub(crate) fn pack_weights(w: &[f32], m: usize, k: usize) -> Vec<f32> {

@@ -47,31 +47,18 @@ pub(crate) fn pointwise(
     let threads = crate::pool::threads();
     let (nt, col_tiles, row_tiles) = if let Some(packed) = packed {
         // The packed kernel packs x one 48-column strip at a time whatever the tile, so tiles
-        // are whole strips (the last one taking the plane's few leftover columns with it).
-        // Every column tile reads all of its rows' weights and every row tile packs all of
-        // its columns' activations: of the splits into one task per thread, take the one
-        // that reads the least (small planes split rows, large planes columns). Two tasks
-        // per thread measured slower on every Lite0 shape (each repeats that reading).
-        let nr = super::packed::NR;
-        let strips = (hw / nr + usize::from(hw % nr > super::packed::TAIL)).max(1);
-        let want = threads;
-        let split = |ct: usize| {
-            let per = strips.div_ceil(ct);
-            let ct = strips.div_ceil(per);
-            let rt = want.div_ceil(ct).min(co.div_ceil(8)).max(1);
-            (per * nr, ct, rt)
-        };
-        let cost = |&(_, ct, rt): &(usize, usize, usize)| ct * co + rt * hw;
-        let best = (1..=strips.min(want)).map(split).min_by_key(cost).unwrap_or((hw, 1, 1));
+        // are whole strips, one per thread, split to read the least. Two tasks per thread
+        // measured slower on every Lite0 shape (each repeats that reading).
+        let best = super::packed::Split::least_reading(co, hw, threads);
         // Or split the depth: each thread reads its own slice of the input channels (the
         // ones its core wrote, when a channel-split step came before) and of every weight
         // row, and the partial sums (co x hw each, read and added once more) are summed.
         let depth = co + hw + 2 * (threads - 1) * co * hw / ci.max(1);
-        if threads > 1 && ci >= 16 * threads && depth < cost(&best) && split_depth_allowed() {
+        if threads > 1 && ci >= 16 * threads && depth < best.reads && split_depth_allowed() {
             split_depth(co, ci, hw, packed, x, bias, act, accumulate, out, threads);
             return true;
         }
-        best
+        (best.nt, best.col_tiles, best.row_tiles)
     } else {
         // Column tiles sized so a tile of x (ci x nt) stays within about 256 KB.
         let nt_cache = ((64 * 1024) / ci.max(1)).clamp(64, 1024) / 16 * 16;
@@ -93,9 +80,8 @@ pub(crate) fn pointwise(
     let dst = OutPtr(out.as_mut_ptr());
     let tile = |t: usize| {
         let (rt, ct) = (t / col_tiles, t % col_tiles);
-        let (r0, c0) = (rt * mt, ct * nt);
-        // The last column tile takes every column left.
-        let n = if ct + 1 == col_tiles { hw - c0 } else { nt.min(hw - c0) };
+        let r0 = rt * mt;
+        let (c0, n) = super::packed::Split::columns(nt, col_tiles, ct, hw);
         let m = (co - r0).min(mt);
         let d = dst;
         // The activation over the tile's rows, for the kernels that do not apply it in
