@@ -182,23 +182,15 @@ fn run_tiles(
 ) {
     let k = src.taps.len();
     let threads = crate::pool::threads();
-    // On several threads: tiles of whole strips, the last taking a plane's few leftover
-    // columns (alone they would stream every weight again for a column or four, a task far
-    // lighter than the others), one contiguous tile per thread, split by columns or rows,
-    // whichever reads less (a column tile streams all of its rows' weights once more, from
-    // L3 for deep layers; a row tile gathers its columns once more). At 2 threads
-    // (`conv3_shapes 3 2`, alternating): ResNet-18's 256->256 3x3 at 14x14 1103 -> 846 us,
-    // 512->512 at 7x7 1499 -> 1243 us, the 7x7 stem 979 -> 780 us; the wide 56x56 and 28x28
-    // planes within noise of the cache-sized tiles below.
-    let (nt, col_tiles, row_tiles) = if threads > 1 {
-        let best = crate::packed::Split::least_reading(m, plane, threads);
-        (best.nt, best.col_tiles, best.row_tiles)
-    } else {
-        // One thread: column tiles whose packed strips (k x nt) stay within about 384 KB of
-        // L2 (each tile's output is revisited once per block of taps).
-        let nt = (((96 * 1024) / k.max(1) / NR).clamp(1, 20) * NR).min(plane.div_ceil(NR) * NR);
-        (nt, plane.div_ceil(nt), 1)
-    };
+    // One contiguous tile per thread (one tile on one thread) of whole strips, the last
+    // taking a plane's few leftover columns (alone they would stream every weight again for a
+    // column or four), split by columns or rows, whichever reads less (a column tile streams
+    // all of its rows' weights once more, from L3 for deep layers; a row tile gathers its
+    // columns once more). At 2 threads (`conv3_shapes 3 2`, alternating): ResNet-18's
+    // 256->256 3x3 at 14x14 1103 -> 846 us, 512->512 at 7x7 1499 -> 1243 us, the 7x7 stem
+    // 979 -> 780 us. Inside a tile, see `chunk` below.
+    let best = crate::packed::Split::least_reading(m, plane, threads);
+    let (nt, col_tiles, row_tiles) = (best.nt, best.col_tiles, best.row_tiles);
     let mt = m.div_ceil(row_tiles).div_ceil(MR) * MR;
     let row_tiles = m.div_ceil(mt);
     let clamp = crate::dw_direct::clamp_of(act);
@@ -208,35 +200,59 @@ fn run_tiles(
         let r0 = rt * mt;
         let (c0, nn) = crate::packed::Split::columns(nt, col_tiles, ct, plane);
         let mm = (m - r0).min(mt);
+        // A tile whose weights fit in L2 runs in cache-sized column chunks (weights read
+        // once per chunk, from L2): each chunk's output block stays in L1 across the depth's
+        // blocks instead of the whole tile's outputs cycling through L2 once per block. At 2
+        // threads (`conv3_shapes 10 2`, 6 alternating rounds) ResNet-18's convolutions 13.3
+        // -> 12.7 ms (stem, 64@56, 128@28 5-8 %). Deeper tiles run whole, their weights
+        // streamed from L3 once: on one thread that took 512->512 at 7x7 1518 -> 1355 us and
+        // 256->512 at 14x14 746 -> 682 us against 48-column tiles (which read them once per
+        // tile, and a 1-column tile for 7x7's 49th column).
+        let chunk = if mm * k * 4 <= L2_WEIGHTS { cache_cols(k) } else { nn };
         // One strip block, plus 16 values for the padded gather's whole-vector stores past
         // its last row.
         crate::pool::with_aligned_scratch(&STRIPS, k.min(KC) * NR + 16, |buf| {
-            // SAFETY: AVX-512F was detected by the caller; rows r0..r0+mm < m and columns
-            // c0..c0+nn <= plane of `out` (m * plane values, checked) belong to this tile
-            // alone; `packed` holds the panels from r0 / MR (r0 is a multiple of MR) for k
-            // rows; `src` was checked to cover every tap's channel; the buffer holds the
-            // tile's strips.
-            unsafe {
-                let o = dst.ptr();
-                tile(
-                    mm,
-                    c0,
-                    nn,
-                    packed,
-                    r0 / MR,
-                    src,
-                    padded,
-                    buf,
-                    o.add(r0 * plane),
-                    plane,
-                    &bias[r0..],
-                    accumulate,
-                    clamp,
-                );
-                finish(o.add(r0 * plane + c0), mm, nn, plane, clamp, act);
+            let mut j = 0;
+            while j < nn {
+                // The last chunk takes a remainder narrower than a strip.
+                let w = if nn - j - chunk.min(nn - j) < NR { nn - j } else { chunk };
+                // SAFETY: AVX-512F was detected by the caller; rows r0..r0+mm < m and
+                // columns c0+j..c0+j+w <= c0+nn <= plane of `out` (m * plane values,
+                // checked) belong to this tile alone; `packed` holds the panels from r0 / MR
+                // (r0 is a multiple of MR) for k rows; `src` was checked to cover every tap's
+                // channel; the buffer holds one strip block.
+                unsafe {
+                    let o = dst.ptr();
+                    tile(
+                        mm,
+                        c0 + j,
+                        w,
+                        packed,
+                        r0 / MR,
+                        src,
+                        padded,
+                        buf,
+                        o.add(r0 * plane),
+                        plane,
+                        &bias[r0..],
+                        accumulate,
+                        clamp,
+                    );
+                    finish(o.add(r0 * plane + c0 + j), mm, w, plane, clamp, act);
+                }
+                j += w;
             }
         });
     });
+}
+
+/// Weights (bytes) of a thread's rows up to which its tile runs in [`cache_cols`] chunks:
+/// they are read once per chunk, from L2.
+const L2_WEIGHTS: usize = 1 << 20;
+
+/// Columns of a cache-sized tile for depth `k`: whole strips, fewer for deeper GEMMs.
+fn cache_cols(k: usize) -> usize {
+    ((96 * 1024) / k.max(1) / NR).clamp(1, 20) * NR
 }
 
 /// Applies a non-clamp activation to a finished `mm x nn` block (stride `ld`).

@@ -460,12 +460,16 @@ fn weights_change_after_packing() {
 }
 
 /// Planes a few columns past whole 48-column strips (7x7 = 48 + 1, 14x14 = 4 x 48 + 4), where
-/// the GEMMs' last tile takes the leftover columns with it, on one to three threads: the 1x1
+/// the GEMMs' last tile takes the leftover columns with it, and planes a thread walks in several
+/// cache-sized chunks (30x30 and 1x250 at depth 360, the last chunk taking a narrow remainder),
+/// on one to three threads: the 1x1
 /// GEMM and the implicit 3x3 one (deep enough for several tap blocks) against the naive
 /// reference.
 #[test]
 fn strip_tails_match_naive() {
-    for (h, w) in [(7, 7), (14, 14), (1, 49), (1, 97), (1, 100), (2, 50), (3, 33)] {
+    for (h, w) in
+        [(7, 7), (14, 14), (1, 49), (1, 97), (1, 100), (2, 50), (3, 33), (30, 30), (1, 250)]
+    {
         for (k, ci) in [(1, 20), (3, 40)] {
             let co = 24;
             let wt = values(co * ci * k * k, 7);
