@@ -20,6 +20,8 @@ thread_local! {
     /// Each thread's im2col buffer (kept between runs: allocating a group's columns per group
     /// and run would dominate, and a steady-state run allocates nothing).
     static GROUP_COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's subsampled input of a strided 1x1 convolution.
+    static SUBSAMPLED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How the input is padded.
@@ -346,6 +348,51 @@ impl Conv2d {
         None
     }
 
+    /// The packed 1x1 GEMM over `n` images of `hw` pixels (`x` holds `n x in x hw`, `out`
+    /// `n x out x hw`, holding a residual when `accumulate`).
+    fn pointwise_images(
+        &self,
+        x: &[f32],
+        n: usize,
+        hw: usize,
+        out: &mut [f32],
+        accumulate: bool,
+    ) -> Result<(), String> {
+        let (co, ci) = (self.out_channels, self.in_channels);
+        let pk = self.packed_group(0);
+        let wt = self.weight.read().unwrap_or_else(|e| e.into_inner());
+        for b in 0..n {
+            let ok = pointwise(
+                co,
+                ci,
+                hw,
+                &wt,
+                pk,
+                &x[b * ci * hw..(b + 1) * ci * hw],
+                &self.bias,
+                if accumulate { Activation::None } else { self.act },
+                accumulate,
+                &mut out[b * co * hw..(b + 1) * co * hw],
+            );
+            if !ok {
+                return Err("conv: internal pointwise size mismatch".into());
+            }
+        }
+        if accumulate && self.act != Activation::None {
+            apply_activation(out, self.act);
+        }
+        Ok(())
+    }
+
+    /// A 1x1 convolution with a stride above 1, no padding and one group.
+    fn is_strided_pointwise(&self, h: usize, w: usize) -> bool {
+        self.kh == 1
+            && self.kw == 1
+            && self.stride != (1, 1)
+            && self.groups == 1
+            && self.pads(h, w) == [0; 4]
+    }
+
     fn is_pointwise(&self, h: usize, w: usize) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.pads(h, w) == [0; 4]
     }
@@ -412,29 +459,32 @@ impl Conv2d {
         }
         if self.is_pointwise(h, w) && self.groups == 1 {
             let t = profile::start();
-            let (co, ci, hw) = (self.out_channels, self.in_channels, h * w);
-            let pk = self.packed_group(0);
-            let wt = self.weight.read().unwrap_or_else(|e| e.into_inner());
-            for b in 0..n {
-                let ok = pointwise(
-                    co,
-                    ci,
-                    hw,
-                    &wt,
-                    pk,
-                    &x[b * ci * hw..(b + 1) * ci * hw],
-                    &self.bias,
-                    if accumulate { Activation::None } else { self.act },
-                    accumulate,
-                    &mut out[b * co * hw..(b + 1) * co * hw],
-                );
-                if !ok {
-                    return Err("conv: internal pointwise size mismatch".into());
-                }
-            }
-            if accumulate && self.act != Activation::None {
-                apply_activation(out, self.act);
-            }
+            self.pointwise_images(x, n, h * w, out, accumulate)?;
+            profile::record("pointwise-gemm", t);
+            return Ok(());
+        }
+        if self.is_strided_pointwise(h, w) {
+            // A strided 1x1 convolution (ResNet's and RegNet's downsampling shortcuts) reads
+            // one input pixel in stride.0 x stride.1: those pixels, copied out compactly, are
+            // a plain 1x1 convolution's input. Cheaper than the implicit GEMM's padded copy
+            // of the whole input and its strided gathers (`conv3_shapes`).
+            let t = profile::start();
+            let (ci, (sy, sx)) = (self.in_channels, self.stride);
+            let (oh, ow) = self.output_hw(h, w)?;
+            crate::pool::with_scratch(&SUBSAMPLED, n * ci * oh * ow, |sub| {
+                let all = crate::pool::SharedMut::new(sub);
+                crate::pool::for_each_task(n * ci, &|p| {
+                    // SAFETY: task p writes only plane p of the subsampled input; `sub`
+                    // outlives the loop.
+                    let dst = unsafe { all.slice(p * oh * ow, oh * ow) };
+                    let src = &x[p * h * w..(p + 1) * h * w];
+                    for (oy, row) in dst.chunks_exact_mut(ow).enumerate() {
+                        let from = &src[oy * sy * w..];
+                        row.iter_mut().enumerate().for_each(|(ox, v)| *v = from[ox * sx]);
+                    }
+                });
+                self.pointwise_images(sub, n, oh * ow, out, accumulate)
+            })?;
             profile::record("pointwise-gemm", t);
             return Ok(());
         }

@@ -233,6 +233,37 @@ proptest! {
         check(&acc, &want_res, "implicit forward_add")?;
     }
 
+    /// Strided 1x1 convolutions without padding (downsampling shortcuts), which run as the 1x1
+    /// GEMM on the subsampled input: any stride per axis, odd and even sizes, the residual
+    /// epilogue, one and two threads.
+    #[test]
+    fn strided_pointwise_matches_naive(
+        ci in 1usize..=40,
+        co in 1usize..=30,
+        h in 1usize..=20,
+        w in 1usize..=60,
+        stride in (1usize..=3, 1usize..=3),
+        act in acts(),
+        threads in 1usize..=2,
+        seed in any::<u64>(),
+    ) {
+        let wt = values(co * ci, seed);
+        let bias = values(co, seed ^ 1);
+        let x = values(ci * h * w, seed ^ 2);
+        let conv = Conv2d::new(wt.clone(), [co, ci, 1, 1], Some(bias.clone()), stride, (1, 1), 1, Padding::Explicit([0; 4]), act)
+            .expect("valid conv");
+        let (plain, _, _) = naive_conv(&x, (1, ci, h, w), &wt, [co, ci, 1, 1], &bias, stride, (1, 1), 1, [0; 4]);
+        let want: Vec<f32> = plain.iter().map(|v| naive_act(*v, act)).collect();
+        let residual = values(want.len(), seed ^ 3);
+        let want_res: Vec<f32> = plain.iter().zip(&residual).map(|(a, r)| naive_act(a + r, act)).collect();
+        let p = pool(threads);
+        let got = p.install(|| conv.forward(&x, 1, h, w)).expect("forward");
+        check(&got, &want, "strided 1x1 forward")?;
+        let mut acc = residual;
+        p.install(|| conv.forward_add(&x, 1, h, w, &mut acc)).expect("forward_add");
+        check(&acc, &want_res, "strided 1x1 forward_add")?;
+    }
+
     /// The implicit GEMM at depths past one 128-tap block (later blocks accumulate into the
     /// output, the bias with the first, the clamp with the last) on the padded-copy gathers
     /// (stride 1 and 2 in both directions) and the masked ones (mixed strides), with padding
