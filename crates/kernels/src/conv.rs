@@ -237,7 +237,7 @@ impl Conv2d {
     pub fn forward(&self, x: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>, String> {
         let (oh, ow) = self.output_hw(h, w)?;
         let mut out = vec![0f32; n * self.out_channels * oh * ow];
-        self.run(x, n, h, w, &mut out, false, None)?;
+        self.run(x, n, h, w, &mut out, false, self.act, None)?;
         Ok(out)
     }
 
@@ -253,7 +253,7 @@ impl Conv2d {
         out: &mut [f32],
     ) -> Result<(), String> {
         self.check_output("output buffer", out.len(), n, h, w)?;
-        self.run(x, n, h, w, out, false, None)
+        self.run(x, n, h, w, out, false, self.act, None)
     }
 
     /// As [`Conv2d::forward`] for a depthwise convolution, with the depthwise kernel forced
@@ -272,7 +272,7 @@ impl Conv2d {
         }
         let (oh, ow) = self.output_hw(h, w)?;
         let mut out = vec![0f32; n * self.out_channels * oh * ow];
-        self.run(x, n, h, w, &mut out, false, Some(path))?;
+        self.run(x, n, h, w, &mut out, false, self.act, Some(path))?;
         Ok(out)
     }
 
@@ -289,7 +289,7 @@ impl Conv2d {
     ) -> Result<(), String> {
         self.check_output("residual", residual.len(), n, h, w)?;
         if !self.is_depthwise() {
-            return self.run(x, n, h, w, residual, true, None);
+            return self.run(x, n, h, w, residual, true, self.act, None);
         }
         let y = self.forward(x, n, h, w)?;
         if self.act == Activation::None {
@@ -303,6 +303,31 @@ impl Conv2d {
             apply_activation(residual, self.act);
         }
         Ok(())
+    }
+
+    /// As [`Conv2d::forward_add`] for a convolution without a fused activation, with `act`
+    /// applied to the sum (a residual add followed by an activation, as ResNet's blocks end),
+    /// in the GEMM's epilogue where the kernel has one. Fails when the convolution has a fused
+    /// activation of its own.
+    pub fn forward_add_act(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        residual: &mut [f32],
+        act: Activation,
+    ) -> Result<(), String> {
+        if self.act != Activation::None {
+            return Err("conv: forward_add_act on a convolution with a fused activation".into());
+        }
+        if self.is_depthwise() {
+            self.forward_add(x, n, h, w, residual)?;
+            apply_activation(residual, act);
+            return Ok(());
+        }
+        self.check_output("residual", residual.len(), n, h, w)?;
+        self.run(x, n, h, w, residual, true, act, None)
     }
 
     /// Checks that `what` (an output-shaped buffer of `len` values) fits the output of an
@@ -357,6 +382,7 @@ impl Conv2d {
         hw: usize,
         out: &mut [f32],
         accumulate: bool,
+        act: Activation,
     ) -> Result<(), String> {
         let (co, ci) = (self.out_channels, self.in_channels);
         let pk = self.packed_group(0);
@@ -370,7 +396,7 @@ impl Conv2d {
                 pk,
                 &x[b * ci * hw..(b + 1) * ci * hw],
                 &self.bias,
-                if accumulate { Activation::None } else { self.act },
+                if accumulate { Activation::None } else { act },
                 accumulate,
                 &mut out[b * co * hw..(b + 1) * co * hw],
             );
@@ -378,8 +404,8 @@ impl Conv2d {
                 return Err("conv: internal pointwise size mismatch".into());
             }
         }
-        if accumulate && self.act != Activation::None {
-            apply_activation(out, self.act);
+        if accumulate && act != Activation::None {
+            apply_activation(out, act);
         }
         Ok(())
     }
@@ -408,6 +434,7 @@ impl Conv2d {
         w: usize,
         out: &mut [f32],
         accumulate: bool,
+        act: Activation,
         path: Option<DwIsa>,
     ) -> Result<(), String> {
         if x.len() != n * self.in_channels * h * w {
@@ -444,22 +471,20 @@ impl Conv2d {
             if lanes {
                 let (co, taps) = (self.out_channels, self.kh * self.kw);
                 let pk = self.dw_lanes.get_or_init(|| crate::dw_lanes::pack(&wt, co, taps));
-                if mult != 1
-                    || !crate::dw_lanes::depthwise(x, out, pk, &self.bias, co, &g, self.act)
-                {
+                if mult != 1 || !crate::dw_lanes::depthwise(x, out, pk, &self.bias, co, &g, act) {
                     return Err("depthwise: the Lanes kernel cannot run this convolution here \
                                 (it needs AVX-512 and one channel per filter)"
                         .into());
                 }
             } else {
-                depthwise(x, out, &wt, &self.bias, self.out_channels, mult, g, self.act, path)?;
+                depthwise(x, out, &wt, &self.bias, self.out_channels, mult, g, act, path)?;
             }
             profile::record(if self.kh * self.kw > 9 { "depthwise-large" } else { "depthwise" }, t);
             return Ok(());
         }
         if self.is_pointwise(h, w) && self.groups == 1 {
             let t = profile::start();
-            self.pointwise_images(x, n, h * w, out, accumulate)?;
+            self.pointwise_images(x, n, h * w, out, accumulate, act)?;
             profile::record("pointwise-gemm", t);
             return Ok(());
         }
@@ -483,14 +508,14 @@ impl Conv2d {
                         row.iter_mut().enumerate().for_each(|(ox, v)| *v = from[ox * sx]);
                     }
                 });
-                self.pointwise_images(sub, n, oh * ow, out, accumulate)
+                self.pointwise_images(sub, n, oh * ow, out, accumulate, act)
             })?;
             profile::record("pointwise-gemm", t);
             return Ok(());
         }
         let t = profile::start();
         let is_pw = self.is_pointwise(h, w);
-        if !is_pw && self.implicit(x, n, h, w, (oh, ow), (pt, pl), out, accumulate)? {
+        if !is_pw && self.implicit(x, n, h, w, (oh, ow), (pt, pl), out, accumulate, act)? {
             profile::record("implicit-gemm", t);
             return Ok(());
         }
@@ -518,7 +543,7 @@ impl Conv2d {
                 col
             };
             let bg = &self.bias[g * cog..(g + 1) * cog];
-            let act = if accumulate { Activation::None } else { self.act };
+            let act = if accumulate { Activation::None } else { act };
             if !pointwise(cog, kk, plane, wg, self.packed_group(g), rhs, bg, act, accumulate, og) {
                 failed.store(true, Ordering::Relaxed);
             }
@@ -542,8 +567,8 @@ impl Conv2d {
         if failed.load(Ordering::Relaxed) {
             return Err("conv: internal GEMM size mismatch".into());
         }
-        if accumulate && self.act != Activation::None {
-            apply_activation(out, self.act);
+        if accumulate && act != Activation::None {
+            apply_activation(out, act);
         }
         profile::record("im2col-gemm", t);
         Ok(())
@@ -563,6 +588,7 @@ impl Conv2d {
         (pt, pl): (usize, usize),
         out: &mut [f32],
         accumulate: bool,
+        act: Activation,
     ) -> Result<bool, String> {
         static IM2COL: OnceLock<bool> = OnceLock::new();
         if *IM2COL.get_or_init(|| std::env::var("INFER_CONV").is_ok_and(|v| v == "im2col"))
@@ -593,7 +619,7 @@ impl Conv2d {
             };
             let bg = &self.bias[g * cog..(g + 1) * cog];
             let pk = self.packed_group(g).unwrap_or(&[]);
-            if !crate::implicit::conv_gemm(cog, plane, pk, &src, bg, self.act, accumulate, og) {
+            if !crate::implicit::conv_gemm(cog, plane, pk, &src, bg, act, accumulate, og) {
                 failed.store(true, Ordering::Relaxed);
             }
         };

@@ -53,12 +53,14 @@ enum Op {
         h: usize,
         w: usize,
     },
-    /// `conv(x) + residual`, accumulated into the residual's buffer (which is the output).
+    /// `act(conv(x) + residual)`, accumulated into the residual's buffer (which is the
+    /// output); `act` is an activation step folded in after the add.
     ConvAdd {
         conv: Arc<Conv2d>,
         n: usize,
         h: usize,
         w: usize,
+        act: Activation,
     },
     /// An inverted-residual block (expand, depthwise and maybe project) on `n` images of
     /// `h x w`, run by the banded kernel; with a residual, `block` adds its input.
@@ -446,6 +448,12 @@ impl Direct {
                     release(plan, si, &vals, &mut a);
                     continue;
                 }
+                Some(Lowered::Op(Op::Act(act)))
+                    if fold_act(plan, si, act, &mut steps, &args, &mut vals, &mut a) =>
+                {
+                    release(plan, si, &vals, &mut a);
+                    continue;
+                }
                 Some(Lowered::Op(op)) => op,
                 None => Op::Interp { dims: args.iter().map(|v| v.dims.clone()).collect() },
             };
@@ -565,12 +573,45 @@ fn fold_add(
     if !safe {
         return false;
     }
-    conv_step.op = Op::ConvAdd { conv: conv.clone(), n: *n, h: *h, w: *w };
+    conv_step.op = Op::ConvAdd { conv: conv.clone(), n: *n, h: *h, w: *w, act: Activation::None };
     conv_step.args.push(r.src);
     conv_step.outs = vec![(rb, r.len())];
     // The sum lives in the residual's buffer; the conv's own buffer frees with its slot.
     a.retain(r.src);
     vals[out_slot] = Some(Val { src: r.src, dims: r.dims.clone() });
+    true
+}
+
+/// Folds plan step `si`, activation `act` of `args`, into the convolution-and-add lowered just
+/// before it when that step's sum is the activation's only operand, dies here and is referred to
+/// by nothing else: the convolution's epilogue then applies `act` to the sum in place, and the
+/// sum's buffer becomes the activation's output.
+#[allow(clippy::too_many_arguments)]
+fn fold_act(
+    plan: &Plan,
+    si: usize,
+    act: Activation,
+    steps: &mut [Step],
+    args: &[Val],
+    vals: &mut [Option<Val>],
+    a: &mut Assign,
+) -> bool {
+    let step = &plan.steps[si];
+    let (Some(conv_step), Some(&out_slot), [x], &[x_slot]) =
+        (steps.last_mut(), step.outputs.first(), args, step.inputs.as_slice())
+    else {
+        return false;
+    };
+    let Op::ConvAdd { act: folded @ Activation::None, .. } = &mut conv_step.op else {
+        return false;
+    };
+    let &[(sum, _)] = conv_step.outs.as_slice() else { return false };
+    if x.src != Src::Buf(sum) || !step.release.contains(&x_slot) || a.refs[sum] != 1 {
+        return false;
+    }
+    *folded = act;
+    a.retain(x.src);
+    vals[out_slot] = Some(Val { src: x.src, dims: x.dims.clone() });
     true
 }
 

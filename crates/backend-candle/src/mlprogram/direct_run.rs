@@ -157,8 +157,9 @@ impl Direct {
             Op::Conv { conv, n, h, w } => {
                 conv.forward_into(head(x, n * conv.in_channels() * h * w)?, *n, *h, *w, out)
             }
-            Op::ConvAdd { conv, n, h, w } => {
-                conv.forward_add(head(x, n * conv.in_channels() * h * w)?, *n, *h, *w, out)
+            Op::ConvAdd { conv, n, h, w, act } => {
+                let x = head(x, n * conv.in_channels() * h * w)?;
+                conv.forward_add_act(x, *n, *h, *w, out, *act)
             }
             Op::Block { block, n, h, w } => {
                 block.forward_into(head(x, n * block.in_channels() * h * w)?, *n, *h, *w, out)

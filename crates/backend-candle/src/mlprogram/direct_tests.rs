@@ -58,6 +58,28 @@ fn residual_adds_fold_into_the_convolution_only_where_safe() {
     assert_eq!(names.iter().filter(|n| **n == "binary").count(), 2, "{names:?}");
 }
 
+/// `relu(conv(x) + a)` with the sum read nowhere else runs as one convolution step (the relu in
+/// its epilogue); `relu(conv(b) + e)` whose sum a later add also reads keeps its relu step.
+#[test]
+fn activations_after_folded_adds_join_the_convolution_only_where_safe() {
+    let c = 5;
+    let mut p = Prog::default();
+    let a = p.op("relu", "a", &[("x", "x")]);
+    let c1 = conv1x1(&mut p, "c1", "x", c, 1);
+    let y = p.op("add", "y", &[("x", &c1), ("y", &a)]);
+    let b = p.op("relu", "b", &[("x", &y)]);
+    let e = p.op("relu", "e", &[("x", &b)]);
+    let c2 = conv1x1(&mut p, "c2", &b, c, 2);
+    let y2 = p.op("add", "y2", &[("x", &c2), ("y", &e)]);
+    let f = p.op("relu", "f", &[("x", &y2)]);
+    let out = p.op("add", "out", &[("x", &f), ("y", &y2)]);
+    let (want, got, direct) = both(&p.function(&out), data(c * 36, 4), &[1, c, 6, 6]);
+    assert_close(&got, &want);
+    let names = direct.op_names();
+    assert_eq!(names.iter().filter(|n| **n == "conv+add").count(), 2, "{names:?}");
+    assert_eq!(names.iter().filter(|n| **n == "act").count(), 3, "{names:?}");
+}
+
 /// An attention-shaped chain: split, transposes (one a pure reshape), matmul with a
 /// transposed operand, softmax, concat, layer norm; with buffers reused.
 #[test]
