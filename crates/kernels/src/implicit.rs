@@ -248,9 +248,11 @@ fn run_tiles(
 
 /// Weights (bytes) of a thread's rows up to which its tile runs in [`cache_cols`] chunks:
 /// they are read once per chunk, from L2.
+#[cfg(target_arch = "x86_64")]
 const L2_WEIGHTS: usize = 1 << 20;
 
 /// Columns of a cache-sized tile for depth `k`: whole strips, fewer for deeper GEMMs.
+#[cfg(target_arch = "x86_64")]
 fn cache_cols(k: usize) -> usize {
     ((96 * 1024) / k.max(1) / NR).clamp(1, 20) * NR
 }
