@@ -377,13 +377,17 @@ fn print_profile(iters: usize, wall: Duration) {
     let per_run = wall.as_secs_f64() * 1e3 / iters as f64;
     human!("  profile  (INFER_PROFILE: mean ms per run by kernel; wall {per_run:.2} ms per run)");
     let mut covered = 0.0;
-    for (kind, calls, total) in rows {
-        let ms = total.as_secs_f64() * 1e3 / iters as f64;
+    for r in rows {
+        let ms = r.total.as_secs_f64() * 1e3 / iters as f64;
         covered += ms;
+        let busy = 100.0 * r.busy.as_secs_f64() / r.capacity.as_secs_f64().max(1e-12);
+        let waited = r.waited.as_secs_f64() * 1e3 / iters as f64;
         human!(
-            "    {kind:<16} {ms:>7.2} ms  {:>5.1}%  ({} calls per run)",
+            "    {:<16} {ms:>7.2} ms  {:>5.1}%  ({} calls per run; threads busy {busy:.0} %, caller \
+             waited {waited:.2} ms)",
+            r.kind,
             100.0 * ms / per_run,
-            calls / iters as u64
+            r.calls / iters as u64
         );
     }
     human!(

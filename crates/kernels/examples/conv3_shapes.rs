@@ -1,6 +1,7 @@
 //! Runs ResNet-18's convolutions but the 1x1 stride-1 ones (each shape once per iteration, one thread, ReLU fused)
 //! and prints the mean wall time per shape and the achieved GFLOP/s, for same-machine A/B runs
-//! of the implicit GEMM. Usage: `conv3_shapes [ITERS [THREADS]]` (one thread by default).
+//! of the implicit GEMM. Usage: `conv3_shapes [ITERS [THREADS [INDEX]]]` (one thread by default;
+//! INDEX runs just that shape of the list, for profiling).
 
 use kernels::{Activation, Conv2d, Padding};
 
@@ -22,6 +23,8 @@ fn main() {
         (512, 512, 7, 1, 3, 3),
     ];
     let threads: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1);
+    // Just the shape at this index of the list (for profiling one shape).
+    let only: Option<usize> = std::env::args().nth(3).and_then(|a| a.parse().ok());
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
     let mut convs: Vec<(Conv2d, Vec<f32>, Vec<f32>)> = shapes
         .iter()
@@ -48,7 +51,10 @@ fn main() {
     let mut per = vec![Vec::new(); convs.len()];
     pool.install(|| {
         for _ in 0..iters {
-            for ((conv, x, y), p) in convs.iter_mut().zip(&mut per) {
+            for (i, ((conv, x, y), p)) in convs.iter_mut().zip(&mut per).enumerate() {
+                if only.is_some_and(|o| o != i) {
+                    continue;
+                }
                 let hw = (x.len() / conv.in_channels()).isqrt();
                 let t = std::time::Instant::now();
                 conv.forward_into(x, 1, hw, hw, y).expect("forward");
@@ -59,6 +65,9 @@ fn main() {
     });
     let (mut total, mut flop) = (0f64, 0f64);
     for (&(ci, co, hw, s, times, k), p) in shapes.iter().zip(&mut per) {
+        if p.is_empty() {
+            continue;
+        }
         p.sort_by(f64::total_cmp);
         let us = p[p.len() / 2] * 1e6;
         let o = hw / s;

@@ -83,6 +83,8 @@ struct Job<'a> {
     n: usize,
     next: Line<AtomicUsize>,
     completed: Line<AtomicUsize>,
+    /// Nanoseconds all threads spent in the tasks (counted only when profiling).
+    busy: Line<AtomicU64>,
 }
 
 impl Job<'_> {
@@ -93,7 +95,14 @@ impl Job<'_> {
             if i >= self.n {
                 return;
             }
-            run_task(self.f, i);
+            if crate::profile::enabled() {
+                let t = Instant::now();
+                run_task(self.f, i);
+                let ns = t.elapsed().as_nanos() as u64;
+                self.busy.fetch_add(ns, Ordering::Relaxed);
+            } else {
+                run_task(self.f, i);
+            }
             self.completed.fetch_add(1, Ordering::Release);
         }
     }
@@ -180,8 +189,14 @@ impl Pool {
         if self.busy.swap(true, Ordering::Acquire) {
             return false;
         }
-        let job =
-            Job { f, n, next: Line(AtomicUsize::new(0)), completed: Line(AtomicUsize::new(0)) };
+        let entered = crate::profile::enabled().then(Instant::now);
+        let job = Job {
+            f,
+            n,
+            next: Line(AtomicUsize::new(0)),
+            completed: Line(AtomicUsize::new(0)),
+            busy: Line(AtomicU64::new(0)),
+        };
         let p = (&job as *const Job<'_>).cast_mut().cast::<Job<'static>>();
         self.job.store(p, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
@@ -190,6 +205,7 @@ impl Pool {
             self.wake.notify_all();
         }
         job.work();
+        let waiting = entered.map(|_| Instant::now());
         let mut spins = 0u32;
         while job.completed.load(Ordering::Acquire) < n {
             spins = spins.wrapping_add(1);
@@ -202,6 +218,10 @@ impl Pool {
         self.job.store(std::ptr::null_mut(), Ordering::SeqCst);
         while self.active.load(Ordering::SeqCst) > 0 {
             std::hint::spin_loop();
+        }
+        if let (Some(entered), Some(waiting)) = (entered, waiting) {
+            let tasks = Duration::from_nanos(job.busy.load(Ordering::Relaxed));
+            crate::profile::add_loop(entered.elapsed(), tasks, waiting.elapsed());
         }
         self.busy.store(false, Ordering::Release);
         true
